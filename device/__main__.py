@@ -1,0 +1,7 @@
+"""``python -m device``: the device program."""
+
+import sys
+
+from device.app import main
+
+sys.exit(main())

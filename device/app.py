@@ -1,0 +1,276 @@
+"""The composition root: configuration, logging, hardware, the loop.
+
+``run()`` is the same for the Pi and the simulator; each entry point only
+chooses the hardware. One thread runs the loop below and is the only one
+that appends to the outbox; the uploader drains it from its own thread.
+"""
+
+import argparse
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+
+import uuid6
+
+from device import __version__, clock
+from device import config as config_mod
+from device.errors import ConfigError, EvaluatorError, StorageError
+from device.queue.outbox import Outbox
+from device.queue.transport import HttpTransport, Secret
+from device.queue.uploader import Uploader
+from device.state import (
+    CommitFailed, CommitRating, CommitUnrated, PressIgnored, RatingCommitted, Rules, State,
+    StaffRequested, StorageChanged, Tick, next_deadline, step)
+from device.ui.models import BootScreen, Indicators
+from device.ui.screens import render
+from device.view import Identity, View, view
+
+logger = logging.getLogger(__name__)
+
+#: Longest the loop sleeps with nothing to do (indicators refresh this often).
+IDLE_WAKE_S = 1.0
+#: The clock's sync status is read at most this often.
+CLOCK_CHECK_S = 10.0
+
+
+def load_key(path):
+    """The device key from its file, as a :class:`Secret`; empty if there is none."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return Secret(f.read().strip())
+    except FileNotFoundError:
+        return Secret("")
+    except OSError as e:
+        raise ConfigError([("upload.key_file", f"cannot be read: {e.strerror}")]) from None
+
+
+def new_session_request():
+    """A 请评价 press opens a session with an id made here, outside the pure step."""
+    return StaffRequested(str(uuid6.uuid7()))
+
+
+class App:
+    """The device: state machine, outbox, uploader and screen, wired together.
+
+    Args:
+        config: :class:`~device.config.Config`.
+        hardware: :class:`~device.hardware.Hardware`.
+        key: the device key (:class:`Secret`).
+        monotonic: seconds, injectable.
+        synced: returns whether the wall clock is synchronised.
+        transport: overrides the HTTP transport (tests).
+    """
+
+    def __init__(self, config, hardware, key, *, monotonic=time.monotonic,
+                 synced=clock.kernel_clock_synced, transport=None):
+        self.config = config
+        self.hardware = hardware
+        self.events = hardware.events
+        self.monotonic = monotonic
+        self._synced_fn = synced
+        self._synced = (0.0, False)
+        self.rules = Rules.from_config(config)
+        self.state = State()
+        self.identity = Identity.from_config(config)
+        self.outbox = Outbox(config.outbox.path, max_events=config.outbox.max_events)
+        self.transport = transport or HttpTransport(
+            config.upload.server, config.device.id, key, timeout=config.upload.timeout_s,
+            verify=config.upload.ca_bundle or config.upload.verify_tls)
+        self.uploader = Uploader(
+            self.outbox, self.transport, config.device.id, batch_size=config.upload.batch_size,
+            backoff_min_s=config.upload.backoff_min_s, backoff_max_s=config.upload.backoff_max_s,
+            synced=self.clock_synced)
+        self.has_key = bool(key)
+        self._model = None
+        self.frames = 0
+
+    # --- the loop -----------------------------------------------------------
+
+    def run(self, stop):
+        """Run until ``stop`` (a threading.Event) is set."""
+        self.show(BootScreen(__version__))
+        if self.has_key:
+            self.uploader.start()
+        else:
+            self.uploader.status.fault = "no device key"
+            logger.warning("no device key provisioned: ratings are kept but not uploaded")
+        logger.info("device %s ready: window %s, session source %s", self.config.device.id,
+                    self.config.device.window_no, self.rules.source)
+        try:
+            while not stop.is_set():
+                try:
+                    event = self.events.get(timeout=self._timeout())
+                except queue.Empty:
+                    self.handle(Tick())
+                else:
+                    self.handle(event)
+                    # Lets a driver wait (queue.join) until its inputs are handled.
+                    self.events.task_done()
+                self.refresh()
+        finally:
+            self.uploader.stop(timeout=5)
+            self.outbox.close()
+
+    def _timeout(self):
+        now = self.monotonic()
+        wake = now + IDLE_WAKE_S
+        deadline = next_deadline(self.state)
+        if deadline is not None:
+            wake = min(wake, deadline)
+        if self.state.session is not None:
+            # The prompt's countdown changes every whole second.
+            wake = min(wake, now + ((self.state.session.deadline - now) % 1.0 or 1.0))
+        return max(0.0, wake - now)
+
+    def handle(self, event):
+        """Step the state machine with one input and carry out its effects."""
+        now = self.monotonic()
+        self.state, effects = step(self.state, event, now, self.rules)
+        for effect in effects:
+            self._execute(effect)
+
+    def _execute(self, effect):
+        if isinstance(effect, CommitRating):
+            try:
+                event = self.outbox.append(self._rating_fields(effect))
+            except StorageError as e:
+                logger.error("rating not kept: %s", e)
+                self.handle(CommitFailed(str(e)))
+                return
+            logger.info("rating %s kept as seq %d%s", effect.level.value, event["seq"],
+                        " (suspect)" if effect.suspect else "")
+            # Straight back into the machine: thanks only now that it is on disk.
+            self.handle(RatingCommitted(effect.level, event["id"]))
+            self.uploader.wake()
+        elif isinstance(effect, CommitUnrated):
+            try:
+                event = self.outbox.append(self._base_fields("unrated", effect.session))
+                logger.info("session %s expired unrated; kept as seq %d", effect.session.session_id,
+                            event["seq"])
+                self.uploader.wake()
+            except StorageError as e:
+                logger.error("unrated session not kept: %s", e)
+        elif isinstance(effect, PressIgnored):
+            logger.info("press of button %d ignored: %s", effect.button, effect.why)
+
+    def _base_fields(self, event_type, session):
+        c = self.config
+        fields = {
+            "id": str(uuid6.uuid7()),
+            "type": event_type,
+            "device_id": c.device.id,
+            "window_no": c.device.window_no,
+            "staff_no": c.staff.no,
+            "staff_name": c.staff.name,
+            "occurred_at": clock.iso(clock.wall_now()),
+            "clock_synced": self.clock_synced(),
+            "boot_id": clock.boot_id(),
+            "mono_ms": clock.mono_ms(),
+        }
+        if session is not None:
+            fields.update(session_id=session.session_id, ticket=session.ticket,
+                          project_no=session.project_no, task_code=session.task_code,
+                          task_name=session.task_name)
+        return fields
+
+    def _rating_fields(self, effect):
+        fields = self._base_fields("rating", effect.session)
+        fields.update(level=effect.level.value, satisfaction=effect.level.satisfaction,
+                      channel=self.config.device.channel, assess_number=1, suspect=effect.suspect)
+        return fields
+
+    def clock_synced(self):
+        checked_at, value = self._synced
+        now = self.monotonic()
+        if not checked_at or now - checked_at > CLOCK_CHECK_S:
+            value = bool(self._synced_fn())
+            self._synced = (now, value)
+        return value
+
+    # --- the screen -----------------------------------------------------------
+
+    def indicators(self):
+        waiting = self.outbox.waiting()
+        status = self.uploader.status
+        return Indicators(
+            offline=status.online is False or bool(status.fault),
+            backlog=waiting,
+            clock_unset=not self.clock_synced(),
+            storage_low=waiting >= 0.8 * self.outbox.max_events)
+
+    def refresh(self):
+        """Redraw when what the screen should show has changed."""
+        full = self.outbox.waiting() >= self.outbox.max_events
+        if full != bool(self.state.storage_full):
+            self.handle(StorageChanged(full, "outbox full" if full else ""))
+        model = view(self.state, View(self.identity, self.indicators()), self.monotonic())
+        self.show(model)
+
+    def show(self, model):
+        if model == self._model:
+            return
+        self._model = model
+        self.hardware.display.show(render(model, self.hardware.size))
+        self.frames += 1
+        logger.info("screen: %s", type(model).__name__.removesuffix("Screen").lower())
+
+
+def parse_args(argv, prog="evaluator", description="Window Evaluator device"):
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", action="append", default=[], metavar="PATH",
+                        help="a TOML configuration file (may be given more than once)")
+    parser.add_argument("--set", action="append", default=[], dest="overrides",
+                        metavar="SECTION.KEY=VALUE", help="override one configuration key")
+    return parser
+
+
+def setup_logging(level):
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def load_config_or_exit(args, prog="evaluator"):
+    """Load the configuration; on error print every bad key and exit 2."""
+    paths = args.config
+    if not paths and os.path.exists("/etc/window-evaluator/config.toml"):
+        paths = ["/etc/window-evaluator/config.toml"]
+    try:
+        return config_mod.load(paths, args.overrides)
+    except ConfigError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def install_signal_handlers(stop):
+    """SIGTERM and SIGINT only set the stop flag; the loop ends cleanly."""
+    def handler(signum, frame):
+        stop.set()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def main(argv=None):
+    """``evaluator``: the device on a Raspberry Pi."""
+    args = parse_args(argv).parse_args(argv)
+    config = load_config_or_exit(args)
+    setup_logging(config.log.level)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    try:
+        from device.hardware import make_pi_hardware
+
+        events = queue.Queue()
+        hardware = make_pi_hardware(config, events, new_session_request)
+        app = App(config, hardware, load_key(config.upload.key_file))
+        app.run(stop)
+    except ConfigError as e:
+        print(f"evaluator: {e}", file=sys.stderr)
+        return 2
+    except EvaluatorError as e:
+        logger.error("%s", e)
+        return 1
+    return 0

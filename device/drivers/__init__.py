@@ -1,0 +1,1 @@
+"""Drivers turn hardware into events and effects into hardware actions."""

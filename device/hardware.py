@@ -1,0 +1,55 @@
+"""The hardware bundle, and the real one for a Raspberry Pi.
+
+Only this module (and ``sim/hardware.py``) creates hardware objects; Pi-only
+imports stay inside :func:`make_pi_hardware` so the rest imports anywhere.
+"""
+
+import logging
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Hardware:
+    """What the app drives: buttons feeding ``events``, and a display.
+
+    Attributes:
+        buttons: :class:`~device.drivers.buttons.Buttons`.
+        display: :class:`~device.drivers.display.Display` (or the simulator's wrapper).
+        size: ``(width, height)`` to render at, after rotation.
+        events: the queue the buttons put their events on.
+    """
+
+    buttons: object
+    display: object
+    size: tuple
+    events: object
+
+    def close(self):
+        self.buttons.close()
+        self.display.close()
+
+
+def make_pi_hardware(config, events, make_staff_event):
+    """Buttons on the Pi's GPIO (gpiozero picks its pin library) and the OLED."""
+    from luma.core.interface.serial import i2c, spi
+
+    from device.drivers.buttons import Buttons
+    from device.drivers.display import Display, make_panel
+
+    d = config.display
+    try:
+        if d.interface == "i2c":
+            bus = i2c(port=d.i2c_port, address=d.i2c_address)
+        else:
+            bus = spi(port=d.spi_port, device=d.spi_device, gpio_DC=d.gpio_dc, gpio_RST=d.gpio_rst)
+    except Exception as e:  # luma raises its own DeviceNotFoundError / DevicePermissionError
+        from device.errors import DisplayError
+        raise DisplayError(f"cannot open the {d.interface} bus for the {d.model} display: {e}") from e
+    panel = make_panel(d.model, bus, width=d.width, height=d.height, rotate=d.rotate)
+    staff_pin = config.buttons.staff_pin if config.session.source == "staff_button" else None
+    buttons = Buttons(config.buttons.pins, events, staff_pin=staff_pin,
+                      make_staff_event=make_staff_event, bounce_s=config.buttons.bounce_ms / 1000)
+    display = Display(panel)
+    return Hardware(buttons, display, panel.size, events)

@@ -1,0 +1,56 @@
+"""The five 好差评 levels, and their numeric codings at the edges.
+
+The device keeps the level's *name* internally; numbers exist only on the
+wire, because the two codings in use run in opposite directions (see
+shared/reference/haochaping-facts.md).
+"""
+
+import enum
+
+
+class Level(enum.Enum):
+    """A rating level, ordered as the buttons are: 非常满意 first."""
+
+    VERY_SATISFIED = "very_satisfied"
+    SATISFIED = "satisfied"
+    BASIC = "basically_satisfied"
+    DISSATISFIED = "dissatisfied"
+    VERY_DISSATISFIED = "very_dissatisfied"
+
+    @classmethod
+    def from_button(cls, button):
+        """Level for button 1..5 (1 = 非常满意)."""
+        return _ORDER[button - 1]
+
+    @property
+    def button(self):
+        return _ORDER.index(self) + 1
+
+    @property
+    def satisfaction(self):
+        """The exchange-interface code: 5 = 非常满意 … 1 = 非常不满意."""
+        return 6 - self.button
+
+    @property
+    def gbt_code(self):
+        """GB/T 39046-2020 table A.8: 1 = 非常满意 … 5 = 非常不满意."""
+        return self.button
+
+    @property
+    def text(self):
+        return _TEXT[self]
+
+    @property
+    def is_bad(self):
+        """差评: 不满意 and 非常不满意."""
+        return self in (Level.DISSATISFIED, Level.VERY_DISSATISFIED)
+
+
+_ORDER = list(Level)
+_TEXT = {
+    Level.VERY_SATISFIED: "非常满意",
+    Level.SATISFIED: "满意",
+    Level.BASIC: "基本满意",
+    Level.DISSATISFIED: "不满意",
+    Level.VERY_DISSATISFIED: "非常不满意",
+}

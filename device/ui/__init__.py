@@ -1,0 +1,1 @@
+"""Screens: pure functions from a small model to a PIL image."""

@@ -1,0 +1,86 @@
+"""What each screen shows: small frozen models, the input of ``render``.
+
+The state machine's view turns device state into one of these; the render
+functions turn one into an image. Equal models give equal frames, so the app
+redraws only when the model changes.
+"""
+
+from dataclasses import dataclass, field
+
+from device.levels import Level
+
+
+@dataclass(frozen=True)
+class Indicators:
+    """Small marks on the idle screen."""
+
+    offline: bool = False       # the hall server has not answered lately
+    backlog: int = 0            # events waiting in the outbox
+    clock_unset: bool = False   # wall clock not synchronised yet
+    storage_low: bool = False   # outbox near its limit
+
+
+@dataclass(frozen=True)
+class BootScreen:
+    version: str
+    message: str = "启动中"
+
+
+@dataclass(frozen=True)
+class IdleScreen:
+    window_no: str
+    window_name: str
+    staff_name: str
+    staff_no: str
+    qr_url: str
+    indicators: Indicators = field(default_factory=Indicators)
+
+
+@dataclass(frozen=True)
+class PromptScreen:
+    """请您对本次服务进行评价, with the ticket and a countdown."""
+
+    window_no: str
+    staff_name: str
+    seconds_left: int
+    ticket: str = ""
+
+
+@dataclass(frozen=True)
+class ThanksScreen:
+    """感谢您的评价 and the level chosen."""
+
+    level: Level
+
+
+@dataclass(frozen=True)
+class ReasonsScreen:
+    """After a 差评: up to four reason tags on buttons 1-4, button 5 = details QR."""
+
+    level: Level
+    reasons: tuple = ()         # ((code, text), ...) at most four
+    seconds_left: int = 0
+
+
+@dataclass(frozen=True)
+class LaterScreen:
+    """The session's QR code, to rate later on the phone."""
+
+    qr_url: str
+    ticket: str = ""
+    message: str = "扫码评价"
+
+
+@dataclass(frozen=True)
+class ServiceScreen:
+    """Technician's screen: plain lines, never secrets."""
+
+    lines: tuple = ()
+
+
+@dataclass(frozen=True)
+class PausedScreen:
+    """Rating is paused (storage full, fault): say what, offer the QR code."""
+
+    reason: str
+    qr_url: str

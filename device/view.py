@@ -1,0 +1,52 @@
+"""What the screen shows for a state: a pure function to a screen model."""
+
+from dataclasses import dataclass, field
+
+from device import state as st
+from device.ui.models import (
+    IdleScreen, Indicators, LaterScreen, PausedScreen, PromptScreen, ThanksScreen)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is serving at this window, and the window's QR code."""
+
+    window_no: str
+    window_name: str
+    staff_name: str
+    staff_no: str
+    qr_url: str
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config.device.window_no, config.device.window_name, config.staff.name,
+                   config.staff.no, config.qr.url)
+
+
+@dataclass(frozen=True)
+class View:
+    identity: Identity
+    indicators: Indicators = field(default_factory=Indicators)
+
+
+def view(state, info, now):
+    """The screen model for ``state`` at monotonic time ``now``."""
+    ident = info.identity
+    if state.screen == st.THANKS and state.level is not None:
+        return ThanksScreen(state.level)
+    if state.screen == st.PAUSED or state.storage_full:
+        reason = state.fault or state.storage_full
+        return PausedScreen(reason=_paused_text(reason), qr_url=state.later_qr or ident.qr_url)
+    if state.screen == st.LATER:
+        return LaterScreen(qr_url=state.later_qr or ident.qr_url)
+    if state.session is not None:
+        seconds = max(0, int(state.session.deadline - now + 0.999))
+        return PromptScreen(ident.window_no, ident.staff_name, seconds, state.session.ticket)
+    return IdleScreen(ident.window_no, ident.window_name, ident.staff_name, ident.staff_no,
+                      ident.qr_url, info.indicators)
+
+
+def _paused_text(reason):
+    if "full" in reason:
+        return "存储已满，评价暂停"
+    return "评价暂停，请扫码评价"

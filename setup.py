@@ -1,0 +1,44 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="window-evaluator",
+    version="0.1.0",
+    description="Window Evaluator: the software of a 好差评 window evaluation device",
+    python_requires=">=3.11",
+    packages=find_packages(include=["device", "device.*", "sim", "sim.*"]),
+    include_package_data=True,
+    install_requires=[
+        "gpiozero>=2.0",
+        "luma.oled>=3.13",
+        "luma.core>=2.4",
+        "Pillow>=10",
+        "qrcode>=7.4",
+        "sqlite-utils>=3.35",
+        "requests>=2.31",
+        "pyserial>=3.5",
+        "uuid6>=2024.1.12",
+    ],
+    extras_require={
+        # Pin libraries gpiozero picks on a Pi; never needed to import or test elsewhere.
+        "pi": [
+            "lgpio>=0.2; platform_machine=='aarch64' or platform_machine=='armv7l'",
+            "smbus2>=0.4; sys_platform=='linux'",
+            "spidev>=3.6; sys_platform=='linux'",
+        ],
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.2",
+            "hypothesis>=6.100",
+            "zxing-cpp>=2.2",
+        ],
+        "bench": [
+            "persist-queue>=1.0",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "evaluator = device.app:main",
+            "evaluator-sim = sim.cli:main",
+        ],
+    },
+)

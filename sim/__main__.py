@@ -1,0 +1,7 @@
+"""``python -m sim``: the simulated device."""
+
+import sys
+
+from sim.cli import main
+
+sys.exit(main())

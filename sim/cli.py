@@ -1,0 +1,261 @@
+"""``evaluator-sim`` / ``python -m sim``: the whole device on any Linux machine.
+
+The unchanged device code runs on MockFactory pins and a luma ``dummy``
+display, talking through a cuttable loopback link to the embedded stand-in
+hall server (or to ``--server URL``). Driven by the keyboard on a TTY, by
+``--script FILE``, or by script lines on stdin.
+"""
+
+import argparse
+import json
+import logging
+import os
+import queue
+import secrets
+import sys
+import tempfile
+import threading
+import urllib.parse
+
+from device import app as device_app
+from device import config as config_mod
+from device.app import App, load_key, new_session_request
+from device.errors import ConfigError, EvaluatorError
+from sim import script as script_mod
+from sim.hall_server import HallServer
+from sim.hardware import make_sim_hardware
+from sim.network import NetworkLink
+
+logger = logging.getLogger("sim")
+
+DEMO_SCRIPT = """\
+# The built-in demo: every level once, one of them while the network is down.
+press 1
+wait 2.2
+press 2
+wait 2.2
+network down
+press 3
+wait 2.2
+press 4
+wait 2.2
+network up
+press 5
+wait 2
+"""
+#: The demo runs with a short lockout so that it takes seconds, not a minute.
+DEMO_OVERRIDES = ["session.min_interval_s=2", "session.thanks_s=1.5"]
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="evaluator-sim", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", action="append", default=[], metavar="PATH",
+                        help="a TOML configuration file (may be given more than once)")
+    parser.add_argument("--set", action="append", default=[], dest="overrides",
+                        metavar="SECTION.KEY=VALUE", help="override one configuration key")
+    parser.add_argument("--script", metavar="FILE",
+                        help="run this script, then exit once every event is delivered")
+    parser.add_argument("--demo", action="store_true",
+                        help="run the built-in scenario and print what the hall server stored")
+    parser.add_argument("--frames", metavar="DIR", help="save each new frame as PNG here")
+    parser.add_argument("--data", metavar="DIR",
+                        help="where the device keeps its database (default: a new temporary folder)")
+    parser.add_argument("--server", metavar="URL", help="use this hall server instead of the embedded one")
+    parser.add_argument("--device-key", metavar="KEY", help="the device key (else kept in DATA/device.key)")
+    parser.add_argument("--report", metavar="FILE",
+                        help="at exit, write the stand-in server's stored events as JSON")
+    parser.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="after a script, how long to wait for every event to be delivered")
+    return parser.parse_args(argv)
+
+
+def prepare_key(data_dir, given):
+    """The device key file in the data folder (mode 0600); made up if none is given."""
+    path = os.path.join(data_dir, "device.key")
+    if given is not None:
+        key = given
+    elif os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return path, f.read().strip()
+    else:
+        key = secrets.token_hex(16)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(key)
+    return path, key
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.script and args.demo:
+        print("evaluator-sim: give --script or --demo, not both", file=sys.stderr)
+        return 2
+    commands = None
+    if args.script or args.demo:
+        try:
+            text = DEMO_SCRIPT if args.demo else open(args.script, encoding="utf-8").read()
+            commands = script_mod.parse(text)
+        except OSError as e:
+            print(f"evaluator-sim: cannot read script {args.script}: {e.strerror}", file=sys.stderr)
+            return 2
+        except script_mod.ScriptError as e:
+            print(f"evaluator-sim: bad script {args.script}:\n{e}", file=sys.stderr)
+            return 2
+    interactive = commands is None and sys.stdin.isatty() and sys.stdout.isatty()
+
+    # Check the user's configuration before anything starts.
+    user_overrides = (DEMO_OVERRIDES if args.demo else []) + args.overrides
+    try:
+        config_mod.load(args.config, user_overrides)
+    except ConfigError as e:
+        print(f"evaluator-sim: {e}", file=sys.stderr)
+        return 2
+
+    data_dir = args.data or tempfile.mkdtemp(prefix="evaluator-sim-")
+    os.makedirs(data_dir, exist_ok=True)
+    key_path, key = prepare_key(data_dir, args.device_key)
+
+    log_level = "WARNING" if interactive else "INFO"
+    device_app.setup_logging(log_level)
+
+    hall = None
+    if args.server:
+        target = urllib.parse.urlsplit(args.server)
+        scheme = target.scheme
+        target_port = target.port or (443 if scheme == "https" else 80)
+        target_host = target.hostname
+    else:
+        hall = HallServer(os.path.join(data_dir, "hall.db"), default_key=key)
+        hall.start()
+        print(f"stand-in hall server: {hall.url}", flush=True)
+        target = urllib.parse.urlsplit(hall.url)
+        scheme, target_host, target_port = "http", target.hostname, target.port
+    link = NetworkLink(target_host, target_port)
+    server_url = f"{scheme}://{link.address[0]}:{link.address[1]}"
+
+    overrides = user_overrides + [
+        f"outbox.path={json.dumps(os.path.join(data_dir, 'outbox.db'))}",
+        f"upload.key_file={json.dumps(key_path)}",
+        f"upload.server={json.dumps(server_url)}",
+    ]
+    config = config_mod.load(args.config, overrides)
+    print(f"device {config.device.id}, window {config.device.window_no}, data in {data_dir}", flush=True)
+
+    stop = threading.Event()
+    device_app.install_signal_handlers(stop)
+    events = queue.Queue()
+    terminal = None
+    if interactive:
+        from sim.terminal import TerminalScreen
+        terminal = TerminalScreen()
+    hardware, factory = make_sim_hardware(
+        config, events, new_session_request, frames_dir=args.frames,
+        on_frame=terminal.show if terminal else None)
+    rc = 0
+    try:
+        app = App(config, hardware, load_key(key_path))
+    except EvaluatorError as e:
+        print(f"evaluator-sim: {e}", file=sys.stderr)
+        return 1
+    driver = script_mod.Driver(factory, config, link, stop)
+    outcome = {}
+    if commands is not None:
+        feeder = threading.Thread(
+            target=_run_script, args=(commands, driver, app, stop, args.drain_timeout, outcome),
+            name="script", daemon=True)
+    elif interactive:
+        feeder = threading.Thread(target=_run_keys, args=(driver, terminal, link, stop),
+                                  name="keys", daemon=True)
+    else:
+        feeder = threading.Thread(target=_run_stdin, args=(driver, app, stop, args.drain_timeout, outcome),
+                                  name="stdin", daemon=True)
+    feeder.start()
+    try:
+        app.run(stop)
+    finally:
+        hardware.close()
+        link.close()
+    if outcome.get("undelivered"):
+        print(f"evaluator-sim: {outcome['undelivered']} events not delivered within "
+              f"{args.drain_timeout:g} s", file=sys.stderr)
+        rc = 1
+    if outcome.get("error"):
+        print(f"evaluator-sim: {outcome['error']}", file=sys.stderr)
+        rc = 2
+    if hall is not None:
+        stored = hall.events()
+        if args.report:
+            with open(args.report, "w", encoding="utf-8") as f:
+                json.dump(stored, f, ensure_ascii=False, indent=1)
+        if args.demo:
+            print_table(stored)
+        hall.stop()
+    elif args.report:
+        print("evaluator-sim: --report needs the embedded hall server", file=sys.stderr)
+    return rc
+
+
+def _wait_delivered(app, stop, timeout):
+    """Every queued input handled, then every event delivered (or timeout)."""
+    app.events.join()
+    delivered = script_mod.sleep_until(lambda: app.outbox.waiting() == 0 or stop.is_set(), timeout)
+    return 0 if delivered else app.outbox.waiting()
+
+
+def _run_script(commands, driver, app, stop, drain_timeout, outcome):
+    try:
+        for command in commands:
+            if stop.is_set():
+                return
+            driver.run(command)
+        outcome["undelivered"] = _wait_delivered(app, stop, drain_timeout)
+    except Exception as e:  # the script thread must end the run, never hang it
+        logger.exception("script failed")
+        outcome["error"] = str(e)
+    finally:
+        stop.set()
+
+
+def _run_stdin(driver, app, stop, drain_timeout, outcome):
+    """Script lines from a pipe; a bad line is reported and skipped."""
+    for number, line in enumerate(sys.stdin, start=1):
+        if stop.is_set():
+            return
+        try:
+            command = script_mod.parse_line(line, number)
+        except script_mod.ScriptError as e:
+            print(f"evaluator-sim: {e}", file=sys.stderr, flush=True)
+            continue
+        if command is not None:
+            driver.run(command)
+    outcome["undelivered"] = _wait_delivered(app, stop, drain_timeout)
+    stop.set()
+
+
+def _run_keys(driver, terminal, link, stop):
+    from sim.terminal import raw_keys
+
+    keymap = {str(n): n for n in range(1, 6)}
+    with raw_keys() as read_key:
+        while not stop.is_set():
+            key = read_key().lower()
+            if key in keymap:
+                driver.run(script_mod.Command("press", keymap[key]))
+            elif key == "s":
+                driver.run(script_mod.Command("staff"))
+            elif key == "n":
+                link.down() if link.is_up else link.up()
+                terminal.set_status("network " + ("up" if link.is_up else "DOWN"))
+            elif key in ("q", "\x03", "\x04"):
+                stop.set()
+
+
+def print_table(events):
+    """What the hall server stored, as a short table."""
+    print()
+    print("The stand-in hall server stored:")
+    print(f"{'seq':>4}  {'type':<8} {'level':<20} {'satisfaction':>12}  {'window':<6} occurred_at")
+    for e in events:
+        print(f"{e['seq']:>4}  {e['type']:<8} {e.get('level', '-'):<20} {e.get('satisfaction', '-'):>12}  "
+              f"{e['window_no']:<6} {e['occurred_at']}")
+    print(f"{len(events)} events")

@@ -1,0 +1,47 @@
+"""The simulated hardware: gpiozero MockFactory pins and a luma ``dummy`` display."""
+
+import logging
+import os
+
+from gpiozero.pins.mock import MockFactory
+from luma.core.device import dummy
+
+from device.drivers.buttons import Buttons
+from device.drivers.display import Display
+from device.hardware import Hardware
+
+logger = logging.getLogger(__name__)
+
+
+class SimDisplay(Display):
+    """The dummy panel, which keeps every frame; saves PNGs and tells a watcher."""
+
+    def __init__(self, panel, frames_dir=None, on_frame=None):
+        super().__init__(panel)
+        self.frames_dir = frames_dir
+        self.on_frame = on_frame
+        self.count = 0
+        if frames_dir:
+            os.makedirs(frames_dir, exist_ok=True)
+
+    def show(self, image):
+        super().show(image)
+        self.count += 1
+        frame = self.device.image
+        if self.frames_dir:
+            frame.save(os.path.join(self.frames_dir, f"frame-{self.count:05d}.png"))
+        if self.on_frame is not None:
+            self.on_frame(frame)
+
+
+def make_sim_hardware(config, events, make_staff_event, *, frames_dir=None, on_frame=None):
+    """Returns ``(Hardware, MockFactory)``; the factory's pins are the buttons."""
+    factory = MockFactory()
+    staff_pin = config.buttons.staff_pin if config.session.source == "staff_button" else None
+    buttons = Buttons(config.buttons.pins, events, staff_pin=staff_pin,
+                      make_staff_event=make_staff_event, pin_factory=factory,
+                      bounce_s=config.buttons.bounce_ms / 1000)
+    d = config.display
+    panel = dummy(width=d.width, height=d.height, rotate=d.rotate // 90, mode="1")
+    display = SimDisplay(panel, frames_dir, on_frame)
+    return Hardware(buttons, display, panel.size, events), factory

@@ -1,0 +1,102 @@
+"""The pure state machine: times are passed in, nothing sleeps."""
+
+from device.levels import Level
+from device.state import (
+    ButtonPressed, CommitFailed, CommitRating, CommitUnrated, PressIgnored, RatingCommitted,
+    Rules, State, StaffRequested, StorageChanged, Tick, step)
+
+FREE = Rules(source="free", min_interval_s=10, thanks_s=3)
+STAFF = Rules(source="staff_button", rating_window_s=30, thanks_s=3, later_s=20)
+
+
+def run(rules, script, state=None):
+    """Feed (time, input) pairs; commit every rating at once. Returns state and all effects."""
+    state = state or State()
+    seen = []
+    for now, event in script:
+        state, effects = step(state, event, now, rules)
+        seen.extend(effects)
+        for effect in effects:
+            if isinstance(effect, CommitRating):
+                state, more = step(state, RatingCommitted(effect.level, "id"), now, rules)
+                seen.extend(more)
+    return state, seen
+
+
+def ratings(effects):
+    return [e for e in effects if isinstance(e, CommitRating)]
+
+
+def test_free_three_presses_inside_the_interval_make_one_rating():
+    state, effects = run(FREE, [(0.0, ButtonPressed(2)), (1.0, ButtonPressed(1)), (9.9, ButtonPressed(5))])
+    assert [r.level for r in ratings(effects)] == [Level.SATISFIED]
+    assert state.ignored == 2
+    assert sum(isinstance(e, PressIgnored) for e in effects) == 2
+
+
+def test_free_a_press_after_the_interval_counts_again():
+    _, effects = run(FREE, [(0.0, ButtonPressed(1)), (10.0, ButtonPressed(4))])
+    assert [r.level for r in ratings(effects)] == [Level.VERY_SATISFIED, Level.DISSATISFIED]
+
+
+def test_thanks_shows_the_level_only_after_commit_and_then_returns_to_idle():
+    state, effects = step(State(), ButtonPressed(5), 0.0, FREE)
+    assert state.screen == "idle"           # nothing thanked yet: not committed
+    state, _ = step(state, RatingCommitted(Level.VERY_DISSATISFIED, "x"), 0.01, FREE)
+    assert state.screen == "thanks" and state.level is Level.VERY_DISSATISFIED
+    state, _ = step(state, Tick(), 3.5, FREE)
+    assert state.screen == "idle"
+
+
+def test_failed_commit_shows_paused_never_thanks():
+    state, _ = step(State(), ButtonPressed(1), 0.0, FREE)
+    state, _ = step(state, CommitFailed("disk full"), 0.0, FREE)
+    assert state.screen == "paused" and state.level is None
+
+
+def test_staff_mode_press_without_request_is_not_a_rating():
+    state, effects = run(STAFF, [(0.0, ButtonPressed(1))])
+    assert ratings(effects) == [] and state.ignored == 1
+
+
+def test_staff_mode_one_press_counts_second_is_ignored():
+    state, effects = run(STAFF, [(0.0, StaffRequested("s1")), (2.0, ButtonPressed(3)), (3.0, ButtonPressed(1))])
+    (rating,) = ratings(effects)
+    assert rating.level is Level.BASIC and rating.session.session_id == "s1"
+    assert state.ignored == 1
+
+
+def test_staff_mode_expired_window_records_one_unrated_event():
+    state, effects = run(STAFF, [(0.0, StaffRequested("s1")), (29.0, Tick()), (30.0, Tick()), (31.0, Tick()),
+                                 (32.0, ButtonPressed(1))])
+    unrated = [e for e in effects if isinstance(e, CommitUnrated)]
+    assert len(unrated) == 1 and unrated[0].session.session_id == "s1"
+    assert ratings(effects) == []
+    assert state.screen == "later"
+
+
+def test_staff_mode_second_request_does_not_extend_or_stack():
+    state, effects = run(STAFF, [(0.0, StaffRequested("s1")), (20.0, StaffRequested("s2")), (30.0, Tick())])
+    assert [e.session.session_id for e in effects if isinstance(e, CommitUnrated)] == ["s1"]
+
+
+def test_a_burst_of_ratings_is_flagged_suspect_but_kept():
+    rules = Rules(source="staff_button", rating_window_s=30, suspect_count=3, suspect_window_s=60,
+                  suspect_reaction_s=0.3)
+    script = []
+    for i in range(4):
+        t = i * 5.0
+        script += [(t, StaffRequested(f"s{i}")), (t + 1.0, ButtonPressed(1))]
+    _, effects = run(rules, script)
+    assert [r.suspect for r in ratings(effects)] == [False, False, True, True]
+
+
+def test_a_press_faster_than_a_person_after_the_request_is_suspect():
+    _, effects = run(STAFF, [(0.0, StaffRequested("s1")), (0.05, ButtonPressed(1))])
+    assert ratings(effects)[0].suspect is True
+
+
+def test_storage_full_pauses_rating():
+    state, _ = step(State(), StorageChanged(True, "outbox full"), 0.0, FREE)
+    state, effects = step(state, ButtonPressed(1), 0.0, FREE)
+    assert ratings(effects) == [] and state.ignored == 1

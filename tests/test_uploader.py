@@ -1,0 +1,175 @@
+"""The uploader against the real stand-in hall server on loopback, faults injected.
+
+Cycles are called directly: each returns the delay it asks for, which is
+checked against the configured bounds instead of being slept.
+"""
+
+import datetime
+
+import pytest
+
+from device.errors import TransportError
+from device.queue.outbox import Outbox
+from device.queue.transport import HttpTransport, Secret
+from device.queue.uploader import Uploader
+from device.records import first_break
+from sim.hall_server import HallServer
+
+KEY = "k3y-for-tests"
+
+
+def rating(i, **extra):
+    import uuid6
+    return dict({"id": str(uuid6.uuid7()), "type": "rating", "device_id": "d1", "window_no": "01",
+                 "staff_no": "7", "staff_name": "张三", "level": "satisfied", "satisfaction": 4,
+                 "channel": "5", "assess_number": 1, "suspect": False,
+                 "occurred_at": "2026-11-25T10:00:00.000+08:00", "clock_synced": True,
+                 "boot_id": "b", "mono_ms": 1000 + i}, **extra)
+
+
+@pytest.fixture
+def hall(tmp_path):
+    server = HallServer(tmp_path / "hall.db", default_key=KEY)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def outbox(tmp_path):
+    box = Outbox(tmp_path / "outbox.db")
+    yield box
+    box.close()
+
+
+def make_uploader(outbox, url, key=KEY, **kw):
+    transport = HttpTransport(url, "d1", Secret(key), timeout=2)
+    kw.setdefault("backoff_min_s", 1.0)
+    kw.setdefault("backoff_max_s", 60.0)
+    return Uploader(outbox, transport, "d1", rand=lambda: 1.0, synced=lambda: True, **kw)
+
+
+def fill(outbox, n):
+    return [outbox.append(rating(i)) for i in range(n)]
+
+
+def test_batches_are_delivered_once_in_order_with_a_whole_chain(hall, outbox):
+    fill(outbox, 7)
+    up = make_uploader(outbox, hall.url, batch_size=3)
+    assert up.drain()
+    stored = hall.events("d1")
+    assert [e["seq"] for e in stored] == list(range(1, 8))
+    assert first_break(stored) is None and hall.integrity("d1") in ({}, {"d1": []})
+    assert outbox.counts()["delivered"] == 7 and up.status.online
+
+
+def test_server_error_then_recovery_stores_each_event_once(hall, outbox):
+    fill(outbox, 4)
+    hall.inject("status", count=2, status=500)
+    up = make_uploader(outbox, hall.url)
+    delays = [up.cycle(), up.cycle()]
+    assert delays == [1.0, 2.0]           # exponential, within bounds
+    assert outbox.counts()["pending"] == 4 and up.status.online is False
+    assert up.cycle() == 0
+    assert len(hall.events("d1")) == 4 and outbox.waiting() == 0
+
+
+def test_reset_after_commit_is_sent_again_and_stored_once(hall, outbox):
+    fill(outbox, 3)
+    hall.inject("reset_after_commit", count=1)
+    up = make_uploader(outbox, hall.url)
+    assert up.cycle() > 0                 # the answer was lost: retry later
+    assert len(hall.events("d1")) == 3    # ... though the server has them
+    assert up.cycle() == 0                # re-sent: duplicates, acknowledged
+    assert len(hall.events("d1")) == 3 and outbox.waiting() == 0
+
+
+def test_malformed_answer_keeps_events_pending(hall, outbox):
+    fill(outbox, 2)
+    hall.inject("malformed", count=1)
+    up = make_uploader(outbox, hall.url)
+    assert up.cycle() > 0 and outbox.counts()["pending"] == 2
+    assert up.cycle() == 0 and len(hall.events("d1")) == 2
+
+
+def test_retry_after_is_honoured_and_capped(hall, outbox):
+    fill(outbox, 1)
+    hall.inject("status", count=1, status=429, retry_after=7)
+    hall.inject("status", count=1, status=503, retry_after=100000)
+    up = make_uploader(outbox, hall.url, backoff_max_s=60)
+    assert up.cycle() == 7
+    assert up.cycle() == 60
+    assert up.cycle() == 0
+
+
+def test_backoff_is_capped_and_never_zero(tmp_path, outbox):
+    fill(outbox, 1)
+    up = make_uploader(outbox, "http://127.0.0.1:9", backoff_min_s=0.5, backoff_max_s=4)
+    up.rand = lambda: 0.0
+    delays = [up.cycle() for _ in range(8)]
+    assert all(0.25 <= d <= 4 for d in delays), delays
+    assert max(delays) <= 4 and outbox.waiting() == 1
+
+
+def test_wrong_key_is_an_auth_fault_retried_slowly(hall, outbox):
+    fill(outbox, 1)
+    up = make_uploader(outbox, hall.url, key="wrong")
+    delay = up.cycle()
+    assert up.status.fault == "auth" and delay >= 60 / 4
+    assert outbox.waiting() == 1 and hall.events("d1") == []
+
+
+def test_an_event_the_server_rejects_becomes_a_dead_letter(hall, outbox):
+    good = fill(outbox, 2)
+    bad = outbox.append(rating(9, level="excellent"))
+    up = make_uploader(outbox, hall.url)
+    assert up.drain()
+    assert {e["id"] for e in outbox.events("rejected")} == {bad["id"]}
+    assert {e["id"] for e in hall.events("d1")} == {e["id"] for e in good}
+
+
+def test_bad_request_is_split_until_the_bad_event_is_alone(hall, outbox):
+    good = fill(outbox, 5)
+    # NaN is not JSON: any batch holding this event is answered 400 as a whole.
+    bad = outbox.append(rating(9, mono_ms=float("nan")))
+    more = fill(outbox, 2)
+    up = make_uploader(outbox, hall.url)
+    assert up.drain()
+    counts = outbox.counts()
+    assert counts["rejected"] == 1 and counts["delivered"] == 7
+    assert {e["id"] for e in outbox.events("rejected")} == {bad["id"]}
+    assert {e["id"] for e in hall.events("d1")} == {e["id"] for e in good + more}
+    assert sum(1 for _, _, status in hall.requests_log if status == 400) >= 2
+
+
+def test_batch_too_large_is_halved(hall, outbox):
+    fill(outbox, 8)
+    hall.inject("status", count=1, status=413)
+    up = make_uploader(outbox, hall.url, batch_size=8)
+    assert up.cycle() == 0 and up.batch_limit == 4
+    assert up.drain() and len(hall.events("d1")) == 8
+
+
+def test_corrected_time_is_sent_for_unsynced_events_of_this_boot(hall, outbox):
+    outbox.append(rating(0, clock_synced=False, boot_id="this-boot", mono_ms=5_000,
+                         occurred_at="1970-01-01T00:00:05.000+00:00"))
+    outbox.append(rating(1, clock_synced=False, boot_id="earlier-boot", mono_ms=5_000))
+    now = datetime.datetime(2026, 11, 25, 10, 0, 0, tzinfo=datetime.timezone.utc)
+    up = make_uploader(outbox, hall.url, boot_id="this-boot")
+    up.wall, up.monotonic_ms = (lambda: now), (lambda: 65_000)
+    assert up.drain()
+    first, second = hall.events("d1")
+    assert first["corrected_at"] == "2026-11-25T09:59:00.000+00:00"
+    assert "corrected_at" not in second
+    assert first_break(hall.events("d1")) is None   # corrected_at is outside the hash
+
+
+def test_transport_names_the_server_it_cannot_reach():
+    transport = HttpTransport("http://127.0.0.1:9", "d1", Secret("s"), timeout=1)
+    with pytest.raises(TransportError, match="127.0.0.1:9"):
+        transport.request("POST", "/api/v1/evaluations", {"events": []})
+
+
+def test_secret_never_shows_itself():
+    s = Secret("topsecret")
+    assert "topsecret" not in repr(s) and "topsecret" not in str(s) and "topsecret" not in f"{s}"
