@@ -101,6 +101,7 @@ class App:
         logger.info("device %s ready: window %s, session source %s", self.config.device.id,
                     self.config.device.window_no, self.rules.source)
         try:
+            self.refresh()
             while not stop.is_set():
                 try:
                     event = self.events.get(timeout=self._timeout())

@@ -43,8 +43,8 @@ network up
 press 5
 wait 2
 """
-#: The demo runs with a short lockout so that it takes seconds, not a minute.
-DEMO_OVERRIDES = ["session.min_interval_s=2", "session.thanks_s=1.5"]
+#: The demo compresses time: a short lockout (and burst window) so it takes seconds.
+DEMO_OVERRIDES = ["session.min_interval_s=2", "session.thanks_s=1.5", "session.suspect_window_s=5"]
 
 
 def parse_args(argv):
@@ -254,8 +254,9 @@ def print_table(events):
     """What the hall server stored, as a short table."""
     print()
     print("The stand-in hall server stored:")
-    print(f"{'seq':>4}  {'type':<8} {'level':<20} {'satisfaction':>12}  {'window':<6} occurred_at")
+    print(f"{'seq':>4}  {'type':<8} {'level':<20} {'satisfaction':>12}  {'window':<6} {'suspect':<7} occurred_at")
     for e in events:
+        suspect = "yes" if e.get("suspect") else "-"
         print(f"{e['seq']:>4}  {e['type']:<8} {e.get('level', '-'):<20} {e.get('satisfaction', '-'):>12}  "
-              f"{e['window_no']:<6} {e['occurred_at']}")
+              f"{e['window_no']:<6} {suspect:<7} {e['occurred_at']}")
     print(f"{len(events)} events")

@@ -1,0 +1,149 @@
+"""The OLED panel: luma.oled chip drivers behind one small class.
+
+Layers as in luma: a bus object (``luma.core.interface.serial.i2c``/``spi``,
+or a fake in tests) is passed into a chip driver (``ssd1306`` …), which is
+wrapped by :class:`Display`. The bus is always created by the caller (the
+composition root): luma's drivers open I²C port 1 themselves when given no
+bus, which must never happen by accident, e.g. in the simulator.
+
+Errors from the bus are translated here, once, into :class:`DisplayError`
+naming the panel model.
+"""
+
+import logging
+
+import luma.core.error
+from luma.oled import device as oled
+
+from device.errors import DisplayError
+
+logger = logging.getLogger(__name__)
+
+#: Supported panel models and their native size (width, height).
+SUPPORTED_MODELS = {
+    "ssd1306": (128, 64),
+    "sh1106": (128, 64),
+    "ssd1309": (128, 64),
+    "ssd1322": (256, 64),
+    "ssd1327": (128, 128),
+    "ssd1351": (128, 128),
+}
+
+_CLASSES = {
+    "ssd1306": oled.ssd1306,
+    "sh1106": oled.sh1106,
+    "ssd1309": oled.ssd1309,
+    "ssd1322": oled.ssd1322,
+    "ssd1327": oled.ssd1327,
+    "ssd1351": oled.ssd1351,
+}
+
+# Greyscale chips take 1-bit frames directly: cheaper than RGB per frame.
+_MONO_CAPABLE = {"ssd1322", "ssd1327"}
+
+# What a failing bus raises: OS errors, and luma's own wrappers of them.
+_BUS_ERRORS = (OSError, luma.core.error.Error)
+
+
+def make_panel(model, bus, width=None, height=None, rotate=0, **kw):
+    """Create the luma driver for a panel model on a bus.
+
+    Args:
+        model: one of :data:`SUPPORTED_MODELS` (case-insensitive).
+        bus: the serial interface (luma ``i2c``/``spi`` or a fake), required.
+        width: panel width in pixels; default: the model's native width.
+        height: panel height; default: the model's native height.
+        rotate: 0..3, quarter turns clockwise (1 and 3 make the logical
+            frame portrait: render at ``device.size``).
+        **kw: passed to the luma driver (e.g. ``mode``, ``h_offset``).
+
+    Returns:
+        luma.core.device.device: the initialised driver.
+
+    Raises:
+        DisplayError: unknown model, no bus, or the bus failed.
+    """
+    name = str(model).lower()
+    if name not in _CLASSES:
+        raise DisplayError(
+            f"unsupported display model {model!r}; supported: "
+            f"{', '.join(sorted(SUPPORTED_MODELS))}")
+    if bus is None:
+        # luma would quietly open I2C port 1 itself.
+        raise DisplayError(f"{name}: no bus given for the display")
+    if rotate not in (0, 1, 2, 3):
+        raise DisplayError(f"{name}: rotate must be 0..3, got {rotate!r}")
+    native_w, native_h = SUPPORTED_MODELS[name]
+    if name in _MONO_CAPABLE:
+        kw.setdefault("mode", "1")
+    try:
+        return _CLASSES[name](serial_interface=bus, width=width or native_w,
+                              height=height or native_h, rotate=rotate, **kw)
+    except _BUS_ERRORS as exc:
+        raise DisplayError(f"{name}: cannot initialise display: {exc}") \
+            from exc
+
+
+class Display:
+    """Any luma device (a real panel or ``luma.core.device.dummy``).
+
+    Args:
+        device: the luma device.
+        model: its model name, for error messages.
+    """
+
+    def __init__(self, device, model=None):
+        self.device = device
+        self.model = model or type(device).__name__
+        self.asleep = False
+
+    @property
+    def size(self):
+        """Logical ``(width, height)`` frames must have (rotation applied)."""
+        return tuple(self.device.size)
+
+    def _call(self, what, func, *args):
+        try:
+            return func(*args)
+        except _BUS_ERRORS as exc:
+            raise DisplayError(f"{self.model}: {what} failed: {exc}") from exc
+
+    def show(self, image):
+        """Send a frame to the panel.
+
+        Args:
+            image: a PIL image of :attr:`size`; converted to the device's
+                mode (1-bit frames become white-on-black on colour panels).
+
+        Raises:
+            DisplayError: wrong size, or the bus failed.
+        """
+        if tuple(image.size) != self.size:
+            raise DisplayError(
+                f"{self.model}: frame is {image.size[0]}x{image.size[1]}, "
+                f"the display is {self.size[0]}x{self.size[1]}")
+        if image.mode != self.device.mode:
+            image = image.convert(self.device.mode)
+        self._call("display", self.device.display, image)
+
+    def contrast(self, level):
+        """Set the contrast, 0..255."""
+        level = max(0, min(255, int(level)))
+        self._call("contrast", self.device.contrast, level)
+
+    def sleep(self):
+        """Turn the panel off (low-power mode); the frame is kept."""
+        self._call("sleep", self.device.hide)
+        self.asleep = True
+
+    def wake(self):
+        """Turn the panel back on."""
+        self._call("wake", self.device.show)
+        self.asleep = False
+
+    def close(self):
+        """Blank the panel and release its bus (luma's ``cleanup``)."""
+        try:
+            self._call("close", self.device.cleanup)
+        except DisplayError as exc:
+            logger.warning("%s", exc)
