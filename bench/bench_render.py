@@ -1,0 +1,52 @@
+"""Render cost per screen at 128x64, and what the QR cache saves.
+
+One run, printed; not a test. Run from the repository root:
+
+    python -m bench.bench_render      (or: python bench/bench_render.py)
+"""
+
+import os
+import sys
+import time
+import timeit
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                os.pardir))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                os.pardir, "tests"))
+
+from device.ui import qr, screens  # noqa: E402
+from golden_util import SAMPLES, WINDOW_URL  # noqa: E402
+
+SIZE = (128, 64)
+REPEAT = 200
+
+
+def per_call_ms(func, number):
+    return min(timeit.repeat(func, number=number, repeat=3)) / number * 1000
+
+
+def main():
+    start = time.perf_counter()
+    screens.render(SAMPLES["idle"], SIZE)
+    print(f"first frame (fonts + QR cold): "
+          f"{(time.perf_counter() - start) * 1000:.1f} ms")
+    print(f"render at {SIZE[0]}x{SIZE[1]}, best of 3 x {REPEAT}:")
+    for name, model in SAMPLES.items():
+        ms = per_call_ms(lambda: screens.render(model, SIZE), REPEAT)
+        print(f"  {name:16s} {ms:7.3f} ms")
+
+    def uncached():
+        qr.qr_image.cache_clear()
+        qr._matrix.cache_clear()
+        qr._try_fit.cache_clear()
+        qr.qr_image(WINDOW_URL, 62)
+
+    cold = per_call_ms(uncached, 20)
+    warm = per_call_ms(lambda: qr.qr_image(WINDOW_URL, 62), 2000)
+    print(f"QR 62 px uncached {cold:.3f} ms, cached {warm * 1000:.2f} us, "
+          f"ratio {cold / warm:.0f}x")
+
+
+if __name__ == "__main__":
+    main()
