@@ -23,8 +23,8 @@ from device.queue.outbox import Outbox
 from device.queue.transport import HttpTransport, Secret
 from device.queue.uploader import Uploader
 from device.state import (
-    CommitFailed, CommitRating, CommitUnrated, PressIgnored, RatingCommitted, Rules, State,
-    StaffRequested, StorageChanged, Tick, next_deadline, step)
+    SERVICE, CommitDetail, CommitFailed, CommitRating, CommitUnrated, PressIgnored, RatingCommitted,
+    Rules, State, StaffRequested, StorageChanged, Tick, next_deadline, step)
 from device.ui.models import BootScreen, Indicators
 from device.ui.screens import render
 from device.view import Identity, View, view
@@ -73,7 +73,10 @@ class App:
         self.monotonic = monotonic
         self._synced_fn = synced
         self._synced = (0.0, False)
-        self.rules = Rules.from_config(config)
+        self.reasons = config.reasons.by_level()
+        self.reasons_version = config.reasons.version
+        self.rules = Rules.from_config(config, self.reasons)
+        self.started = monotonic()
         self.state = State()
         self.identity = Identity.from_config(config)
         self.outbox = Outbox(config.outbox.path, max_events=config.outbox.max_events)
@@ -119,12 +122,14 @@ class App:
     def _timeout(self):
         now = self.monotonic()
         wake = now + IDLE_WAKE_S
-        deadline = next_deadline(self.state)
+        deadline = next_deadline(self.state, self.rules)
         if deadline is not None:
             wake = min(wake, deadline)
-        if self.state.session is not None:
-            # The prompt's countdown changes every whole second.
-            wake = min(wake, now + ((self.state.session.deadline - now) % 1.0 or 1.0))
+        countdown = self.state.session.deadline if self.state.session else (
+            self.state.screen_until if self.state.screen == "reasons" else None)
+        if countdown is not None:
+            # The countdown on the screen changes every whole second.
+            wake = min(wake, now + ((countdown - now) % 1.0 or 1.0))
         return max(0.0, wake - now)
 
     def handle(self, event):
@@ -155,6 +160,17 @@ class App:
                 self.uploader.wake()
             except StorageError as e:
                 logger.error("unrated session not kept: %s", e)
+        elif isinstance(effect, CommitDetail):
+            fields = self._base_fields("detail", effect.session)
+            fields.update(rating_id=effect.rating_id, reason_codes=list(effect.reason_codes),
+                          reasons_version=self.reasons_version)
+            try:
+                event = self.outbox.append(fields)
+                logger.info("reason %s for rating %s kept as seq %d", ",".join(effect.reason_codes),
+                            effect.rating_id, event["seq"])
+                self.uploader.wake()
+            except StorageError as e:
+                logger.error("reason not kept: %s", e)
         elif isinstance(effect, PressIgnored):
             logger.info("press of button %d ignored: %s", effect.button, effect.why)
 
@@ -208,8 +224,21 @@ class App:
         full = self.outbox.waiting() >= self.outbox.max_events
         if full != bool(self.state.storage_full):
             self.handle(StorageChanged(full, "outbox full" if full else ""))
-        model = view(self.state, View(self.identity, self.indicators()), self.monotonic())
+        info = View(self.identity, self.indicators(), reasons=self.reasons,
+                    service_lines=self.service_lines() if self.state.screen == SERVICE else ())
+        model = view(self.state, info, self.monotonic())
         self.show(model)
+
+    def service_lines(self):
+        """The technician's screen: identity, addresses, version, backlog; never secrets."""
+        c, status = self.config, self.uploader.status
+        return (
+            f"ID {c.device.id}",
+            f"IP {_local_address()}",
+            f"固件 {__version__}",
+            f"待传 {self.outbox.waiting()}",
+            f"上传 {status.last_upload_at[11:19] or '无'}",
+        )
 
     def show(self, model):
         if model == self._model:
@@ -218,6 +247,25 @@ class App:
         self.hardware.display.show(render(model, self.hardware.size))
         self.frames += 1
         logger.info("screen: %s", type(model).__name__.removesuffix("Screen").lower())
+
+
+def _local_address():
+    """IPv4 addresses of the network interfaces other than loopback (Linux ioctl)."""
+    import fcntl
+    import socket
+    import struct
+
+    addresses = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            if name == "lo":
+                continue
+            try:
+                packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
+            except OSError:  # SIOCGIFADDR fails for interfaces without an address
+                continue
+            addresses.append(socket.inet_ntoa(packed[20:24]))
+    return " ".join(addresses) or "-"
 
 
 def parse_args(argv, prog="evaluator", description="Window Evaluator device"):

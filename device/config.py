@@ -93,6 +93,10 @@ class SessionSection:
     rating_window_s: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
     thanks_s: float = field(default=3.0, metadata=_check(_positive, "must be > 0"))
     later_s: float = field(default=20.0, metadata=_check(_positive, "must be > 0"))
+    reasons_s: float = field(default=15.0, metadata=_check(_positive, "must be > 0"))
+    #: Holding buttons 1 and 5 this long shows the technician's service screen.
+    service_hold_s: float = field(default=5.0, metadata=_check(_positive, "must be > 0"))
+    service_s: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
     #: A rating this soon after the session opened is faster than a person.
     suspect_reaction_s: float = field(default=0.3, metadata=_check(_non_negative, "must be >= 0"))
     #: This many accepted ratings within ``suspect_window_s`` mark a burst.
@@ -141,6 +145,32 @@ class HoursSection:
         lambda v: all(_iso_date(d) for d in v), "must be dates as YYYY-MM-DD"))
 
 
+def _reason_list(v):
+    return len(v) <= 4 and all(len(item.split(None, 1)) == 2 for item in v)
+
+
+@dataclass(frozen=True)
+class ReasonsSection:
+    """Reason tags offered after a 差评, as "CODE 文本"; the hall server's list wins."""
+
+    version: str = ""
+    dissatisfied: tuple[str, ...] = field(default=(), metadata=_check(
+        _reason_list, 'must be at most four entries like "401 办事效率低" (code, space, text)'))
+    very_dissatisfied: tuple[str, ...] = field(default=(), metadata=_check(
+        _reason_list, 'must be at most four entries like "501 服务态度差" (code, space, text)'))
+
+    def by_level(self):
+        """``{Level: ((code, text), ...)}`` for the levels that have tags."""
+        from device.levels import Level
+
+        out = {}
+        for level in (Level.DISSATISFIED, Level.VERY_DISSATISFIED):
+            items = getattr(self, level.value)
+            if items:
+                out[level] = tuple(tuple(item.split(None, 1)) for item in items)
+        return out
+
+
 @dataclass(frozen=True)
 class QrSection:
     url: str = field(default="https://hcp.example.org/w/01", metadata=_check(_http_url, "must be an http(s) URL with a host"))
@@ -186,6 +216,7 @@ class Config:
     buttons: ButtonsSection = ButtonsSection()
     display: DisplaySection = DisplaySection()
     hours: HoursSection = HoursSection()
+    reasons: ReasonsSection = ReasonsSection()
     qr: QrSection = QrSection()
     upload: UploadSection = UploadSection()
     outbox: OutboxSection = OutboxSection()

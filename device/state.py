@@ -7,12 +7,19 @@ the events below; the app turns the effects into storage and screen actions
 and feeds the outcome of a commit straight back in (``RatingCommitted`` or
 ``CommitFailed``) before anything else happens, so the thank-you screen can
 only follow a rating that is already on disk.
+
+A rating is one button pressed **and released with no other button down in
+between** (a "chord" of one). Two buttons at once — a palm on the keys, or a
+technician holding 1 and 5 for the service screen — never make a rating.
 """
 
 import dataclasses
 from dataclasses import dataclass, field
 
 from device.levels import Level
+
+#: Buttons held together for the technician's service screen.
+SERVICE_COMBO = frozenset({1, 5})
 
 # --- Inputs -----------------------------------------------------------------
 
@@ -96,6 +103,15 @@ class CommitUnrated:
 
 
 @dataclass(frozen=True)
+class CommitDetail:
+    """Append a ``detail`` event: the reason chosen for a 差评."""
+
+    rating_id: str
+    reason_codes: tuple
+    session: "Session | None"
+
+
+@dataclass(frozen=True)
 class PressIgnored:
     """A press that is not a rating: only counted and logged."""
 
@@ -129,27 +145,42 @@ class Rules:
     rating_window_s: float = 30.0
     thanks_s: float = 3.0
     later_s: float = 20.0
+    reasons_s: float = 15.0
+    service_hold_s: float = 5.0
+    service_s: float = 30.0
     suspect_reaction_s: float = 0.3
     suspect_count: int = 4
     suspect_window_s: float = 60.0
+    #: ``{Level: ((code, text), ...)}``, at most four per level, for 差评 only.
+    reasons: tuple = ()
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config, reasons=None):
         s = config.session
-        return cls(**{f.name: getattr(s, f.name) for f in dataclasses.fields(cls)})
+        names = {f.name for f in dataclasses.fields(cls)} - {"reasons"}
+        return cls(**{n: getattr(s, n) for n in names}, reasons=tuple((reasons or {}).items()))
+
+    def reasons_for(self, level):
+        return dict(self.reasons).get(level, ())
 
 
-IDLE, PROMPT, THANKS, LATER, PAUSED = "idle", "prompt", "thanks", "later", "paused"
+IDLE, PROMPT, THANKS, REASONS, LATER, PAUSED, SERVICE = (
+    "idle", "prompt", "thanks", "reasons", "later", "paused", "service")
+#: Screens that give way to idle (or the next screen) by themselves.
+TIMED = (THANKS, REASONS, LATER, PAUSED, SERVICE)
 
 
 @dataclass(frozen=True)
 class State:
     screen: str = IDLE
-    #: When the current screen (thanks, later, paused) gives way to idle.
+    #: When the current timed screen gives way.
     screen_until: float = 0.0
     session: Session | None = None
-    #: Level shown on the thank-you screen.
+    #: Level shown on the thank-you and reasons screens.
     level: Level | None = None
+    #: The rating a reason would refer to (set while reasons may be chosen).
+    rating_id: str = ""
+    rating_session: Session | None = None
     #: ``free`` mode: presses before this are not ratings.
     lockout_until: float = 0.0
     #: Times of recently accepted ratings, for the burst guard.
@@ -162,6 +193,10 @@ class State:
     fault: str = ""
     #: QR shown on the later/paused screen; empty means the window's QR.
     later_qr: str = ""
+    #: Buttons down now, every button pressed since all were last up, and when that began.
+    held: frozenset = frozenset()
+    chord: frozenset = frozenset()
+    chord_since: float = 0.0
     #: The session whose rating is being committed.
     committing: Session | None = field(default=None, repr=False)
 
@@ -186,14 +221,20 @@ def step(state, event, now, rules):
     return state, effects + more
 
 
-def next_deadline(state):
+def next_deadline(state, rules):
     """The earliest monotonic time at which a Tick would change something, or None."""
     times = []
-    if state.screen in (THANKS, LATER, PAUSED) and state.screen_until:
+    if state.screen in TIMED and state.screen_until:
         times.append(state.screen_until)
     if state.session is not None:
         times.append(state.session.deadline)
+    if state.held == SERVICE_COMBO and state.screen != SERVICE:
+        times.append(state.chord_since + rules.service_hold_s)
     return min(times) if times else None
+
+
+def _replace(state, **changes):
+    return dataclasses.replace(state, **changes)
 
 
 def _expire(state, now, rules):
@@ -202,37 +243,84 @@ def _expire(state, now, rules):
     if session is not None and now >= session.deadline:
         # Nobody pressed in time: record it as unrated, never as a rating.
         effects.append(CommitUnrated(session))
-        state = dataclasses.replace(
-            state, session=None, screen=LATER, screen_until=now + rules.later_s,
-            later_qr=session.qr_url)
-    if state.screen in (THANKS, LATER, PAUSED) and state.screen_until and now >= state.screen_until:
-        state = dataclasses.replace(state, screen=IDLE, screen_until=0.0, level=None, fault="", later_qr="")
+        state = _replace(state, session=None, screen=LATER, screen_until=now + rules.later_s,
+                         later_qr=session.qr_url)
+    if state.held == SERVICE_COMBO and state.chord == SERVICE_COMBO and state.screen != SERVICE \
+            and now - state.chord_since >= rules.service_hold_s:
+        state = _replace(state, screen=SERVICE, screen_until=now + rules.service_s)
+    if state.screen in TIMED and state.screen_until and now >= state.screen_until:
+        if state.screen == THANKS and state.rating_id and rules.reasons_for(state.level):
+            # After thanks for a 差评: offer the reasons (optional, times out).
+            state = _replace(state, screen=REASONS, screen_until=now + rules.reasons_s)
+        else:
+            state = _replace(state, screen=IDLE, screen_until=0.0, level=None, fault="", later_qr="",
+                             rating_id="", rating_session=None)
     return state, effects
 
 
 def _on_press(state, event, now, rules):
+    if not state.held:
+        state = _replace(state, chord=frozenset(), chord_since=now)
+    return _replace(state, held=state.held | {event.button}, chord=state.chord | {event.button}), []
+
+
+def _on_release(state, event, now, rules):
+    if event.button not in state.held:
+        return state, []
+    state = _replace(state, held=state.held - {event.button})
+    if state.held:
+        return state, []
+    chord = state.chord
+    state = _replace(state, chord=frozenset())
+    if len(chord) > 1:
+        return _ignore(state, event.button, "several buttons at once")
+    if state.screen == SERVICE:
+        # Any single press leaves the technician's screen.
+        return _replace(state, screen=IDLE, screen_until=0.0), []
+    if state.screen == REASONS:
+        return _choose_reason(state, event.button, now, rules)
+    return _rate(state, event.button, now, rules)
+
+
+def _rate(state, button, now, rules):
     if state.storage_full:
-        return _ignore(state, event, "rating paused: " + state.storage_full)
+        return _ignore(state, button, "rating paused: " + state.storage_full)
     if rules.source == "free":
         if now < state.lockout_until:
-            return _ignore(state, event, "inside the lockout after a rating")
+            return _ignore(state, button, "inside the lockout after a rating")
         session = None
     else:
         session = state.session
         if session is None:
-            return _ignore(state, event, "no rating was requested")
+            return _ignore(state, button, "no rating was requested")
     recent = tuple(t for t in state.recent if now - t < rules.suspect_window_s) + (now,)
     suspect = len(recent) >= rules.suspect_count or (
         session is not None and now - session.opened_at < rules.suspect_reaction_s)
-    level = Level.from_button(event.button)
-    state = dataclasses.replace(state, recent=recent, session=None, committing=session)
+    level = Level.from_button(button)
+    state = _replace(state, recent=recent, session=None, committing=session)
     return state, [CommitRating(level, session, suspect)]
 
 
+def _choose_reason(state, button, now, rules):
+    reasons = rules.reasons_for(state.level)
+    if button == 5:
+        # Details are written on the phone: show the QR code.
+        qr = state.rating_session.qr_url if state.rating_session else ""
+        return _replace(state, screen=LATER, screen_until=now + rules.later_s, later_qr=qr,
+                        rating_id=""), []
+    if button > len(reasons):
+        return _ignore(state, button, "no reason on this button")
+    code = reasons[button - 1][0]
+    effect = CommitDetail(state.rating_id, (code,), state.rating_session)
+    # A short thank-you again; no second offer of reasons.
+    return _replace(state, screen=THANKS, screen_until=now + rules.thanks_s, rating_id=""), [effect]
+
+
 def _on_committed(state, event, now, rules):
-    state = dataclasses.replace(
+    state = _replace(
         state, screen=THANKS, screen_until=now + rules.thanks_s, level=event.level,
         lockout_until=now + rules.min_interval_s if rules.source == "free" else 0.0,
+        rating_id=event.event_id if event.level.is_bad else "", rating_session=state.committing,
         committing=None, fault="")
     return state, []
 
@@ -241,20 +329,19 @@ def _on_commit_failed(state, event, now, rules):
     # Never thank for a rating we did not keep: say rating is paused and
     # offer the QR code so the citizen can still rate on the phone.
     qr = state.committing.qr_url if state.committing else ""
-    state = dataclasses.replace(
-        state, screen=PAUSED, screen_until=now + rules.later_s, fault=event.reason,
-        later_qr=qr, committing=None)
+    state = _replace(state, screen=PAUSED, screen_until=now + rules.later_s, fault=event.reason,
+                     later_qr=qr, committing=None)
     return state, []
 
 
 def _open_session(state, now, rules, **fields):
     session = Session(opened_at=now, deadline=now + rules.rating_window_s, **fields)
-    return dataclasses.replace(state, session=session, screen=PROMPT, screen_until=0.0, level=None)
+    return _replace(state, session=session, screen=PROMPT, screen_until=0.0, level=None, rating_id="")
 
 
 def _on_staff(state, event, now, rules):
     if rules.source != "staff_button":
-        return _ignore(state, None, "staff key is not the session source")
+        return _ignore(state, 0, "staff key is not the session source")
     if state.session is not None:
         # One open session at a time: a second 请评价 neither stacks nor extends.
         return state, []
@@ -268,17 +355,15 @@ def _on_hall_session(state, event, now, rules):
     if state.session is not None:
         # The hall moved on to the next service: the open one was not rated.
         effects.append(CommitUnrated(state.session))
-    fields = dataclasses.asdict(event)
-    return _open_session(state, now, rules, **fields), effects
+    return _open_session(state, now, rules, **dataclasses.asdict(event)), effects
 
 
 def _on_storage(state, event, now, rules):
-    return dataclasses.replace(state, storage_full=event.reason if event.full else ""), []
+    return _replace(state, storage_full=event.reason if event.full else ""), []
 
 
-def _ignore(state, event, why):
-    button = event.button if event is not None else 0
-    return dataclasses.replace(state, ignored=state.ignored + 1), [PressIgnored(button, why)]
+def _ignore(state, button, why):
+    return _replace(state, ignored=state.ignored + 1), [PressIgnored(button, why)]
 
 
 def _on_tick(state, event, now, rules):
@@ -287,6 +372,7 @@ def _on_tick(state, event, now, rules):
 
 _HANDLERS = {
     ButtonPressed: _on_press,
+    ButtonReleased: _on_release,
     StaffRequested: _on_staff,
     SessionOpened: _on_hall_session,
     RatingCommitted: _on_committed,

@@ -4,7 +4,8 @@ from dataclasses import dataclass, field
 
 from device import state as st
 from device.ui.models import (
-    IdleScreen, Indicators, LaterScreen, PausedScreen, PromptScreen, ThanksScreen)
+    IdleScreen, Indicators, LaterScreen, PausedScreen, PromptScreen, ReasonsScreen, ServiceScreen,
+    ThanksScreen)
 
 
 @dataclass(frozen=True)
@@ -25,13 +26,24 @@ class Identity:
 
 @dataclass(frozen=True)
 class View:
+    """What the view needs besides the state."""
+
     identity: Identity
     indicators: Indicators = field(default_factory=Indicators)
+    #: The technician's lines (no secrets), read only while the service screen shows.
+    service_lines: tuple = ()
+    #: ``Rules.reasons_for``: the tags offered for a level.
+    reasons: dict = field(default_factory=dict)
 
 
 def view(state, info, now):
     """The screen model for ``state`` at monotonic time ``now``."""
     ident = info.identity
+    if state.screen == st.SERVICE:
+        return ServiceScreen(info.service_lines)
+    if state.screen == st.REASONS and state.level is not None:
+        seconds = max(0, int(state.screen_until - now + 0.999))
+        return ReasonsScreen(state.level, info.reasons.get(state.level, ()), seconds)
     if state.screen == st.THANKS and state.level is not None:
         return ThanksScreen(state.level)
     if state.screen == st.PAUSED or state.storage_full:
