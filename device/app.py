@@ -18,13 +18,14 @@ import uuid6
 
 from device import __version__, clock
 from device import config as config_mod
-from device.errors import ConfigError, EvaluatorError, StorageError
+from device.errors import ConfigError, EvaluatorError, FontError, QRFitError, StorageError
 from device.queue.outbox import Outbox
 from device.queue.transport import HttpTransport, Secret
 from device.queue.uploader import Uploader
 from device.state import (
-    SERVICE, CommitDetail, CommitFailed, CommitRating, CommitUnrated, PressIgnored, RatingCommitted,
+    IDLE, SERVICE, ButtonPressed, ButtonReleased, CommitDetail, CommitFailed, CommitRating, CommitUnrated, PressIgnored, RatingCommitted,
     Rules, State, StaffRequested, StorageChanged, Tick, next_deadline, step)
+from device.ui import care
 from device.ui.models import BootScreen, Indicators
 from device.ui.screens import render
 from device.view import Identity, View, view
@@ -35,6 +36,51 @@ logger = logging.getLogger(__name__)
 IDLE_WAKE_S = 1.0
 #: The clock's sync status is read at most this often.
 CLOCK_CHECK_S = 10.0
+
+
+def check_screens(config, size):
+    """Start-up check that what the configuration asks the screen to show can be shown.
+
+    A character missing from the font, a QR URL too long for the panel or a
+    name that cannot fit is a configuration error naming the key, found at
+    start rather than as a blank box in front of a citizen.
+
+    Raises:
+        ConfigError: listing every problem.
+        FontError: the font itself is not installed.
+    """
+    from device.ui import fonts
+    from device.ui.layout import LayoutError
+    from device.ui.models import IdleScreen
+
+    fonts.check_fonts()
+    problems = []
+    texts = {
+        "device.window_no": config.device.window_no,
+        "device.window_name": config.device.window_name,
+        "staff.name": config.staff.name,
+        "staff.no": config.staff.no,
+    }
+    for level, tags in config.reasons.by_level().items():
+        for n, (code, text) in enumerate(tags):
+            texts[f"reasons.{level.value}[{n}]"] = text
+    for key, text in texts.items():
+        try:
+            fonts.check_text(text, key)
+        except FontError as e:
+            problems.append((key, str(e).removeprefix(f"{key}: ")))
+    bad = {key for key, _ in problems}
+    shown = {key: "-" if key in bad else text for key, text in texts.items()}
+    try:
+        # The fullest idle screen: every indicator on, a five-digit backlog.
+        render(IdleScreen(shown["device.window_no"], shown["device.window_name"], shown["staff.name"],
+                          shown["staff.no"], config.qr.url, Indicators(True, 99999, True, True)), size)
+    except QRFitError as e:
+        problems.append(("qr.url", str(e)))
+    except LayoutError as e:
+        problems.append(("staff.name", f"cannot be laid out on a {size[0]}x{size[1]} display: {e}"))
+    if problems:
+        raise ConfigError(problems)
 
 
 def load_key(path):
@@ -61,12 +107,14 @@ class App:
         hardware: :class:`~device.hardware.Hardware`.
         key: the device key (:class:`Secret`).
         monotonic: seconds, injectable.
+        wall: the local wall clock (opening hours), injectable.
         synced: returns whether the wall clock is synchronised.
         transport: overrides the HTTP transport (tests).
     """
 
-    def __init__(self, config, hardware, key, *, monotonic=time.monotonic,
+    def __init__(self, config, hardware, key, *, monotonic=time.monotonic, wall=clock.wall_now,
                  synced=clock.kernel_clock_synced, transport=None):
+        check_screens(config, hardware.size)
         self.config = config
         self.hardware = hardware
         self.events = hardware.events
@@ -88,7 +136,18 @@ class App:
             backoff_min_s=config.upload.backoff_min_s, backoff_max_s=config.upload.backoff_max_s,
             synced=self.clock_synced)
         self.has_key = bool(key)
+        d, h = config.display, config.hours
+        self.care_config = care.CareConfig(
+            shift_every_s=d.shift_every_s, contrast=d.contrast, dim_contrast=d.dim_contrast,
+            dim_after_s=d.dim_after_s, open_days=h.open_days, open_from=h.open_from,
+            open_until=h.open_until, closed_dates=h.closed_dates)
+        self.wall = wall
+        self.last_activity = self.started
+        self._care = care.CareState(contrast=-1)
+        #: Buttons whose press only woke the panel; their release is not a rating either.
+        self._waking = set()
         self._model = None
+        self._frame = None
         self.frames = 0
 
     # --- the loop -----------------------------------------------------------
@@ -119,6 +178,18 @@ class App:
             self.uploader.stop(timeout=5)
             self.outbox.close()
 
+    def pump(self):
+        """Handle every input already queued, then redraw (tests and tools)."""
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                break
+            self.handle(event)
+            self.events.task_done()
+        self.handle(Tick())
+        self.refresh()
+
     def _timeout(self):
         now = self.monotonic()
         wake = now + IDLE_WAKE_S
@@ -135,6 +206,15 @@ class App:
     def handle(self, event):
         """Step the state machine with one input and carry out its effects."""
         now = self.monotonic()
+        if isinstance(event, (ButtonPressed, ButtonReleased)):
+            self.last_activity = now
+            # A press on a sleeping panel only wakes it: nobody could see what they rated.
+            if isinstance(event, ButtonPressed) and self._care.asleep:
+                self._waking.add(event.button)
+                return
+            if event.button in self._waking:
+                self._waking.discard(event.button)
+                return
         self.state, effects = step(self.state, event, now, self.rules)
         for effect in effects:
             self._execute(effect)
@@ -226,8 +306,30 @@ class App:
             self.handle(StorageChanged(full, "outbox full" if full else ""))
         info = View(self.identity, self.indicators(), reasons=self.reasons,
                     service_lines=self.service_lines() if self.state.screen == SERVICE else ())
-        model = view(self.state, info, self.monotonic())
-        self.show(model)
+        now = self.monotonic()
+        if self.state.screen != IDLE:
+            self.last_activity = now
+        # Opening hours mean nothing on a clock that is not set yet: stay awake.
+        state = care.care(self.wall(), self.last_activity, now, self.care_config)
+        if not self.clock_synced():
+            state = care.CareState(state.shift, state.contrast, False)
+        self.apply_care(state)
+        self.show(view(self.state, info, now))
+
+    def apply_care(self, state):
+        """OLED care: sleep outside hours, dim when idle, move the frame now and then."""
+        old, self._care = self._care, state
+        display = self.hardware.display
+        if state.asleep != old.asleep:
+            display.sleep() if state.asleep else display.wake()
+            logger.info("panel %s", "asleep outside opening hours" if state.asleep else "awake")
+        if state.contrast != old.contrast:
+            display.contrast(state.contrast)
+        if state.shift != old.shift and self._frame is not None:
+            self._send(self._frame)
+
+    def _send(self, frame):
+        self.hardware.display.show(care.apply_shift(frame, self._care.shift))
 
     def service_lines(self):
         """The technician's screen: identity, addresses, version, backlog; never secrets."""
@@ -244,7 +346,8 @@ class App:
         if model == self._model:
             return
         self._model = model
-        self.hardware.display.show(render(model, self.hardware.size))
+        self._frame = render(model, self.hardware.size)
+        self._send(self._frame)
         self.frames += 1
         logger.info("screen: %s", type(model).__name__.removesuffix("Screen").lower())
 

@@ -117,8 +117,9 @@ class ButtonsSection:
 class DisplaySection:
     model: str = field(default="ssd1306", metadata=_check(
         lambda v: v in DISPLAY_MODELS, "must be one of " + ", ".join(DISPLAY_MODELS)))
-    width: int = field(default=128, metadata=_check(_positive, "must be > 0"))
-    height: int = field(default=64, metadata=_check(_positive, "must be > 0"))
+    #: 0: the model's own size (see DISPLAY_MODELS).
+    width: int = field(default=0, metadata=_check(_non_negative, "must be >= 0"))
+    height: int = field(default=0, metadata=_check(_non_negative, "must be >= 0"))
     rotate: int = field(default=0, metadata=_check(lambda v: v in (0, 90, 180, 270), "must be 0, 90, 180 or 270"))
     interface: str = field(default="i2c", metadata=_check(lambda v: v in ("i2c", "spi"), "must be i2c or spi"))
     i2c_port: int = field(default=1, metadata=_check(_non_negative, "must be >= 0"))
@@ -320,6 +321,10 @@ def build(raw):
             if check and not check(value):
                 problems.append((f"{name}.{f.name}", f"{f.metadata['message']} (got {value!r})"))
         built[name] = cls(**kwargs)
+    d = built["display"]
+    if d.model in DISPLAY_MODELS and not (d.width and d.height):
+        w, h = DISPLAY_MODELS[d.model]
+        built["display"] = dataclasses.replace(d, width=d.width or w, height=d.height or h)
     config = Config(**built)
     problems.extend(_cross_checks(config))
     return config, problems

@@ -156,7 +156,11 @@ def main(argv=None):
         app = App(config, hardware, load_key(key_path))
     except EvaluatorError as e:
         print(f"evaluator-sim: {e}", file=sys.stderr)
-        return 1
+        hardware.close()
+        link.close()
+        if hall is not None:
+            hall.close()
+        return 2 if isinstance(e, ConfigError) else 1
     driver = script_mod.Driver(factory, config, link, stop)
     outcome = {}
     if commands is not None:

@@ -16,7 +16,15 @@ def test_root_config_toml_documents_every_key_with_its_default():
     assert set(data) == set(schema)
     for section, values in schema.items():
         assert set(data[section]) == set(values), section
-    assert config.load([ROOT / "config.toml"]) == config.Config()
+    assert config.load([ROOT / "config.toml"]) == config.load()
+
+
+def test_display_size_follows_the_model_unless_set():
+    assert (config.load().display.width, config.load().display.height) == (128, 64)
+    c = config.load(overrides=["display.model=ssd1322"])
+    assert (c.display.width, c.display.height) == (256, 64)
+    c = config.load(overrides=["display.model=ssd1327", "display.width=96"])
+    assert (c.display.width, c.display.height) == (96, 128)
 
 
 def test_override_parses_toml_values_and_plain_strings():

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 def _parse_hhmm(value, name):
+    if value == "24:00":  # closing at midnight: open to the end of the day
+        return datetime.time.max
     try:
         return datetime.datetime.strptime(value, "%H:%M").time()
     except (TypeError, ValueError):

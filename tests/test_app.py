@@ -1,0 +1,145 @@
+"""The app as a whole on simulated hardware, with clocks the test controls."""
+
+import datetime
+import queue
+
+import pytest
+
+from device import config as config_mod
+from device.app import App, check_screens, new_session_request
+from device.errors import ConfigError
+from device.queue.transport import Secret
+from device.ui.models import IdleScreen, ReasonsScreen, ServiceScreen, ThanksScreen
+from sim.hardware import make_sim_hardware
+
+PINS = (5, 6, 13, 19, 26)
+WEDNESDAY = datetime.datetime(2026, 11, 25, tzinfo=datetime.timezone(datetime.timedelta(hours=8)))
+
+
+class Clock:
+    def __init__(self):
+        self.mono = 1000.0
+        self.wall = WEDNESDAY.replace(hour=10)
+
+    def monotonic(self):
+        return self.mono
+
+    def advance(self, seconds):
+        self.mono += seconds
+        self.wall += datetime.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    made = []
+
+    def make(*overrides):
+        config = config_mod.load(overrides=[
+            f"outbox.path=\"{tmp_path / 'outbox.db'}\"", "buttons.bounce_ms=0", *overrides])
+        hardware, factory = make_sim_hardware(config, queue.Queue(), new_session_request)
+        clock = Clock()
+        app = App(config, hardware, Secret(""), monotonic=clock.monotonic, wall=lambda: clock.wall,
+                  synced=lambda: True)
+        made.append((app, hardware))
+        app.pump()
+        return app, factory, clock
+
+    yield make
+    for app, hardware in made:
+        app.outbox.close()
+        hardware.close()
+
+
+def tap(app, factory, n):
+    pin = factory.pin(PINS[n - 1])
+    pin.drive_low()
+    pin.drive_high()
+    app.pump()
+
+
+def test_a_tap_is_kept_then_thanked(make_app):
+    app, factory, clock = make_app()
+    assert isinstance(app._model, IdleScreen)
+    tap(app, factory, 2)
+    assert isinstance(app._model, ThanksScreen)
+    (event,) = app.outbox.events()
+    assert event["level"] == "satisfied" and event["satisfaction"] == 4
+
+
+def test_panel_sleeps_outside_hours_and_a_press_only_wakes_it(make_app):
+    app, factory, clock = make_app("hours.open_days=[1,2,3,4,5]", 'hours.open_from="08:30"',
+                                   'hours.open_until="18:00"')
+    display = app.hardware.display
+    assert not display.asleep
+    clock.wall = WEDNESDAY.replace(hour=20)
+    clock.advance(120)
+    app.pump()
+    assert display.asleep
+    tap(app, factory, 1)
+    assert not display.asleep
+    assert app.outbox.events() == []          # waking is not rating
+    tap(app, factory, 1)
+    assert [e["level"] for e in app.outbox.events()] == ["very_satisfied"]
+
+
+def test_panel_dims_after_idle_and_shifts_its_frame(make_app):
+    app, factory, clock = make_app("display.dim_after_s=60", "display.shift_every_s=100",
+                                   "display.dim_contrast=20")
+    contrasts = []
+    app.hardware.display.contrast = lambda level: contrasts.append(level)
+    before = app.hardware.display.device.image.copy()
+    clock.advance(61)
+    app.pump()
+    assert contrasts[-1] == 20
+    clock.advance(100)
+    app.pump()
+    after = app.hardware.display.device.image
+    assert after.tobytes() != before.tobytes()
+    assert after.getbbox() is not None and before.histogram() == after.histogram()
+    tap(app, factory, 3)
+    assert contrasts[-1] == 255
+
+
+def test_reasons_after_a_bad_rating_become_a_detail_event(make_app):
+    app, factory, clock = make_app('reasons.dissatisfied=["401 办事效率低", "402 等候时间长"]',
+                                   'reasons.version="2026-1"')
+    tap(app, factory, 4)
+    clock.advance(3.1)
+    app.pump()
+    assert isinstance(app._model, ReasonsScreen)
+    assert app._model.reasons == (("401", "办事效率低"), ("402", "等候时间长"))
+    tap(app, factory, 2)
+    rating, detail = app.outbox.events()
+    assert detail["type"] == "detail" and detail["rating_id"] == rating["id"]
+    assert detail["reason_codes"] == ["402"] and detail["reasons_version"] == "2026-1"
+
+
+def test_holding_1_and_5_shows_the_service_screen_and_rates_nothing(make_app):
+    app, factory, clock = make_app()
+    factory.pin(PINS[0]).drive_low()
+    factory.pin(PINS[4]).drive_low()
+    app.pump()
+    clock.advance(5.1)
+    app.pump()
+    assert isinstance(app._model, ServiceScreen)
+    text = " ".join(app._model.lines)
+    assert "WE-0001" in text and "0.1.0" in text
+    factory.pin(PINS[0]).drive_high()
+    factory.pin(PINS[4]).drive_high()
+    app.pump()
+    assert app.outbox.events() == []
+
+
+def test_a_character_the_font_lacks_is_a_startup_error_naming_the_key():
+    config = config_mod.load(overrides=['staff.name="王𠀀"', 'device.window_name="综合😀"'])
+    with pytest.raises(ConfigError) as info:
+        check_screens(config, (128, 64))
+    keys = {k for k, _ in info.value.problems}
+    assert keys == {"staff.name", "device.window_name"}
+    assert "U+20000" in str(info.value)
+
+
+def test_a_qr_url_too_long_for_the_panel_is_a_startup_error_with_the_limit():
+    config = config_mod.load(overrides=["qr.url=https://hcp.example.org/" + "x" * 400])
+    with pytest.raises(ConfigError, match=r"qr.url: .*at most \d+ characters"):
+        check_screens(config, (128, 64))
