@@ -8,7 +8,7 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo sim test bench clean
+.PHONY: setup demo sim test bench gallery clean
 
 setup: $(STAMP) $(FONT)
 
@@ -37,6 +37,10 @@ test: setup
 
 bench: setup
 	$(PY) bench/bench_render.py
+
+# Every screen at every resolution as PNG, in out/gallery.
+gallery: setup
+	$(PY) -m sim.gallery out/gallery
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

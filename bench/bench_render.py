@@ -12,11 +12,9 @@ import timeit
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 os.pardir))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                os.pardir, "tests"))
 
 from device.ui import qr, screens  # noqa: E402
-from golden_util import SAMPLES, WINDOW_URL  # noqa: E402
+from sim.samples import SAMPLES, WINDOW_URL  # noqa: E402
 
 SIZE = (128, 64)
 REPEAT = 200
