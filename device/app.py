@@ -19,6 +19,7 @@ import uuid6
 from device import __version__, clock
 from device import config as config_mod
 from device.errors import ConfigError, EvaluatorError, FontError, QRFitError, StorageError
+from device.queue.hall import AssignmentChanged, HallLink, load_assignment, save_assignment
 from device.queue.outbox import Outbox
 from device.queue.transport import HttpTransport, Secret
 from device.queue.uploader import Uploader
@@ -115,18 +116,14 @@ class App:
     def __init__(self, config, hardware, key, *, monotonic=time.monotonic, wall=clock.wall_now,
                  synced=clock.kernel_clock_synced, transport=None):
         check_screens(config, hardware.size)
-        self.config = config
         self.hardware = hardware
         self.events = hardware.events
         self.monotonic = monotonic
         self._synced_fn = synced
         self._synced = (0.0, False)
-        self.reasons = config.reasons.by_level()
-        self.reasons_version = config.reasons.version
-        self.rules = Rules.from_config(config, self.reasons)
+        self._set_config(config)
         self.started = monotonic()
         self.state = State()
-        self.identity = Identity.from_config(config)
         self.outbox = Outbox(config.outbox.path, max_events=config.outbox.max_events)
         self.transport = transport or HttpTransport(
             config.upload.server, config.device.id, key, timeout=config.upload.timeout_s,
@@ -136,6 +133,19 @@ class App:
             backoff_min_s=config.upload.backoff_min_s, backoff_max_s=config.upload.backoff_max_s,
             synced=self.clock_synced)
         self.has_key = bool(key)
+        # The hall server's assignment wins over the configured identity; the
+        # last one is kept beside the outbox for a reboot without network.
+        self.assignment_path = os.path.join(os.path.dirname(os.path.abspath(config.outbox.path)),
+                                            "assignment.json")
+        kept = load_assignment(self.assignment_path)
+        if kept is not None:
+            self.apply_assignment(kept, save=False)
+        link_transport = HttpTransport(
+            config.upload.server, config.device.id, key, timeout=HallLink.POLL_WAIT_S + 10,
+            verify=config.upload.ca_bundle or config.upload.verify_tls)
+        self.hall_link = HallLink(link_transport, config.device.id, self.events,
+                                  hall_mode=self.rules.source == "hall",
+                                  etag=kept.etag if kept else "")
         d, h = config.display, config.hours
         self.care_config = care.CareConfig(
             shift_every_s=d.shift_every_s, contrast=d.contrast, dim_contrast=d.dim_contrast,
@@ -157,6 +167,7 @@ class App:
         self.show(BootScreen(__version__))
         if self.has_key:
             self.uploader.start()
+            self.hall_link.start()
         else:
             self.uploader.status.fault = "no device key"
             logger.warning("no device key provisioned: ratings are kept but not uploaded")
@@ -175,6 +186,7 @@ class App:
                     self.events.task_done()
                 self.refresh()
         finally:
+            self.hall_link.stop(timeout=2)
             self.uploader.stop(timeout=5)
             self.outbox.close()
 
@@ -203,8 +215,36 @@ class App:
             wake = min(wake, now + ((countdown - now) % 1.0 or 1.0))
         return max(0.0, wake - now)
 
+    def _set_config(self, config):
+        self.config = config
+        self.identity = Identity.from_config(config)
+        self.reasons = config.reasons.by_level()
+        self.reasons_version = config.reasons.version
+        self.rules = Rules.from_config(config, self.reasons)
+
+    def apply_assignment(self, assignment, save=True):
+        """Show the hall's window, staff, QR and reasons, if the screen can show them."""
+        config = assignment.apply_to(self.config)
+        try:
+            check_screens(config, self.hardware.size)
+        except ConfigError as e:
+            logger.error("assignment from the hall server not applied: %s", e)
+            return False
+        self._set_config(config)
+        if save:
+            try:
+                save_assignment(self.assignment_path, assignment)
+            except OSError as e:
+                logger.warning("assignment applied but not kept across reboots: %s", e)
+        logger.info("assignment: window %s, staff %s (%s)", assignment.window_no, assignment.staff_no,
+                    assignment.staff_name)
+        return True
+
     def handle(self, event):
         """Step the state machine with one input and carry out its effects."""
+        if isinstance(event, AssignmentChanged):
+            self.apply_assignment(event.assignment)
+            return
         now = self.monotonic()
         if isinstance(event, (ButtonPressed, ButtonReleased)):
             self.last_activity = now

@@ -161,7 +161,7 @@ def main(argv=None):
         if hall is not None:
             hall.close()
         return 2 if isinstance(e, ConfigError) else 1
-    driver = script_mod.Driver(factory, config, link, stop)
+    driver = script_mod.Driver(factory, config, link, stop, hall=hall)
     outcome = {}
     if commands is not None:
         feeder = threading.Thread(

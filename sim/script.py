@@ -5,6 +5,7 @@
     wait SECONDS     let time pass
     network down     cut the link to the hall server
     network up       restore it
+    session [TICKET] the stand-in hall server opens a service session (hall mode)
     # comment        ignored, as are blank lines
 """
 
@@ -50,10 +51,12 @@ def parse_line(text, number=0):
         if not 0 <= seconds <= 86400:
             raise ScriptError(f"{where}'wait' takes seconds from 0 to 86400, got {' '.join(args)!r}")
         return Command("wait", seconds, number)
+    if verb == "session" and len(args) <= 1:
+        return Command("session", args[0] if args else "", number)
     if verb == "network" and len(args) == 1 and args[0].lower() in ("up", "down"):
         return Command("network", args[0].lower(), number)
     raise ScriptError(f"{where}unknown command {text.strip()!r} "
-                      "(expected press N, staff, wait SECONDS, network up|down)")
+                      "(expected press N, staff, wait SECONDS, network up|down, session [TICKET])")
 
 
 def parse(text):
@@ -80,13 +83,16 @@ class Driver:
         config: the device configuration (for pin numbers and debounce).
         link: the :class:`~sim.network.NetworkLink`, or None.
         stop: a threading.Event that cuts waits short.
+        hall: the embedded :class:`~sim.hall_server.HallServer`, or None.
     """
 
-    def __init__(self, factory, config, link, stop):
+    def __init__(self, factory, config, link, stop, hall=None):
         self.factory = factory
         self.config = config
         self.link = link
         self.stop = stop
+        self.hall = hall
+        self.sessions = 0
 
     def tap(self, pin):
         p = self.factory.pin(pin)
@@ -104,6 +110,14 @@ class Driver:
             self.tap(self.config.buttons.staff_pin)
         elif command.verb == "wait":
             self.stop.wait(command.arg)
+        elif command.verb == "session":
+            if self.hall is None:
+                logger.warning("script: 'session' needs the embedded hall server")
+                return
+            self.sessions += 1
+            ticket = command.arg or f"A{self.sessions:03d}"
+            self.hall.open_session(self.config.device.id, ticket=ticket, task_name="综合受理",
+                                   qr_url=f"{self.config.qr.url.rstrip('/')}/s/{ticket}")
         elif command.verb == "network":
             if self.link is None:
                 logger.warning("script: no network link to cut (an external --server without a link)")

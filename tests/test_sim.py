@@ -175,3 +175,31 @@ def test_the_device_key_is_never_printed(tmp_path, hall):
     assert result.returncode == 0, result.stderr
     assert len(hall.events()) == 1
     assert secret not in result.stdout and secret not in result.stderr
+
+
+def test_hall_mode_sessions_carry_their_ticket_and_expire_unrated(tmp_path):
+    script = ("wait 0.5\nsession A023\nwait 0.6\npress 2\nwait 0.4\n"
+              "session A024\nwait 2.5\n")
+    report = tmp_path / "report.json"
+    result = sim([*FAST, "--set", "session.source=hall", "--set", "session.rating_window_s=1.5",
+                  "--set", "session.later_s=0.3", "--report", str(report)], tmp_path, script)
+    assert result.returncode == 0, result.stderr
+    stored = json.loads(report.read_text(encoding="utf-8"))
+    assert [(e["type"], e["ticket"]) for e in stored] == [("rating", "A023"), ("unrated", "A024")]
+    assert stored[0]["level"] == "satisfied" and stored[0]["task_name"] == "综合受理"
+
+
+def test_hall_assignment_sets_window_staff_and_survives_a_restart_offline(tmp_path, hall):
+    hall.set_assignment(None, {
+        "window": {"no": "08", "name": "不动产登记"}, "staff": {"no": "8802", "name": "李四", "dept": ""},
+        "qr_url": "https://hcp.example.org/w/08", "reasons_version": "v1",
+        "reasons": [{"level": "dissatisfied", "code": "401", "text": "办事效率低"}]})
+    args = [*FAST, "--server", hall.url, "--device-key", KEY]
+    first = sim(args, tmp_path, "wait 1\npress 1\n")
+    assert first.returncode == 0, first.stderr
+    # The hall server no longer serves an assignment: after a restart the kept one is used.
+    hall.set_assignment(None, None)
+    second = sim(args, tmp_path, "press 2\nwait 0.3\n")
+    assert second.returncode == 0, second.stderr
+    assert "assignment: window 08, staff 8802" in second.stderr
+    assert [(e["window_no"], e["staff_name"]) for e in hall.events()] == [("08", "李四"), ("08", "李四")]
