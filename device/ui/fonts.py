@@ -11,11 +11,13 @@ emoji, a rare CJK Extension B character) is told apart from one whose glyph
 happens to be blank (a space).
 """
 
+import array
 import functools
 import gzip
 import logging
 import os
 import struct
+import sys
 
 from PIL import ImageFont
 
@@ -143,7 +145,12 @@ def _pcf_encoding(path):
         min_b2, max_b2, min_b1, max_b1, _default = struct.unpack_from(
             order + "5h", data, offset + 4)
         n = (max_b2 - min_b2 + 1) * (max_b1 - min_b1 + 1)
-        indices = struct.unpack_from(f"{order}{n}H", data, offset + 14)
+        # An array, not a tuple of ints: 64k entries a font, kept for the
+        # life of the process, cost 128 KiB this way instead of megabytes.
+        indices = array.array("H")
+        indices.frombytes(data[offset + 14:offset + 14 + 2 * n])
+        if (order == ">") != (sys.byteorder == "big"):
+            indices.byteswap()
         return min_b2, max_b2, min_b1, max_b1, indices
     raise ValueError(f"{path} has no encoding table")
 

@@ -1,0 +1,166 @@
+"""Device budgets, measured in one run on this machine (not a test).
+
+    python bench/bench_device.py [--presses N] [--latency-presses N] [--idle-seconds S]
+
+Prints:
+- press -> durable commit -> thank-you frame, p50/p99, against a baseline of
+  one raw durable SQLite insert (WAL, synchronous=FULL) plus one render of
+  the thank-you frame: the budget is p99 within 1.5x of the baseline p99;
+- start to first frame of the simulator process (budget < 1 s);
+- idle CPU of the simulator process (budget < 1 % of a core);
+- resident memory over N simulated presses (budget < 60 MB, flat).
+"""
+
+import argparse
+import os
+import queue
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+from device import config as config_mod  # noqa: E402
+from device.app import App, new_session_request  # noqa: E402
+from device.levels import Level  # noqa: E402
+from device.queue.transport import Secret  # noqa: E402
+from device.state import ButtonPressed, ButtonReleased  # noqa: E402
+from device.ui.models import ThanksScreen  # noqa: E402
+from device.ui.screens import render  # noqa: E402
+from sim.hardware import make_sim_hardware  # noqa: E402
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def make_app(data_dir):
+    config = config_mod.load(overrides=[
+        f"outbox.path=\"{os.path.join(data_dir, 'outbox.db')}\"", "session.min_interval_s=0",
+        "session.suspect_count=1000000"])
+    hardware, _ = make_sim_hardware(config, queue.Queue(), new_session_request)
+    return App(config, hardware, Secret(""), synced=lambda: True), hardware
+
+
+def press(app, button):
+    app.handle(ButtonPressed(button))
+    app.handle(ButtonReleased(button))
+    app.refresh()
+
+
+def bench_latency(n):
+    """Press to thank-you frame, against raw insert + render, interleaved."""
+    with tempfile.TemporaryDirectory() as tmp:
+        app, hardware = make_app(tmp)
+        app.refresh()
+        raw = sqlite3.connect(os.path.join(tmp, "raw.db"), isolation_level=None)
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.execute("PRAGMA synchronous=FULL")
+        raw.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+        body = "x" * 600   # about the size of one event's JSON
+        device, baseline = [], []
+        for i in range(n):
+            level = Level.from_button(1 + i % 5)
+            t0 = time.perf_counter()
+            press(app, level.button)
+            t1 = time.perf_counter()
+            assert app._model == ThanksScreen(level)
+            raw.execute("BEGIN")
+            raw.execute("INSERT INTO t (body) VALUES (?)", (body,))
+            raw.execute("COMMIT")
+            render(ThanksScreen(Level.from_button(1 + (i + 1) % 5)), hardware.size)
+            t2 = time.perf_counter()
+            device.append(t1 - t0)
+            baseline.append(t2 - t1)
+        app.outbox.close()
+        hardware.close()
+    return device, baseline
+
+
+def bench_memory(presses, every):
+    """RSS while pressing; flat means no growth after warm-up."""
+    samples = []
+    with tempfile.TemporaryDirectory() as tmp:
+        app, hardware = make_app(tmp)
+        app.refresh()
+        for i in range(1, presses + 1):
+            press(app, 1 + i % 5)
+            if i % every == 0:
+                samples.append((i, rss_mb(os.getpid())))
+        app.outbox.close()
+        hardware.close()
+    return samples
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_process(idle_seconds):
+    """Start the simulator; time to its first frame, then its idle CPU and memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "sim", "--data", tmp], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        first_frame = None
+        for line in proc.stderr:
+            if "screen: " in line:
+                first_frame = time.perf_counter() - t0
+                break
+        os.set_blocking(proc.stderr.fileno(), False)
+        time.sleep(2)   # let start-up work settle
+        c0, w0 = cpu_seconds(proc.pid), time.perf_counter()
+        time.sleep(idle_seconds)
+        c1, w1 = cpu_seconds(proc.pid), time.perf_counter()
+        rss = rss_mb(proc.pid)
+        proc.stdin.close()
+        proc.terminate()
+        proc.wait(10)
+    return first_frame, (c1 - c0) / (w1 - w0), rss
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency-presses", type=int, default=500)
+    parser.add_argument("--presses", type=int, default=100_000, help="presses for the memory run")
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
+    args = parser.parse_args(argv)
+
+    device, baseline = bench_latency(args.latency_presses)
+    d99, b99 = percentile(device, 99), percentile(baseline, 99)
+    print(f"press -> thank-you frame ({args.latency_presses} presses): "
+          f"p50 {statistics.median(device) * 1e3:.2f} ms, p99 {d99 * 1e3:.2f} ms")
+    print(f"baseline raw durable insert + render:     "
+          f"p50 {statistics.median(baseline) * 1e3:.2f} ms, p99 {b99 * 1e3:.2f} ms")
+    print(f"  ratio p99 device/baseline: {d99 / b99:.2f} (budget <= 1.5)")
+
+    first_frame, cpu, rss = bench_process(args.idle_seconds)
+    print(f"start to first frame: {first_frame:.2f} s (budget < 1 s)")
+    print(f"idle CPU over {args.idle_seconds:g} s: {cpu * 100:.2f} % of a core (budget < 1 %); "
+          f"resident memory {rss:.1f} MB")
+
+    every = max(1, args.presses // 10)
+    samples = bench_memory(args.presses, every)
+    line = ", ".join(f"{n // 1000}k: {mb:.1f}" for n, mb in samples)
+    print(f"resident memory (MB) over {args.presses} presses: {line}")
+    growth = samples[-1][1] - samples[0][1]
+    print(f"  max {max(mb for _, mb in samples):.1f} MB (budget < 60 MB), "
+          f"growth after the first {every} presses {growth:+.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
