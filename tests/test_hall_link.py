@@ -9,7 +9,6 @@ from device.levels import Level
 from device.queue.hall import Assignment, AssignmentChanged, HallLink, load_assignment, save_assignment
 from device.queue.transport import HttpTransport, Secret
 from device.state import SessionOpened
-from sim.hall_server import HallServer
 
 KEY = "hall-link-key"
 GOOD = {"window": {"no": "08", "name": "不动产登记"}, "staff": {"no": "8802", "name": "李四", "dept": "自然资源局"},
@@ -20,13 +19,6 @@ GOOD = {"window": {"no": "08", "name": "不动产登记"}, "staff": {"no": "8802
 
 pytestmark = pytest.mark.timeout(30)
 
-
-@pytest.fixture
-def hall(tmp_path):
-    server = HallServer(tmp_path / "hall.db", default_key=KEY)
-    server.start()
-    yield server
-    server.close()
 
 
 def link(hall, hall_mode=False):

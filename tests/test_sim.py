@@ -16,7 +16,6 @@ import pytest
 
 from device.levels import Level
 from device.records import first_break
-from sim.hall_server import HallServer
 
 KEY = "sim-test-key"
 FAST = ["--set", "session.min_interval_s=0.5", "--set", "session.thanks_s=0.3",
@@ -24,13 +23,6 @@ FAST = ["--set", "session.min_interval_s=0.5", "--set", "session.thanks_s=0.3",
 
 pytestmark = pytest.mark.timeout(120)
 
-
-@pytest.fixture
-def hall(tmp_path):
-    server = HallServer(tmp_path / "hall.db", default_key=KEY)
-    server.start()
-    yield server
-    server.stop()
 
 
 def sim(args, tmp_path, script=None, timeout=60, data="data"):

@@ -13,7 +13,6 @@ from device.queue.outbox import Outbox
 from device.queue.transport import HttpTransport, Secret
 from device.queue.uploader import Uploader
 from device.records import first_break
-from sim.hall_server import HallServer
 
 KEY = "k3y-for-tests"
 
@@ -26,13 +25,6 @@ def rating(i, **extra):
                  "occurred_at": "2026-11-25T10:00:00.000+08:00", "clock_synced": True,
                  "boot_id": "b", "mono_ms": 1000 + i}, **extra)
 
-
-@pytest.fixture
-def hall(tmp_path):
-    server = HallServer(tmp_path / "hall.db", default_key=KEY)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

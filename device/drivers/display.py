@@ -15,19 +15,14 @@ import logging
 import luma.core.error
 from luma.oled import device as oled
 
+from device.config import DISPLAY_MODELS
 from device.errors import DisplayError
 
 logger = logging.getLogger(__name__)
 
-#: Supported panel models and their native size (width, height).
-SUPPORTED_MODELS = {
-    "ssd1306": (128, 64),
-    "sh1106": (128, 64),
-    "ssd1309": (128, 64),
-    "ssd1322": (256, 64),
-    "ssd1327": (128, 128),
-    "ssd1351": (128, 128),
-}
+#: Supported panel models and their native size (width, height): the
+#: configuration schema's table, so the two never disagree.
+SUPPORTED_MODELS = DISPLAY_MODELS
 
 _CLASSES = {
     "ssd1306": oled.ssd1306,
