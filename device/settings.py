@@ -1,0 +1,336 @@
+"""What the technician provisions: the settings overlay, the device key file, the PIN.
+
+* :func:`write_atomic` replaces a file so that a power cut leaves either the
+  old or the new content, never a mix: a temporary file in the same folder,
+  ``fsync``, ``os.replace``, then ``fsync`` of the folder so the rename itself
+  is on disk.
+* :class:`SettingsStore` keeps the settings overlay, a TOML file of the keys
+  provisioned over the console. It is applied after ``config.toml`` and
+  after ``--set`` overrides: what a technician committed last is what the
+  device runs.
+* :class:`PinStore` keeps the console PIN as a salted scrypt hash, with the
+  count of failed tries and the lockout, in a JSON file beside the device
+  key. The lockout is persisted so a reboot does not reset it.
+"""
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import tempfile
+import time
+
+from device import config as config_mod
+from device.errors import ConfigError, EvaluatorError
+
+logger = logging.getLogger(__name__)
+
+
+class SettingsError(EvaluatorError, OSError):
+    """A settings, key or PIN file could not be written or read."""
+
+
+def fsync_dir(path):
+    """Flush a folder's entries (a rename is only durable once its folder is)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path, data, mode=0o600):
+    """Replace ``path`` with ``data`` (bytes) so a power cut leaves old or new.
+
+    Args:
+        path: the file to replace; its folder must exist.
+        data: the new content.
+        mode: permission bits of the new file (set before any byte is written,
+            so a secret is never readable by others, not even for a moment).
+
+    Raises:
+        SettingsError: naming the file, if any step fails; the old file is then intact.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            # The content must be on disk before the name points at it.
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        tmp = None
+        fsync_dir(folder)
+    except OSError as e:
+        raise SettingsError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def remove_durably(path):
+    """Delete a file (if it exists) and flush its folder."""
+    path = os.fspath(path)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise SettingsError(f"cannot remove {path}: {e.strerror}") from None
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def _plain(value):
+    """TOML lists come back as lists; the renderer wants the config's tuples."""
+    if isinstance(value, list):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def render_overlay(overlay):
+    """TOML text of a ``{section: {key: value}}`` overlay, sections in schema order."""
+    lines = ["# Settings provisioned over the serial console. Written by the device;",
+             "# applied after config.toml and --set. Edit with the console, not by hand.", ""]
+    order = list(config_mod.sections())
+    for section in sorted(overlay, key=lambda s: (order.index(s) if s in order else len(order), s)):
+        values = overlay[section]
+        if not values:
+            continue
+        lines.append(f"[{section}]")
+        for key in sorted(values):
+            lines.append(f"{key} = {config_mod.to_toml_value(_plain(values[key]))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def overlay_overrides(overlay):
+    """The overlay as ``section.key=value`` texts for :func:`device.config.load`."""
+    return [f"{section}.{key}={config_mod.to_toml_value(_plain(value))}"
+            for section, values in overlay.items() if isinstance(values, dict)
+            for key, value in values.items()]
+
+
+class SettingsStore:
+    """The settings overlay on top of the device's configuration files.
+
+    Args:
+        path: the overlay file (e.g. ``DATA/settings.toml``).
+        base_paths: the configuration files loaded before it.
+        overrides: ``section.key=value`` overrides applied before it.
+    """
+
+    def __init__(self, path, base_paths=(), overrides=()):
+        self.path = os.fspath(path)
+        self.base_paths = list(base_paths)
+        self.overrides = list(overrides)
+
+    def read(self):
+        """The overlay as ``{section: {key: value}}``; empty if there is none.
+
+        Raises:
+            ConfigError: the file is malformed.
+        """
+        if not os.path.exists(self.path):
+            return {}
+        data = config_mod.read_toml(self.path)
+        bad = [(str(self.path), f"[{s}] must be a table") for s, v in data.items() if not isinstance(v, dict)]
+        if bad:
+            raise ConfigError(bad)
+        return data
+
+    def build(self, overlay):
+        """The configuration with ``overlay`` in place of the stored one.
+
+        Raises:
+            ConfigError: listing every bad key (files, overrides and overlay alike).
+        """
+        return config_mod.load(self.base_paths, self.overrides + overlay_overrides(overlay))
+
+    def load(self):
+        """The configuration the device runs: files, overrides, then the stored overlay."""
+        return self.build(self.read())
+
+    def save(self, overlay):
+        """Replace the overlay file atomically (mode 0600: it may name internal hosts)."""
+        text = render_overlay(overlay)
+        write_atomic(self.path, text.encode("utf-8"), mode=0o600)
+        logger.info("settings saved to %s", self.path)
+
+    def clear(self):
+        """Remove the overlay (factory reset)."""
+        remove_durably(self.path)
+
+
+def load_config(paths, overrides, overlay_path):
+    """Defaults, ``paths``, ``overrides`` and then the overlay at ``overlay_path``.
+
+    The entry points use this instead of :func:`device.config.load` so the
+    provisioned settings take effect.
+    """
+    return SettingsStore(overlay_path, paths, overrides).load()
+
+
+# --- the PIN ---------------------------------------------------------------
+
+#: scrypt at N=2**14, r=8: 16 MiB and tens of milliseconds per try on a Pi,
+#: which together with the lockout makes guessing a short PIN hopeless.
+SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
+PIN_MIN, PIN_MAX = 4, 32
+
+
+def check_pin_format(pin):
+    """Why ``pin`` cannot be a PIN, or ``None`` if it can."""
+    if not PIN_MIN <= len(pin) <= PIN_MAX:
+        return f"a PIN has {PIN_MIN} to {PIN_MAX} characters"
+    if any(c.isspace() or not c.isprintable() for c in pin):
+        return "a PIN has no spaces or control characters"
+    return None
+
+
+def _hash(pin, salt, params):
+    return hashlib.scrypt(pin.encode("utf-8"), salt=salt, n=params["n"], r=params["r"],
+                          p=params["p"], dklen=32)
+
+
+@dataclasses.dataclass(frozen=True)
+class PinVerdict:
+    """What a PIN try came to.
+
+    Attributes:
+        ok: the PIN was right.
+        locked: the try was not even checked: the store is locked out.
+        retry_after_s: seconds until the next try is checked (0: at once).
+        failures: failed tries in a row so far.
+    """
+
+    ok: bool
+    locked: bool = False
+    retry_after_s: float = 0.0
+    failures: int = 0
+
+
+class PinStore:
+    """The console PIN, hashed, with a lockout that grows after failures.
+
+    Args:
+        path: the PIN file (JSON, mode 0600), kept beside the device key.
+        clock: wall seconds (injectable). Wall time, not monotonic, because
+            the lockout must survive a reboot; a clock that jumps back is
+            handled by never waiting longer than the current delay.
+        free_tries: failures allowed before the first delay.
+        base_delay_s: the first delay; each further failure doubles it ...
+        max_delay_s: ... up to this.
+    """
+
+    def __init__(self, path, clock=time.time, free_tries=3, base_delay_s=30.0, max_delay_s=3600.0):
+        self.path = os.fspath(path)
+        self.clock = clock
+        self.free_tries = free_tries
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max_delay_s
+
+    def _read(self):
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            return data
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            # Fail closed: a damaged PIN file keeps the console locked; physical
+            # presence (buttons held at boot) or a factory reset recovers it.
+            logger.error("PIN file %s is unreadable (%s); console stays locked", self.path, e)
+            return {"damaged": True}
+
+    def _write(self, data):
+        write_atomic(self.path, json.dumps(data, sort_keys=True).encode("utf-8"), mode=0o600)
+
+    def is_set(self):
+        """True once a PIN was set (a factory-new device has none)."""
+        # Existence alone: a damaged file counts as set, so the console fails closed.
+        return os.path.exists(self.path)
+
+    def set(self, pin):
+        """Store a new PIN (salted scrypt hash); clears failures.
+
+        Raises:
+            ValueError: the PIN's format is not acceptable.
+            SettingsError: the file cannot be written.
+        """
+        problem = check_pin_format(pin)
+        if problem:
+            raise ValueError(problem)
+        salt = secrets.token_bytes(16)
+        self._write({"algo": "scrypt", **SCRYPT, "salt": salt.hex(),
+                     "hash": _hash(pin, salt, SCRYPT).hex(), "failures": 0, "locked_until": 0.0})
+        logger.info("console PIN changed")
+
+    def delay_for(self, failures):
+        """The wait after ``failures`` failed tries in a row."""
+        if failures < self.free_tries:
+            return 0.0
+        return min(self.max_delay_s, self.base_delay_s * 2 ** (failures - self.free_tries))
+
+    def retry_after(self, data=None):
+        """Seconds until a try is checked again (0 if it would be now)."""
+        data = self._read() if data is None else data
+        if not data:
+            return 0.0
+        wait = float(data.get("locked_until", 0.0)) - self.clock()
+        # A wall clock that jumped back (a Pi boots without a battery clock)
+        # must not lock the console for years: never more than the current delay.
+        wait = min(wait, self.delay_for(int(data.get("failures", 0))))
+        return max(0.0, wait)
+
+    def verify(self, pin):
+        """Check a PIN try, counting failures and locking out after too many.
+
+        Returns:
+            :class:`PinVerdict`.
+        """
+        data = self._read()
+        if data is None:
+            return PinVerdict(ok=True)
+        failures = int(data.get("failures", 0))
+        if data.get("damaged") or "hash" not in data:
+            return PinVerdict(ok=False, locked=True, retry_after_s=self.max_delay_s, failures=failures)
+        wait = self.retry_after(data)
+        if wait > 0:
+            return PinVerdict(ok=False, locked=True, retry_after_s=wait, failures=failures)
+        params = {k: int(data[k]) for k in ("n", "r", "p")}
+        good = hmac.compare_digest(_hash(pin, bytes.fromhex(data["salt"]), params), bytes.fromhex(data["hash"]))
+        if good:
+            if failures:
+                data.update(failures=0, locked_until=0.0)
+                self._write(data)
+            return PinVerdict(ok=True)
+        failures += 1
+        delay = self.delay_for(failures)
+        data.update(failures=failures, locked_until=self.clock() + delay)
+        self._write(data)
+        logger.warning("wrong console PIN (%d failed tries in a row)", failures)
+        return PinVerdict(ok=False, retry_after_s=delay, failures=failures)
+
+    def tries_left(self):
+        """Failed tries still allowed before the lockout starts."""
+        data = self._read() or {}
+        return max(0, self.free_tries - int(data.get("failures", 0)))
+
+    def clear(self):
+        """Forget the PIN (factory reset)."""
+        remove_durably(self.path)

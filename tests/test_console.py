@@ -1,0 +1,552 @@
+"""The serial console over a real pty, with a fake device behind it.
+
+The test plays the technician: it opens the pty's slave path with pyserial,
+as picocom or the provisioning command would, and reads one JSON line per
+command.
+"""
+
+import json
+import logging
+import os
+import queue
+import stat
+import time
+
+import pytest
+import serial
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from device import improv
+from device.console import Console, Line, Problem, Splitter, uplink_check
+from device.drivers.serial_port import PtyPort
+from device.network import FakeNetworkBackend
+from device.queue.transport import HttpTransport
+from device.settings import PinStore, SettingsStore
+
+pytestmark = pytest.mark.timeout(30)
+
+KEY = "k3y-0123456789abcdef-SECRET"
+PIN = "8642"
+
+
+class FakeDeviceControl:
+    """A DeviceControl that records what the console asked of it."""
+
+    def __init__(self, config, restart_keys=("display.model",)):
+        self.config = config
+        self.restart_keys = restart_keys
+        self.applied = []
+        self.keys = []
+        self.presses = queue.Queue()
+        self.button_test_active = False
+        self.display_tests = 0
+        self.uploads = 0
+        self.restarts = 0
+        self.resets = 0
+        self.uplink = {"ok": True, "status": 200, "server": "http://hall.test", "elapsed_ms": 3}
+
+    def current_config(self):
+        return self.config
+
+    def status(self):
+        # A careless implementation could include a secret; the console drops such fields.
+        return {"uptime_s": 42, "backlog": 0, "online": True, "device_key": KEY}
+
+    def queue(self):
+        return {"pending": 2, "delivered": 10, "rejected": 0}
+
+    def upload_now(self):
+        self.uploads += 1
+
+    def apply(self, config, key=None):
+        old, self.config = self.config, config
+        self.applied.append(config)
+        self.keys.append(key)
+        return [k for k in self.restart_keys
+                if getattr(getattr(old, k.split(".")[0]), k.split(".")[1])
+                != getattr(getattr(config, k.split(".")[0]), k.split(".")[1])]
+
+    def test_display(self):
+        self.display_tests += 1
+        return {"pattern": "checkerboard"}
+
+    def test_uplink(self):
+        return dict(self.uplink)
+
+    def button_test(self, active):
+        self.button_test_active = active
+
+    def wait_button(self, timeout):
+        try:
+            return self.presses.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def restart(self):
+        self.restarts += 1
+
+    def factory_reset(self):
+        self.resets += 1
+
+
+class Clock:
+    def __init__(self, t=1000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def ask(tech, line, timeout=5):
+    """Send a command line (unless None) and return the JSON answer line."""
+    if line is not None:
+        tech.write(line.encode("utf-8") + b"\r\n")
+    tech.timeout = timeout
+    while True:
+        raw = tech.readline()
+        assert raw.endswith(b"\n"), f"no answer to {line!r}"
+        if raw.startswith(b"{"):
+            return json.loads(raw)
+
+
+class Rig:
+    def __init__(self, tmp_path, clock=None, wall=None, pin=None):
+        self.dir = tmp_path
+        self.key_file = tmp_path / "device.key"
+        self.overrides = [f'upload.key_file="{self.key_file}"']
+        self.store = SettingsStore(tmp_path / "settings.toml", [], self.overrides)
+        self.device = FakeDeviceControl(self.store.load())
+        self.wall = wall or Clock(1_700_000_000.0)
+        self.pins = PinStore(tmp_path / "console.pin", clock=self.wall)
+        if pin:
+            self.pins.set(pin)
+        self.clock = clock or Clock()
+        self.port = PtyPort()
+        self.console = Console(self.port, self.device, self.store, self.pins, network=FakeNetworkBackend(),
+                               clock=self.clock, frame_timeout=0.2, auth_idle_s=600)
+        self.console.start()
+        self.tech = serial.Serial(self.port.path, 115200, timeout=5)
+        self.sent = []
+
+    def ask(self, line, timeout=5):
+        self.sent.append(line)
+        return ask(self.tech, line, timeout)
+
+    def close(self):
+        self.tech.close()
+        self.console.stop()
+        self.port.close()
+
+
+@pytest.fixture
+def rig(tmp_path):
+    r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def locked(tmp_path):
+    r = Rig(tmp_path, pin=PIN)
+    yield r
+    r.close()
+
+
+# --- reading ------------------------------------------------------------------
+
+def test_status_needs_no_authorisation_and_shows_no_secret(locked):
+    answer = locked.ask("Status")
+    assert answer["ok"] is True
+    assert answer["device_id"] == "WE-0001" and answer["uptime_s"] == 42
+    assert answer["pin_set"] is True and answer["authorized"] is False
+    assert "device_key" not in answer and KEY not in json.dumps(answer)
+
+
+def test_commands_are_case_insensitive_and_reads_answer_one_json_line(rig):
+    for line in ("staffname", "STAFFNAME", "StaffName"):
+        assert rig.ask(line) == {"ok": True, "key": "staff.name", "value": "张三"}
+    assert rig.ask("GET device.window_no") == {"ok": True, "key": "device.window_no", "value": "01"}
+    assert rig.ask("Window") == {"ok": True, "values": {"device.window_no": "01", "device.window_name": "综合受理"}}
+    everything = rig.ask("get")
+    assert everything["config"]["buttons"]["pins"] == [5, 6, 13, 19, 26]
+    assert rig.ask("Help")["ok"] is True
+
+
+def test_unknown_commands_and_keys_are_refused_without_echo(rig):
+    answer = rig.ask("1234secret")
+    assert answer["error"] == "unknown_command" and "1234secret" not in json.dumps(answer)
+    assert rig.ask("Get device.nothing")["error"] == "unknown_key"
+    assert rig.ask("Set nosuch.key 1")["error"] == "unknown_key"
+
+
+# --- staging and committing -------------------------------------------------------
+
+def test_staged_settings_commit_atomically_and_apply(rig):
+    assert rig.ask("StaffName 李四") == {"ok": True, "key": "staff.name", "staged": "李四"}
+    assert rig.ask("Staff 0123 欧阳 娜娜")["staged"] == {"staff.no": "0123", "staff.name": "欧阳 娜娜"}
+    assert rig.ask('Server "https://hall.example.org"')["staged"] == "https://hall.example.org"
+    assert rig.ask("Set session.rating_window_s 45")["staged"] == 45.0
+    assert rig.ask("Set buttons.pins [4, 17, 27, 22, 23]")["staged"] == [4, 17, 27, 22, 23]
+    assert rig.ask("Display sh1106")["staged"] == "sh1106"
+    # Before Commit the device still runs the old values; reads show both.
+    assert rig.ask("StaffName") == {"ok": True, "key": "staff.name", "value": "张三", "staged": "欧阳 娜娜"}
+    assert rig.device.applied == []
+
+    answer = rig.ask("Commit")
+    assert answer["ok"] is True
+    assert set(answer["committed"]) == {"staff.no", "staff.name", "upload.server", "session.rating_window_s",
+                                        "buttons.pins", "display.model"}
+    assert answer["restart_needed"] == ["display.model"]
+    applied = rig.device.applied[-1]
+    assert (applied.staff.no, applied.staff.name) == ("0123", "欧阳 娜娜")
+    assert applied.upload.server == "https://hall.example.org"
+    assert applied.buttons.pins == (4, 17, 27, 22, 23)
+    # What was written is what the device loads after a restart.
+    assert rig.store.load() == applied
+    assert stat.S_IMODE(os.stat(rig.store.path).st_mode) == 0o600
+    assert rig.ask("StaffName") == {"ok": True, "key": "staff.name", "value": "欧阳 娜娜"}
+    assert rig.ask("Commit")["message"] == "nothing staged"
+
+
+def test_values_are_checked_when_staged(rig):
+    answer = rig.ask("Source nowhere")
+    assert answer["ok"] is False and answer["error"] == "invalid_value"
+    assert "session.source" in answer["message"]
+    assert rig.ask("Set session.rating_window_s soon")["error"] == "invalid_value"
+    assert rig.ask("Server ftp://x")["error"] == "invalid_value"
+    assert rig.ask('StaffName "unbalanced')["error"] == "invalid_value"
+    assert rig.ask("Status")["staged"] == []
+
+
+def test_commit_validates_the_whole_and_lists_every_bad_key(rig):
+    # A value whose own key is wrong is refused at once ...
+    assert rig.ask("Set session.source staff_button")["ok"]
+    assert rig.ask("Set buttons.staff_pin 5")["error"] == "invalid_value"
+    rig.ask("Discard")
+    # ... but a change that breaks another key surfaces at Commit: the staff key
+    # only collides with a rating button once staff_button is the source, and
+    # the backoff bounds cross.
+    assert rig.ask("Set buttons.staff_pin 5")["ok"]
+    assert rig.ask("Set session.source staff_button")["ok"]
+    assert rig.ask("Set upload.backoff_min_s 500")["ok"]
+    answer = rig.ask("Commit")
+    assert answer["ok"] is False and answer["error"] == "invalid_config"
+    assert {p["key"] for p in answer["problems"]} == {"buttons.staff_pin", "upload.backoff_max_s"}
+    assert not os.path.exists(rig.store.path) and rig.device.applied == []
+    assert rig.ask("Discard")["discarded"] == ["buttons.staff_pin", "session.source", "upload.backoff_min_s"]
+    assert rig.ask("Commit")["committed"] == []
+
+
+def test_device_key_is_write_only_and_saved_with_mode_0600(rig, caplog):
+    caplog.set_level(logging.DEBUG)
+    assert rig.ask("DeviceKey") == {"ok": True, "key": "device_key", "value": "****", "set": False}
+    assert rig.ask(f"DeviceKey {KEY}") == {"ok": True, "key": "device_key", "staged": "****"}
+    assert rig.ask("DeviceKey short")["error"] == "invalid_value"
+    assert rig.ask("Commit")["committed"] == ["device_key"]
+    assert rig.key_file.read_text() == KEY
+    assert stat.S_IMODE(os.stat(rig.key_file).st_mode) == 0o600
+    assert rig.device.keys[-1].reveal() == KEY
+    assert rig.ask("DeviceKey") == {"ok": True, "key": "device_key", "value": "****", "set": True}
+    assert KEY not in caplog.text
+
+
+def test_a_failed_write_keeps_the_old_settings_and_the_staged_values(rig, monkeypatch):
+    assert rig.ask("StaffName 李四")["ok"]
+    assert rig.ask("Commit")["ok"]
+
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", refuse)
+    assert rig.ask("StaffName 王五")["ok"]
+    answer = rig.ask("Commit")
+    assert answer["error"] == "commit_failed" and "No space left" in answer["message"]
+    assert rig.store.load().staff.name == "李四"
+    assert rig.ask("Status")["staged"] == ["staff.name"]
+    monkeypatch.undo()
+    assert rig.ask("Commit")["ok"] and rig.store.load().staff.name == "王五"
+
+
+# --- authorisation -----------------------------------------------------------------
+
+def test_factory_new_device_accepts_changes_then_the_pin_is_needed(rig):
+    assert rig.ask("Status")["pin_set"] is False
+    assert rig.ask("StaffName 李四")["ok"]
+    assert rig.ask(f"Pin {PIN}")["pin_set"] is True
+    assert rig.ask("Pin") == {"ok": True, "pin": "****", "pin_set": True}
+    assert rig.ask("StaffNo 7")["ok"], "whoever set the PIN stays authorised"
+    assert rig.ask("Lock")["authorized"] is False
+    refused = rig.ask("StaffName 王五")
+    assert refused["error"] == "not_authorized" and "Auth" in refused["message"]
+    assert rig.ask("Commit")["error"] == "not_authorized"
+    assert rig.ask("Pin 9999")["error"] == "not_authorized"
+    assert rig.ask("Test display")["error"] == "not_authorized"
+    assert rig.ask("FactoryReset yes")["error"] == "not_authorized"
+    assert rig.ask("Restart")["error"] == "not_authorized"
+    assert rig.ask(f"DeviceKey {KEY}")["error"] == "not_authorized"
+    # Reads still work while locked.
+    assert rig.ask("StaffName")["value"] == "张三"
+    assert rig.ask(f"Auth {PIN}")["authorized"] is True
+    assert rig.ask("Commit")["ok"]
+    assert rig.device.config.staff.name == "李四"
+
+
+def test_wrong_pins_lock_out_with_a_growing_delay(locked):
+    wall = locked.wall
+    for tries_left in (2, 1):
+        answer = locked.ask("Auth 0000")
+        assert answer["error"] == "wrong_pin" and answer["tries_left"] == tries_left
+    answer = locked.ask("Auth 0000")
+    assert answer["error"] == "wrong_pin" and answer["retry_after_s"] == 30
+    # Even the right PIN is not checked during the lockout.
+    answer = locked.ask(f"Auth {PIN}")
+    assert answer["error"] == "locked_out" and answer["retry_after_s"] == 30
+    wall.t += 31
+    assert locked.ask("Auth 1111")["retry_after_s"] == 60
+    wall.t += 61
+    assert locked.ask("Auth 1111")["retry_after_s"] == 120
+    wall.t += 119
+    assert locked.ask(f"Auth {PIN}")["error"] == "locked_out"
+    wall.t += 2
+    assert locked.ask(f"Auth {PIN}")["authorized"] is True
+    # Success clears the count: the next mistake has free tries again.
+    assert locked.ask("Auth 0000")["tries_left"] == 2
+
+
+def test_a_wrong_pin_ends_an_earlier_authorisation(locked):
+    assert locked.ask(f"Auth {PIN}")["authorized"]
+    assert locked.ask("Auth 0000")["error"] == "wrong_pin"
+    assert locked.ask("StaffName x")["error"] == "not_authorized"
+
+
+def test_authorisation_lapses_after_idle_time(locked):
+    assert locked.ask(f"Auth {PIN}")["authorized"]
+    locked.clock.t += 599
+    assert locked.ask("StaffName a")["ok"], "each command restarts the idle time"
+    locked.clock.t += 599
+    assert locked.ask("StaffName b")["ok"]
+    locked.clock.t += 601
+    assert locked.ask("StaffName c")["error"] == "not_authorized"
+
+
+def test_physical_presence_authorises_for_a_while(locked):
+    assert locked.ask("StaffName x")["error"] == "not_authorized"
+    locked.console.grant_presence(300)
+    assert locked.ask("Auth")["presence"] is True
+    assert locked.ask("StaffName x")["ok"]
+    locked.clock.t += 301
+    assert locked.ask("StaffName y")["error"] == "not_authorized"
+
+
+# --- self-tests and actions ------------------------------------------------------
+
+def test_button_test_reports_each_pin_in_turn(rig):
+    for n in (1, 2, 3, 4, 5):
+        rig.device.presses.put(n)
+    first = rig.ask("Test buttons 5")
+    assert first == {"ok": True, "test": "buttons", "waiting_for": 1, "pin": 5, "timeout_s": 5.0,
+                     "message": first["message"]}
+    lines = [ask(rig.tech, None) for _ in range(5)]
+    assert [(line["button"], line["pin"], line["ok"]) for line in lines[:4]] == [
+        (1, 5, True), (2, 6, True), (3, 13, True), (4, 19, True)]
+    assert lines[0]["waiting_for"] == 2 and lines[0]["next_pin"] == 6
+    final = ask(rig.tech, None)
+    assert final["ok"] is True and final["done"] is True and final["result"] == "pass"
+    assert [b["pin"] for b in final["buttons"]] == [5, 6, 13, 19, 26]
+    assert rig.device.button_test_active is False
+
+
+def test_button_test_reports_a_wrong_button_and_a_timeout(rig):
+    rig.device.presses.put(1)
+    rig.device.presses.put(3)
+    rig.ask("Test buttons 0.3")
+    assert ask(rig.tech, None)["ok"] is True
+    wrong = ask(rig.tech, None)
+    assert wrong["error"] == "wrong_button" and wrong["button"] == 2 and wrong["pressed"] == 3
+    final = ask(rig.tech, None)
+    assert final["ok"] is False and final["error"] == "timeout" and "button 3" in final["message"]
+    assert rig.device.button_test_active is False
+
+
+def test_display_uplink_queue_upload(rig):
+    assert rig.ask("Test display")["result"] == "shown" and rig.device.display_tests == 1
+    assert rig.ask("Test uplink")["status"] == 200
+    rig.device.uplink = {"ok": False, "status": 401, "message": "the server refused the device id or key"}
+    failed = rig.ask("Test uplink")
+    assert failed["ok"] is False and failed["error"] == "uplink_failed" and failed["test"] == "uplink"
+    assert rig.ask("Test")["error"] == "missing_value"
+    assert rig.ask("Queue") == {"ok": True, "pending": 2, "delivered": 10, "rejected": 0}
+    assert rig.ask("Upload") == {"ok": True, "upload": "started"} and rig.device.uploads == 1
+
+
+def test_restart_and_factory_reset(rig):
+    rig.ask(f"Pin {PIN}")
+    rig.ask(f"DeviceKey {KEY}")
+    rig.ask("StaffName 李四")
+    rig.ask("Commit")
+    assert rig.ask("Restart") == {"ok": True, "restarting": True, "discarded": []}
+    assert rig.device.restarts == 1
+    assert rig.ask("FactoryReset")["error"] == "confirm_needed"
+    assert rig.ask("FactoryReset yes")["factory_reset"] is True
+    assert rig.device.resets == 1
+    assert not rig.key_file.exists() and not os.path.exists(rig.store.path) and not rig.pins.is_set()
+
+
+def test_uplink_check_sends_a_signed_heartbeat_to_the_hall_server(tmp_path):
+    from sim.hall_server import HallServer
+
+    hall = HallServer(tmp_path / "hall.db", default_key=KEY)
+    hall.start()
+    try:
+        good = uplink_check(HttpTransport(hall.url, "WE-0001", KEY), "WE-0001", {"firmware": "t"})
+        assert good["ok"] is True and good["status"] == 200
+        assert hall.heartbeats["WE-0001"]["firmware"] == "t"
+        bad = uplink_check(HttpTransport(hall.url, "WE-0001", "wrong-key-0123456789"), "WE-0001", {})
+        assert bad["ok"] is False and bad["status"] == 401 and "key" in bad["message"]
+        assert KEY not in json.dumps(good) + json.dumps(bad)
+    finally:
+        hall.stop()
+    down = uplink_check(HttpTransport(hall.url, "WE-0001", KEY, timeout=1), "WE-0001", {})
+    assert down["ok"] is False and down["error"] == "uplink_failed"
+
+
+# --- bad input ------------------------------------------------------------------
+
+def test_garbage_gets_clear_errors_and_the_console_keeps_answering(rig):
+    tech = rig.tech
+    cases = [
+        (b"\x00\x01\x02\xff\xfe\r\n", "bad_encoding"),
+        (b"Sta\x01tus\r\n", "bad_input"),
+        (b"A" * 600 + b"\r\n", "line_too_long"),
+        (b"IMPROV\x01\x03\x02\x02\x00\x00\n", "bad_frame"),
+    ]
+    for data, code in cases:
+        tech.write(data)
+        assert ask(tech, None)["error"] == code
+    # A half frame followed by a command line: dropped, and the line still served.
+    tech.write(b"IMPROV\x01\x03\x05\x02\nStatus\r\n")
+    assert ask(tech, None)["error"] == "bad_frame"
+    assert ask(tech, None)["device_id"] == "WE-0001"
+    # A half frame alone times out (on the real clock).
+    rig.console.clock = time.monotonic
+    tech.write(b"IMPROV\x01\x03\x40abc")
+    assert ask(tech, None)["error"] == "half_frame"
+    assert rig.ask("Status")["ok"] is True
+
+
+def test_backspace_edits_the_line(rig):
+    rig.tech.write("StaffNamx\x7fe\r\n".encode())
+    assert ask(rig.tech, None)["value"] == "张三"
+
+
+class MemoryPort:
+    """An in-memory port for feeding the console directly."""
+
+    timeout = 0
+
+    def __init__(self):
+        self.out = bytearray()
+
+    def write(self, data):
+        self.out += data
+        return len(data)
+
+
+def fed_console(tmp_path):
+    store = SettingsStore(tmp_path / "settings.toml", [], [f'upload.key_file="{tmp_path / "device.key"}"'])
+    clock = Clock()
+    port = MemoryPort()
+    console = Console(port, FakeDeviceControl(store.load()), store, PinStore(tmp_path / "console.pin"),
+                      network=FakeNetworkBackend(), clock=clock)
+    return console, port, clock
+
+
+half_frames = st.builds(lambda n, body: b"IMPROV\x01\x03" + bytes([n]) + body,
+                        st.integers(0, 255), st.binary(max_size=20))
+junk = st.lists(st.one_of(
+    st.binary(max_size=64),
+    half_frames,
+    st.just(b"\xff\xfe\xc3(\n"),
+    st.just(b"x" * 700),
+    st.just(b"\n"),
+    st.sampled_from([b"Status\n", b"Get staff.name\r\n", b"Auth\n", b"IMPRO", b"IMPROV"]),
+), max_size=8).map(b"".join)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=junk)
+def test_fuzzed_input_never_stops_the_console(tmp_path_factory, data):
+    console, port, clock = fed_console(tmp_path_factory.mktemp("fuzz"))
+    console.feed(data)
+    console.feed(b"\n")
+    # Let any half frame time out; what is read again may start another, so repeat.
+    for _ in range(200):
+        if console.splitter.idle:
+            break
+        clock.t += 1.0
+        console.feed(b"\n")
+    assert console.splitter.idle
+    port.out.clear()
+    console.feed(b"Status\r\n")
+    answer = json.loads(bytes(port.out).decode("utf-8"))
+    assert answer["ok"] is True and answer["device_id"] == "WE-0001"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=junk)
+def test_fuzzed_input_over_the_pty(rig, data):
+    tech = rig.tech
+    tech.write(data + b"\n")
+    # Wait out half frames on the console's real clock: then a probe must be answered.
+    rig.console.clock = time.monotonic
+    tech.timeout = 0.3
+    for _ in range(40):
+        tech.write(b"\r\nStatus\r\n")
+        got = b""
+        while True:
+            line = tech.readline()
+            if not line:
+                break
+            got = line
+            if b'"device_id"' in line:
+                break
+        if b'"device_id"' in got:
+            return
+    pytest.fail("the console stopped answering after fuzzed input")
+
+
+# --- the splitter on its own ------------------------------------------------------
+
+def test_splitter_tells_lines_frames_and_problems_apart():
+    s = Splitter(max_line=16, frame_timeout=1.0)
+    frame = improv.encode_frame(improv.PacketType.RPC, b"\x02\x00")
+    items = s.feed(b"Status\r\n" + frame + b"\nGet x\n" + b"y" * 20 + b"\nIMPRO\n", now=0.0)
+    assert items == [Line("Status"), improv.Frame(3, b"\x02\x00"), Line("Get x"),
+                     Problem("line_too_long", "line longer than 16 bytes ignored"), Line("IMPRO")]
+
+
+def test_splitter_frames_may_contain_newlines_and_arrive_in_pieces():
+    s = Splitter()
+    frame = improv.encode_frame(improv.PacketType.RPC, improv.encode_rpc(1, b"\x0a" + b"A" * 10 + b"\x0a" + b"\n" * 10))
+    items = []
+    for i in range(len(frame)):
+        items += s.feed(frame[i:i + 1], now=i * 0.01)
+    assert items == [improv.decode_frame(frame)] and s.idle
+
+
+def test_splitter_drops_a_half_frame_after_the_timeout_and_rereads_what_followed():
+    s = Splitter(frame_timeout=0.5)
+    assert s.feed(b"IMPROV\x01\x03\x30ab\nStatus\n", now=0.0) == []
+    assert s.poll(0.4) == []
+    assert s.poll(0.6) == [Problem("half_frame", "incomplete Improv frame (19 bytes) dropped"), Line("Status")]
+    assert s.idle
+
+
+def test_no_secret_reaches_the_output_or_the_log(rig, caplog):
+    caplog.set_level(logging.DEBUG)
+    out = []
+    for line in (f"Pin {PIN}", "Lock", "Auth 0000", f"Auth {PIN}", f"DeviceKey {KEY}", "Commit", "DeviceKey",
+                 "Pin", "Status", "Get", PIN, KEY):
+        out.append(json.dumps(rig.ask(line), ensure_ascii=False))
+    text = "\n".join(out) + caplog.text
+    assert PIN not in text and KEY not in text
