@@ -39,6 +39,7 @@ setup(
         "console_scripts": [
             "evaluator = device.app:main",
             "evaluator-sim = sim.cli:main",
+            "evaluator-provision = device.provision:main",
         ],
     },
 )

@@ -19,6 +19,7 @@ import uuid6
 from device import __version__, clock
 from device import config as config_mod
 from device.errors import ConfigError, EvaluatorError, FontError, QRFitError, StorageError
+from device.control import Call
 from device.queue.hall import AssignmentChanged, HallLink, load_assignment, save_assignment
 from device.queue.outbox import Outbox
 from device.queue.transport import HttpTransport, Secret
@@ -117,6 +118,13 @@ class App:
                  synced=clock.kernel_clock_synced, transport=None):
         check_screens(config, hardware.size)
         self.hardware = hardware
+        #: The configuration as committed (files, overrides, console), before any assignment.
+        self.committed_config = config
+        self.key = key
+        self.restart_requested = False
+        self.button_test = None
+        self._hold_until = 0.0
+        self._stop = None
         self.events = hardware.events
         self.monotonic = monotonic
         self._synced_fn = synced
@@ -125,9 +133,7 @@ class App:
         self.started = monotonic()
         self.state = State()
         self.outbox = Outbox(config.outbox.path, max_events=config.outbox.max_events)
-        self.transport = transport or HttpTransport(
-            config.upload.server, config.device.id, key, timeout=config.upload.timeout_s,
-            verify=config.upload.ca_bundle or config.upload.verify_tls)
+        self.transport = transport or self._make_transport(config, key, config.upload.timeout_s)
         self.uploader = Uploader(
             self.outbox, self.transport, config.device.id, batch_size=config.upload.batch_size,
             backoff_min_s=config.upload.backoff_min_s, backoff_max_s=config.upload.backoff_max_s,
@@ -140,10 +146,7 @@ class App:
         kept = load_assignment(self.assignment_path)
         if kept is not None:
             self.apply_assignment(kept, save=False)
-        link_transport = HttpTransport(
-            config.upload.server, config.device.id, key, timeout=HallLink.POLL_WAIT_S + 10,
-            verify=config.upload.ca_bundle or config.upload.verify_tls)
-        self.hall_link = HallLink(link_transport, config.device.id, self.events,
+        self.hall_link = HallLink(self._make_transport(config, key, HallLink.POLL_WAIT_S + 10), config.device.id, self.events,
                                   hall_mode=self.rules.source == "hall",
                                   etag=kept.etag if kept else "")
         d, h = config.display, config.hours
@@ -164,13 +167,9 @@ class App:
 
     def run(self, stop):
         """Run until ``stop`` (a threading.Event) is set."""
+        self._stop = stop
         self.show(BootScreen(__version__))
-        if self.has_key:
-            self.uploader.start()
-            self.hall_link.start()
-        else:
-            self.uploader.status.fault = "no device key"
-            logger.warning("no device key provisioned: ratings are kept but not uploaded")
+        self._start_uplink()
         logger.info("device %s ready: window %s, session source %s", self.config.device.id,
                     self.config.device.window_no, self.rules.source)
         try:
@@ -189,6 +188,109 @@ class App:
             self.hall_link.stop(timeout=2)
             self.uploader.stop(timeout=5)
             self.outbox.close()
+
+    def _start_uplink(self):
+        if not self.has_key:
+            logger.warning("no device key provisioned: ratings are kept but not uploaded")
+            return
+        if self.uploader._thread is None:
+            self.uploader.start()
+            self.hall_link.start()
+
+    def _make_transport(self, config, key, timeout):
+        u = config.upload
+        return HttpTransport(u.server, config.device.id, key, timeout=timeout,
+                             verify=u.ca_bundle or u.verify_tls)
+
+    def reconfigure(self, config, key=None):
+        """Take a committed configuration (and key) into use; returns keys needing a restart.
+
+        Runs on the loop thread (the console hands it over as a Call).
+        """
+        from device.control import needs_restart
+
+        check_screens(config, self.hardware.size)
+        restart = needs_restart(self.committed_config, config)
+        old = self.committed_config
+        self.committed_config = config
+        kept = load_assignment(self.assignment_path)
+        self._set_config(config)
+        if kept is not None:
+            self.apply_assignment(kept, save=False)
+        if key is not None:
+            self.key = key
+            self.has_key = bool(key)
+        if key is not None or old.upload != config.upload or old.device.id != config.device.id:
+            # New server or key: new transports; the threads pick them up on their next request.
+            self.uploader.transport = self._make_transport(config, self.key, config.upload.timeout_s)
+            self.hall_link.transport = self._make_transport(config, self.key, HallLink.POLL_WAIT_S + 10)
+            self.uploader.device_id = self.hall_link.device_id = config.device.id
+            self.uploader.status.fault = ""
+            if self._stop is not None:
+                self._start_uplink()
+            self.uploader.wake()
+        logger.info("configuration applied%s", f"; restart needed for {', '.join(restart)}" if restart else "")
+        self.refresh()
+        return restart
+
+    TEST_PATTERN_S = 3.0
+
+    def show_test_pattern(self):
+        """A checkerboard (every pixel lit once across two frames' worth) for a few seconds."""
+        from PIL import Image
+
+        w, h = self.hardware.size
+        pattern = Image.new("1", (w, h))
+        pattern.putdata([((x // 4 + y // 4) % 2) * 255 for y in range(h) for x in range(w)])
+        self.hardware.display.show(pattern)
+        self._hold_until = self.monotonic() + self.TEST_PATTERN_S
+        self._model = None
+
+    def set_button_test(self, q):
+        """While a queue is set, presses go to it (the console's button test), not to rating."""
+        self.button_test = q
+
+    def request_restart(self):
+        self.restart_requested = True
+        if self._stop is not None:
+            self._stop.set()
+
+    def faults(self):
+        """What is wrong now, for the console and the heartbeat (never secrets)."""
+        faults = []
+        if not self.has_key:
+            faults.append("no device key")
+        if self.uploader.status.fault:
+            faults.append(self.uploader.status.fault)
+        if self.state.storage_full:
+            faults.append(self.state.storage_full)
+        if not self.clock_synced():
+            faults.append("clock not synchronised")
+        return faults
+
+    def heartbeat(self):
+        """The heartbeat body of the uplink contract."""
+        counts = self.outbox.counts()
+        oldest = self.outbox.oldest_waiting()
+        age = None
+        if oldest is not None and oldest.get("boot_id") == clock.boot_id():
+            age = max(0, round((clock.mono_ms() - oldest["mono_ms"]) / 1000))
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(self.outbox.path)))
+            free = st.f_bavail * st.f_frsize
+        except OSError:
+            free = None
+        return {
+            "firmware": __version__,
+            "uptime_s": round(self.monotonic() - self.started),
+            "backlog": counts["pending"] + counts["sending"],
+            "oldest_pending_age_s": age,
+            "rejected": counts["rejected"],
+            "last_upload_at": self.uploader.status.last_upload_at or None,
+            "clock_synced": self.clock_synced(),
+            "disk_free_bytes": free,
+            "faults": self.faults(),
+        }
 
     def pump(self):
         """Handle every input already queued, then redraw (tests and tools)."""
@@ -244,6 +346,14 @@ class App:
         """Step the state machine with one input and carry out its effects."""
         if isinstance(event, AssignmentChanged):
             self.apply_assignment(event.assignment)
+            return
+        if isinstance(event, Call):
+            event.run()
+            return
+        if self.button_test is not None and isinstance(event, (ButtonPressed, ButtonReleased)):
+            # The technician's button test: presses are reported, never rated.
+            if isinstance(event, ButtonPressed):
+                self.button_test.put(event.button)
             return
         now = self.monotonic()
         if isinstance(event, (ButtonPressed, ButtonReleased)):
@@ -334,7 +444,7 @@ class App:
         waiting = self.outbox.waiting()
         status = self.uploader.status
         return Indicators(
-            offline=status.online is False or bool(status.fault),
+            offline=status.online is False or bool(status.fault) or not self.has_key,
             backlog=waiting,
             clock_unset=not self.clock_synced(),
             storage_low=waiting >= 0.8 * self.outbox.max_events)
@@ -354,6 +464,8 @@ class App:
         if not self.clock_synced():
             state = care.CareState(state.shift, state.contrast, False)
         self.apply_care(state)
+        if now < self._hold_until:
+            return  # the display test pattern stays up
         self.show(view(self.state, info, now))
 
     def apply_care(self, state):
@@ -429,7 +541,7 @@ def load_config_or_exit(args, prog="evaluator"):
     """Load the configuration; on error print every bad key and exit 2."""
     paths = args.config
     if not paths and os.path.exists("/etc/window-evaluator/config.toml"):
-        paths = ["/etc/window-evaluator/config.toml"]
+        paths = args.config = ["/etc/window-evaluator/config.toml"]
     try:
         return config_mod.load(paths, args.overrides)
     except ConfigError as e:
@@ -445,6 +557,52 @@ def install_signal_handlers(stop):
     signal.signal(signal.SIGINT, handler)
 
 
+def serve(store, make_hardware, stop, *, console_port=None, network=None, control=None):
+    """Run the device until ``stop``, restarting in-process when the console asks.
+
+    Args:
+        store: the :class:`~device.settings.SettingsStore`: files, overrides and the
+            technician's committed overlay; loaded again at each restart.
+        make_hardware: ``config -> Hardware``, called once.
+        stop: a threading.Event.
+        console_port: a pyserial-like port for the technician's console, or None.
+        network: the Wi-Fi backend for Improv.
+        control: the :class:`~device.control.AppControl` to keep pointing at the
+            current app (the simulator reads it too).
+    """
+    from device.console import Console
+    from device.control import AppControl
+    from device.settings import PinStore
+
+    control = control or AppControl()
+    console = hardware = None
+    try:
+        while True:
+            config = store.load()
+            if hardware is None:
+                hardware = make_hardware(config)
+            app = App(config, hardware, load_key(config.upload.key_file))
+            control.app = app
+            if console is None and console_port is not None:
+                pins = PinStore(os.path.join(os.path.dirname(os.path.abspath(config.upload.key_file)),
+                                             "console.pin"))
+                console = Console(console_port, control, store, pins, network=network)
+                if set(hardware.buttons.held()) >= {1, 5}:
+                    # Buttons 1 and 5 held at power-on: a technician is at the device.
+                    console.grant_presence()
+                console.start()
+            app.run(stop)
+            if not app.restart_requested:
+                return
+            logger.info("restarting with the committed configuration")
+            stop.clear()
+    finally:
+        if console is not None:
+            console.stop()
+        if hardware is not None:
+            hardware.close()
+
+
 def main(argv=None):
     """``evaluator``: the device on a Raspberry Pi."""
     args = parse_args(argv).parse_args(argv)
@@ -453,12 +611,20 @@ def main(argv=None):
     stop = threading.Event()
     install_signal_handlers(stop)
     try:
+        from device.drivers.serial_port import SerialPortError, open_serial
         from device.hardware import make_pi_hardware
+        from device.network import NmcliBackend
+        from device.settings import SettingsStore
 
+        store = SettingsStore(config.console.settings_path, args.config, args.overrides)
+        try:
+            port = open_serial(config.console.port, config.console.baudrate)
+        except SerialPortError as e:
+            logger.warning("no technician console: %s", e)
+            port = None
         events = queue.Queue()
-        hardware = make_pi_hardware(config, events, new_session_request)
-        app = App(config, hardware, load_key(config.upload.key_file))
-        app.run(stop)
+        serve(store, lambda c: make_pi_hardware(c, events, new_session_request), stop,
+              console_port=port, network=NmcliBackend())
     except ConfigError as e:
         print(f"evaluator: {e}", file=sys.stderr)
         return 2

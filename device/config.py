@@ -201,6 +201,8 @@ class OutboxSection:
 class ConsoleSection:
     port: str = "/dev/ttyGS0"
     baudrate: int = field(default=115200, metadata=_check(_positive, "must be > 0"))
+    #: What a technician commits over the console; loaded after the files and --set.
+    settings_path: str = "/var/lib/window-evaluator/settings.toml"
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,12 @@ import urllib.parse
 
 from device import app as device_app
 from device import config as config_mod
-from device.app import App, load_key, new_session_request
+from device.app import new_session_request
+from device.control import AppControl
+from device.drivers.serial_port import PtyPort
 from device.errors import ConfigError, EvaluatorError
+from device.network import FakeNetworkBackend
+from device.settings import SettingsStore
 from sim import script as script_mod
 from sim.hall_server import HallServer
 from sim.hardware import make_sim_hardware
@@ -137,48 +141,52 @@ def main(argv=None):
         f"outbox.path={json.dumps(os.path.join(data_dir, 'outbox.db'))}",
         f"upload.key_file={json.dumps(key_path)}",
         f"upload.server={json.dumps(server_url)}",
+        f"console.settings_path={json.dumps(os.path.join(data_dir, 'settings.toml'))}",
     ]
-    config = config_mod.load(args.config, overrides)
-    print(f"device {config.device.id}, window {config.device.window_no}, data in {data_dir}", flush=True)
-
+    store = SettingsStore(os.path.join(data_dir, "settings.toml"), args.config, overrides)
     stop = threading.Event()
     device_app.install_signal_handlers(stop)
-    events = queue.Queue()
     terminal = None
     if interactive:
         from sim.terminal import TerminalScreen
         terminal = TerminalScreen()
-    hardware, factory = make_sim_hardware(
-        config, events, new_session_request, frames_dir=args.frames,
-        on_frame=terminal.show if terminal else None)
-    rc = 0
+    port = PtyPort()
     try:
-        app = App(config, hardware, load_key(key_path))
+        config = store.load()
+        hardware, factory = make_sim_hardware(
+            config, queue.Queue(), new_session_request, frames_dir=args.frames,
+            on_frame=terminal.show if terminal else None)
     except EvaluatorError as e:
         print(f"evaluator-sim: {e}", file=sys.stderr)
-        hardware.close()
-        link.close()
-        if hall is not None:
-            hall.close()
+        _close(link, hall, port)
         return 2 if isinstance(e, ConfigError) else 1
+    print(f"device {config.device.id}, window {config.device.window_no}, data in {data_dir}", flush=True)
+    print(f"console: {port.path}", flush=True)
+
+    control = AppControl()
     driver = script_mod.Driver(factory, config, link, stop, hall=hall)
     outcome = {}
     if commands is not None:
         feeder = threading.Thread(
-            target=_run_script, args=(commands, driver, app, stop, args.drain_timeout, outcome),
+            target=_run_script, args=(commands, driver, control, stop, args.drain_timeout, outcome),
             name="script", daemon=True)
     elif interactive:
         feeder = threading.Thread(target=_run_keys, args=(driver, terminal, link, stop),
                                   name="keys", daemon=True)
     else:
-        feeder = threading.Thread(target=_run_stdin, args=(driver, app, stop, args.drain_timeout, outcome),
+        feeder = threading.Thread(target=_run_stdin, args=(driver, control, stop, args.drain_timeout, outcome),
                                   name="stdin", daemon=True)
     feeder.start()
+    rc = 0
     try:
-        app.run(stop)
+        device_app.serve(store, lambda _config: hardware, stop, console_port=port,
+                         network=FakeNetworkBackend(), control=control)
+    except EvaluatorError as e:
+        print(f"evaluator-sim: {e}", file=sys.stderr)
+        rc = 2 if isinstance(e, ConfigError) else 1
     finally:
-        hardware.close()
-        link.close()
+        stop.set()
+        _close(link, None, port)
     if outcome.get("undelivered"):
         print(f"evaluator-sim: {outcome['undelivered']} events not delivered within "
               f"{args.drain_timeout:g} s", file=sys.stderr)
@@ -199,20 +207,37 @@ def main(argv=None):
     return rc
 
 
-def _wait_delivered(app, stop, timeout):
+def _close(link, hall, port):
+    link.close()
+    port.close()
+    if hall is not None:
+        hall.close()
+
+
+def _current_app(control, stop):
+    """The running app, once the device has started (None if it stopped first)."""
+    script_mod.sleep_until(lambda: control.app is not None or stop.is_set(), 30)
+    return control.app
+
+
+def _wait_delivered(control, stop, timeout):
     """Every queued input handled, then every event delivered (or timeout)."""
+    app = _current_app(control, stop)
+    if app is None:
+        return 0
     app.events.join()
     delivered = script_mod.sleep_until(lambda: app.outbox.waiting() == 0 or stop.is_set(), timeout)
     return 0 if delivered else app.outbox.waiting()
 
 
-def _run_script(commands, driver, app, stop, drain_timeout, outcome):
+def _run_script(commands, driver, control, stop, drain_timeout, outcome):
     try:
+        _current_app(control, stop)
         for command in commands:
             if stop.is_set():
                 return
             driver.run(command)
-        outcome["undelivered"] = _wait_delivered(app, stop, drain_timeout)
+        outcome["undelivered"] = _wait_delivered(control, stop, drain_timeout)
     except Exception as e:  # the script thread must end the run, never hang it
         logger.exception("script failed")
         outcome["error"] = str(e)
@@ -220,8 +245,9 @@ def _run_script(commands, driver, app, stop, drain_timeout, outcome):
         stop.set()
 
 
-def _run_stdin(driver, app, stop, drain_timeout, outcome):
+def _run_stdin(driver, control, stop, drain_timeout, outcome):
     """Script lines from a pipe; a bad line is reported and skipped."""
+    _current_app(control, stop)
     for number, line in enumerate(sys.stdin, start=1):
         if stop.is_set():
             return
@@ -232,7 +258,7 @@ def _run_stdin(driver, app, stop, drain_timeout, outcome):
             continue
         if command is not None:
             driver.run(command)
-    outcome["undelivered"] = _wait_delivered(app, stop, drain_timeout)
+    outcome["undelivered"] = _wait_delivered(control, stop, drain_timeout)
     stop.set()
 
 

@@ -1,0 +1,104 @@
+"""A technician provisions the running simulator over its real pty console.
+
+The provisioning command applies a profile (new device id, window, staff
+and device key, and a first PIN), commits, reads back and runs the uplink
+self-test; the device then rates as the new window and staff, shows them on
+the idle screen, and still does after a restart.
+"""
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from device import clock
+from device import provision
+from device.ui.care import apply_shift, shift_cycle
+from device.ui.models import IdleScreen, Indicators
+from device.ui.screens import render
+
+KEY = "factory-key"
+NEW_KEY = "hall-12-key-7f3a9c"
+PIN = "2468"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Sim:
+    """The simulator as a process fed on stdin, its console path read from stdout."""
+
+    def __init__(self, tmp_path, hall, *extra):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sim", "--data", str(tmp_path / "data"), "--server", hall.url,
+             "--frames", str(tmp_path / "frames"), "--set", "session.thanks_s=0.3", *extra],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.console = None
+        for line in self.proc.stdout:
+            if line.startswith("console: "):
+                self.console = line.split(": ", 1)[1].strip()
+                break
+        assert self.console, self.proc.stderr.read()
+        self.stderr = []
+        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
+
+    def finish(self, script):
+        self.proc.stdin.write(script)
+        self.proc.stdin.close()
+        assert self.proc.wait(60) == 0, "".join(self.stderr)
+        return "".join(self.stderr)
+
+
+def idle_frames_match(frames_dir, model):
+    """Whether some saved frame is ``model`` rendered (at any OLED-care shift)."""
+    want = render(model, (128, 64))
+    shifted = {apply_shift(want, s).tobytes() for s in shift_cycle(1)}
+    return any(
+        _load(p) in shifted for p in sorted(frames_dir.glob("frame-*.png")))
+
+
+def _load(path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("1").tobytes()
+
+
+def test_provisioning_round_trip_over_the_pty(tmp_path, hall, capsys):
+    hall.set_key("HALL-12", NEW_KEY)
+    profile = tmp_path / "window12.toml"
+    profile.write_text(
+        f'device_key = "{NEW_KEY}"\n'
+        '[device]\nid = "HALL-12"\nwindow_no = "12"\nwindow_name = "社保医保"\n'
+        '[staff]\nno = "0777"\nname = "王小明"\n', encoding="utf-8")
+
+    sim = Sim(tmp_path, hall, "--device-key", KEY)
+    code = provision.main(["--port", sim.console, "--profile", str(profile), "--pin", PIN,
+                           "--timeout", "15"])
+    report = capsys.readouterr()
+    assert code == 0, report.out + report.err
+    assert NEW_KEY not in report.out + report.err and PIN not in report.out + report.err
+    log = sim.finish("press 1\nwait 1\n")
+    assert NEW_KEY not in log and PIN not in log
+
+    (rating,) = hall.events("HALL-12")
+    assert (rating["window_no"], rating["staff_no"], rating["staff_name"]) == ("12", "0777", "王小明")
+    idle = IdleScreen("12", "社保医保", "王小明", "0777", "https://hcp.example.org/w/01",
+                      Indicators(offline=False, backlog=0, clock_unset=not clock.kernel_clock_synced()))
+    assert idle_frames_match(tmp_path / "frames", idle)
+
+    # Power off and on: the committed settings and key are still in use.
+    for old in (tmp_path / "frames").glob("*.png"):
+        old.unlink()
+    again = Sim(tmp_path, hall)
+    again.finish("press 2\nwait 1\n")
+    assert [(e["seq"], e["staff_name"], e["level"]) for e in hall.events("HALL-12")] == [
+        (1, "王小明", "very_satisfied"), (2, "王小明", "satisfied")]
+    assert idle_frames_match(tmp_path / "frames", idle)
+
+    # Once the PIN is set, a change without it is refused.
+    third = Sim(tmp_path, hall)
+    code = provision.main(["--port", third.console, "--profile", str(profile), "--timeout", "15",
+                           "--no-tests"])
+    assert code == provision.EXIT_PIN
+    third.finish("")
