@@ -109,13 +109,19 @@ def load_font(size, directory=None):
 
 
 def check_fonts(directory=None):
-    """Load every native size once, so a missing package fails at start.
+    """Check that every native size is installed, so a missing package fails at start.
+
+    Only the smallest size is loaded here; the others are loaded when a
+    layout first asks for them (each face costs about a megabyte).
 
     Raises:
         FontError: naming the first file that is missing.
     """
     for size in SIZES:
-        load_font(size, directory)
+        path = font_path(size, directory)
+        if not os.path.exists(path):
+            raise FontError(f"font file {path} is missing: install xfonts-wqy")
+    load_font(min(SIZES), directory)
 
 
 @functools.lru_cache(maxsize=None)
