@@ -18,7 +18,7 @@ import uuid6
 
 from device import __version__, clock
 from device import config as config_mod
-from device.errors import ConfigError, EvaluatorError, FontError, QRFitError, StorageError
+from device.errors import ConfigError, DisplayError, EvaluatorError, FontError, QRFitError, StorageError
 from device.control import Call
 from device.queue.hall import AssignmentChanged, HallLink, load_assignment, save_assignment
 from device.queue.outbox import Outbox
@@ -178,12 +178,18 @@ class App:
                 try:
                     event = self.events.get(timeout=self._timeout())
                 except queue.Empty:
-                    self.handle(Tick())
-                else:
-                    self.handle(event)
-                    # Lets a driver wait (queue.join) until its inputs are handled.
-                    self.events.task_done()
-                self.refresh()
+                    event = None
+                try:
+                    self.handle(Tick() if event is None else event)
+                    self.refresh()
+                except Exception:
+                    # One bad step (a bus glitch, a bug) must not end rating:
+                    # what was committed is on disk; log it and go on.
+                    logger.exception("device loop: error handling %r", event)
+                finally:
+                    if event is not None:
+                        # Lets a driver wait (queue.join) until its inputs are handled.
+                        self.events.task_done()
         finally:
             self.hall_link.stop(timeout=2)
             self.uploader.stop(timeout=5)
@@ -481,7 +487,12 @@ class App:
             self._send(self._frame)
 
     def _send(self, frame):
-        self.hardware.display.show(care.apply_shift(frame, self._care.shift))
+        try:
+            self.hardware.display.show(care.apply_shift(frame, self._care.shift))
+        except DisplayError as e:
+            # Draw again at the next change; the device goes on taking ratings.
+            logger.error("%s", e)
+            self._model = None
 
     def service_lines(self):
         """The technician's screen: identity, addresses, version, backlog; never secrets."""

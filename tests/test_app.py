@@ -143,3 +143,25 @@ def test_a_qr_url_too_long_for_the_panel_is_a_startup_error_with_the_limit():
     config = config_mod.load(overrides=["qr.url=https://hcp.example.org/" + "x" * 400])
     with pytest.raises(ConfigError, match=r"qr.url: .*at most \d+ characters"):
         check_screens(config, (128, 64))
+
+
+def test_a_display_failure_does_not_stop_rating(make_app):
+    from device.errors import DisplayError
+
+    app, factory, clock = make_app()
+    display = app.hardware.display
+    real_show = display.show
+    failures = []
+
+    def broken(image):
+        failures.append(1)
+        raise DisplayError("ssd1306: display failed: I2C bus error")
+
+    display.show = broken
+    tap(app, factory, 1)
+    assert failures and [e["level"] for e in app.outbox.events()] == ["very_satisfied"]
+    display.show = real_show
+    clock.advance(11)
+    tap(app, factory, 2)
+    assert isinstance(app._model, ThanksScreen)
+    assert [e["level"] for e in app.outbox.events()] == ["very_satisfied", "satisfied"]
