@@ -146,9 +146,10 @@ class App:
         kept = load_assignment(self.assignment_path)
         if kept is not None:
             self.apply_assignment(kept, save=False)
-        self.hall_link = HallLink(self._make_transport(config, key, HallLink.POLL_WAIT_S + 10), config.device.id, self.events,
-                                  hall_mode=self.rules.source == "hall",
-                                  etag=kept.etag if kept else "")
+        self.hall_link = HallLink(
+            self._make_transport(config, key, HallLink.POLL_WAIT_S + 10), config.device.id, self.events,
+            hall_mode=self.rules.source == "hall", etag=kept.etag if kept else "")
+        self._uplink_started = False
         d, h = config.display, config.hours
         self.care_config = care.CareConfig(
             shift_every_s=d.shift_every_s, contrast=d.contrast, dim_contrast=d.dim_contrast,
@@ -161,7 +162,6 @@ class App:
         self._waking = set()
         self._model = None
         self._frame = None
-        self.frames = 0
 
     # --- the loop -----------------------------------------------------------
 
@@ -199,7 +199,8 @@ class App:
         if not self.has_key:
             logger.warning("no device key provisioned: ratings are kept but not uploaded")
             return
-        if self.uploader._thread is None:
+        if not self._uplink_started:
+            self._uplink_started = True
             self.uploader.start()
             self.hall_link.start()
 
@@ -228,7 +229,8 @@ class App:
             self.has_key = bool(key)
         if key is not None or old.upload != config.upload or old.device.id != config.device.id:
             # New server or key: new transports; the threads pick them up on their next request.
-            self.uploader.transport = self._make_transport(config, self.key, config.upload.timeout_s)
+            self.uploader.transport = self.transport = self._make_transport(
+                config, self.key, config.upload.timeout_s)
             self.hall_link.transport = self._make_transport(config, self.key, HallLink.POLL_WAIT_S + 10)
             self.uploader.device_id = self.hall_link.device_id = config.device.id
             self.uploader.status.fault = ""
@@ -511,7 +513,6 @@ class App:
         self._model = model
         self._frame = render(model, self.hardware.size)
         self._send(self._frame)
-        self.frames += 1
         logger.info("screen: %s", type(model).__name__.removesuffix("Screen").lower())
 
 
