@@ -40,21 +40,29 @@ def boot_id():
         return "unknown"
 
 
+@functools.cache
+def _libc():
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        return libc if hasattr(libc, "adjtimex") else None
+    except OSError:
+        return None
+
+
 def kernel_clock_synced():
     """True when the kernel says the clock is synchronised (NTP, timesyncd, chrony).
 
     Reads ``adjtimex`` without changing anything; where that is not possible
     the clock is taken as synchronised, as on any machine with a battery clock.
     """
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
+    libc = _libc()
+    if libc is None:
         return True
-    libc = ctypes.CDLL(libc_name, use_errno=True)
     buf = ctypes.create_string_buffer(512)  # struct timex, zeroed: modes = 0 reads only
-    try:
-        state = libc.adjtimex(buf)
-    except AttributeError:
-        return True
+    state = libc.adjtimex(buf)
     return state not in (-1, _TIME_ERROR)
 
 

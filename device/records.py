@@ -18,22 +18,44 @@ SEND_TIME_FIELDS = frozenset({"corrected_at"})
 EVENT_TYPES = ("rating", "detail", "unrated")
 
 
+# One encoder for every event: json.dumps would build a new one per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_OUTSIDE_HASH = SEND_TIME_FIELDS | {"hash"}
+
+
 def canonical_json(obj):
     """Keys sorted, no whitespace, UTF-8 without ASCII escaping."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(obj)
+
+
+def hashed_json(event):
+    """The canonical JSON the ``hash`` is taken over: the event without ``hash`` and send-time fields."""
+    if not _OUTSIDE_HASH.isdisjoint(event):
+        event = {k: v for k, v in event.items() if k not in _OUTSIDE_HASH}
+    return _CANONICAL.encode(event)
 
 
 def event_hash(event):
     """The ``hash`` an event must carry, computed from its other fields."""
-    body = {k: v for k, v in event.items() if k != "hash" and k not in SEND_TIME_FIELDS}
-    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+    return hashlib.sha256(hashed_json(event).encode("utf-8")).hexdigest()
+
+
+def seal_text(fields, seq, prev_hash):
+    """Seal like :func:`seal`, also returning the exact text that was hashed.
+
+    Returns:
+        ``(event, text)``; ``sha256(text) == event["hash"]``, and
+        ``json.loads(text)`` plus ``hash`` is the event again.
+    """
+    event = dict(fields, seq=seq, prev_hash=prev_hash)
+    text = hashed_json(event)
+    event["hash"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return event, text
 
 
 def seal(fields, seq, prev_hash):
     """Return a new event: ``fields`` plus ``seq``, ``prev_hash`` and ``hash``."""
-    event = dict(fields, seq=seq, prev_hash=prev_hash)
-    event["hash"] = event_hash(event)
-    return event
+    return seal_text(fields, seq, prev_hash)[0]
 
 
 def first_break(events):

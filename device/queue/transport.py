@@ -107,6 +107,10 @@ class HttpTransport:
             raise TransportError(f"{self.base_url} did not answer within {self.timeout:g} s") from None
         except requests.exceptions.RequestException as e:
             raise TransportError(f"cannot reach {self.base_url}: {_short(e)}") from None
+        except OSError as e:
+            # requests raises a bare OSError for a CA bundle path that does not exist.
+            raise TransportError(f"TLS set-up for {self.base_url} failed (CA bundle {self.verify!r}): "
+                                 f"{_short(e)}") from None
         try:
             data = response.json() if response.content else None
         except ValueError:

@@ -1,0 +1,132 @@
+"""Outbox budget: durable enqueue and drain against persist-queue (not a test).
+
+    python bench/bench_outbox.py [--events N] [--batch B] [--dir DIR]
+
+Both stores get the same durability: WAL and ``synchronous=FULL`` (checked),
+one commit per enqueued event. Enqueue: N events, one durable commit each,
+in interleaved rounds so that both see the same disk.
+Drain: the outbox claims a batch, then marks it delivered (two commits per
+batch); ``SQLiteAckQueue`` gets and acks each item (its own commits). The
+budget is ratio >= 1.0 for both (persist-queue time / outbox time).
+
+Run it on the storage the device uses (``--dir``): on tmpfs fsync is free and
+the figures mean little.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+from device.queue.outbox import Outbox  # noqa: E402
+
+
+def sample_event(i):
+    """A rating as the device makes it, without seq and hashes."""
+    return {
+        "id": str(uuid.uuid4()), "type": "rating", "device_id": "WE-0001", "window_no": "01",
+        "staff_no": "0001", "staff_name": "张三", "level": "satisfied", "satisfaction": 4,
+        "channel": "5", "assess_number": 1, "suspect": False,
+        "occurred_at": "2026-11-25T10:00:00.000+08:00", "clock_synced": True,
+        "boot_id": "0c5e1f0e-3c8a-4a53-9d7c-6f1b7d2a9e11", "mono_ms": 1_000_000 + i,
+    }
+
+
+def open_outbox(directory):
+    box = Outbox(os.path.join(directory, "outbox.db"))
+    mode = box.db.execute("PRAGMA journal_mode").fetchone()[0]
+    sync = box.db.execute("PRAGMA synchronous").fetchone()[0]
+    assert mode == "wal" and sync == 2, (mode, sync)
+    return box
+
+
+def open_persist_queue(directory):
+    from persistqueue import SQLiteAckQueue
+
+    # multithreading=True: a putter and a getter connection, as the device
+    # would use it (button loop puts, uploader thread gets).
+    q = SQLiteAckQueue(os.path.join(directory, "pq"), multithreading=True, auto_commit=True)
+    for conn in {id(c): c for c in (q._conn, q._putter)}.values():
+        conn.execute("PRAGMA synchronous=FULL")
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+        assert mode == "wal" and sync == 2, (mode, sync)
+    return q
+
+
+def drain_outbox(box, batch):
+    drained = 0
+    while True:
+        claimed = box.claim(batch)
+        if not claimed:
+            return drained
+        box.mark_delivered([e["id"] for e in claimed], time.time())
+        drained += len(claimed)
+
+
+def drain_persist_queue(q):
+    drained = 0
+    while q.qsize():
+        item = q.get(block=False)
+        q.ack(item)
+        drained += 1
+    return drained
+
+
+def timed(fn, *args):
+    t0 = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - t0, result
+
+
+def run(directory, events, batch, rounds):
+    """Enqueue in interleaved rounds (the disk's mood changes by the second), then drain each."""
+    box = open_outbox(os.path.join(directory, "outbox"))
+    q = open_persist_queue(os.path.join(directory, "pq"))
+    size = max(1, len(events) // rounds)
+    chunks = [events[i:i + size] for i in range(0, len(events), size)]
+    enqueue = {"outbox": 0.0, "pq": 0.0}
+    for n, chunk in enumerate(chunks):
+        order = [("outbox", box.append), ("pq", q.put)]
+        for name, put in order if n % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            for fields in chunk:
+                put(fields)
+            enqueue[name] += time.perf_counter() - t0
+    ob_drain, ob_n = timed(drain_outbox, box, batch)
+    pq_drain, pq_n = timed(drain_persist_queue, q)
+    box.close()
+    q.close()
+    assert ob_n == pq_n == len(events), (ob_n, pq_n)
+    return enqueue["outbox"], ob_drain, enqueue["pq"], pq_drain
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=100, help="outbox claim size (upload.batch_size)")
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved enqueue rounds")
+    parser.add_argument("--dir", help="where the databases go (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    events = [sample_event(i) for i in range(args.events)]
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-outbox-") as tmp:
+        ob_enqueue, ob_drain, pq_enqueue, pq_drain = run(tmp, events, args.batch, args.rounds)
+    n = args.events
+    print(f"durable enqueue and drain, {n} events, WAL + synchronous=FULL, one commit per event")
+    print(f"  enqueue  outbox {ob_enqueue:7.3f} s ({ob_enqueue / n * 1e6:7.1f} us/event)   "
+          f"persist-queue {pq_enqueue:7.3f} s ({pq_enqueue / n * 1e6:7.1f} us/event)   "
+          f"ratio {pq_enqueue / ob_enqueue:5.2f} (budget >= 1.0)")
+    print(f"  drain    outbox {ob_drain:7.3f} s (batches of {args.batch})          "
+          f"persist-queue {pq_drain:7.3f} s (get/ack)              "
+          f"ratio {pq_drain / ob_drain:5.2f} (budget >= 1.0)")
+    ok = pq_enqueue / ob_enqueue >= 1.0 and pq_drain / ob_drain >= 1.0
+    print("  within budget" if ok else "  OVER BUDGET")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Uplink budget: 10,000 waiting events delivered to a loopback hall server (not a test).
+
+    python bench/bench_uplink.py [--events N] [--batch B] [--baseline-events M]
+
+The device's uploader drains an outbox of N waiting events to the stand-in
+hall server on loopback in batches of B (default: the shipped ``upload.batch_size``). The baseline
+is the same uploader with one request per event (batch size 1), timed on M
+events (all N with ``--baseline-events N``; fewer keeps the run short) and
+compared per event. Budget: N = 10,000 in under 5 s and at least 20x faster
+per event than the baseline.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+from device import config as config_mod  # noqa: E402
+from device.queue.outbox import Outbox  # noqa: E402
+from device.queue.transport import HttpTransport, Secret  # noqa: E402
+from device.queue.uploader import Uploader  # noqa: E402
+from sim.hall_server import HallServer  # noqa: E402
+
+KEY = "bench-key"
+
+
+def fill(path, n, device_id):
+    box = Outbox(path)
+    # Filling is not what is measured: one transaction instead of n fsyncs.
+    box._conn.execute("PRAGMA synchronous=OFF")
+    for i in range(n):
+        box.append({
+            "id": str(uuid.uuid4()), "type": "rating", "device_id": device_id, "window_no": "01",
+            "staff_no": "0001", "staff_name": "张三", "level": "satisfied", "satisfaction": 4,
+            "channel": "5", "assess_number": 1, "suspect": False,
+            "occurred_at": "2026-11-25T10:00:00.000+08:00", "clock_synced": True,
+            "boot_id": "bench", "mono_ms": 1_000_000 + i})
+    box.close()
+    return Outbox(path)  # reopened: synchronous=FULL again, as on the device
+
+
+def deliver(directory, hall, n, batch, device_id):
+    box = fill(os.path.join(directory, f"{device_id}.db"), n, device_id)
+    transport = HttpTransport(hall.url, device_id, Secret(KEY), timeout=10)
+    uploader = Uploader(box, transport, device_id, batch_size=batch, synced=lambda: True,
+                        heartbeat_s=0, retain_days=0)
+    t0 = time.perf_counter()
+    done = uploader.drain(max_cycles=n + 10)
+    elapsed = time.perf_counter() - t0
+    delivered = box.count("delivered")
+    box.close()
+    transport.close()
+    if not done or delivered != n or len(hall.events(device_id)) != n:
+        raise SystemExit(f"{device_id}: only {delivered} of {n} delivered")
+    return elapsed
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000)
+    default_batch = config_mod.Config().upload.batch_size
+    parser.add_argument("--batch", type=int, default=default_batch,
+                        help=f"events per request (default: upload.batch_size's default, {default_batch})")
+    parser.add_argument("--baseline-events", type=int, default=2000,
+                        help="events for the one-request-per-event baseline")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-uplink-") as tmp:
+        with HallServer(os.path.join(tmp, "hall.db"), default_key=KEY) as hall:
+            batched = deliver(tmp, hall, args.events, args.batch, "WE-BATCH")
+            single = deliver(tmp, hall, args.baseline_events, 1, "WE-SINGLE")
+    per_batched = batched / args.events
+    per_single = single / args.baseline_events
+    ratio = per_single / per_batched
+    print(f"uplink to a loopback hall server, batches of {args.batch}")
+    print(f"  {args.events} events delivered in {batched:.2f} s ({per_batched * 1e6:.0f} us/event; budget < 5 s)")
+    print(f"  one request per event: {args.baseline_events} events in {single:.2f} s "
+          f"({per_single * 1e6:.0f} us/event)")
+    print(f"  ratio {ratio:.1f}x faster per event (budget >= 20x)")
+    ok = batched < 5.0 and ratio >= 20
+    print("  within budget" if ok else "  OVER BUDGET")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
