@@ -8,7 +8,7 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo sim test bench gallery clean
+.PHONY: setup demo sim test bench soak gallery clean
 
 setup: $(STAMP) $(FONT)
 
@@ -37,6 +37,13 @@ test: setup
 
 bench: setup
 	$(PY) bench/bench_render.py
+	$(PY) bench/bench_outbox.py
+	$(PY) bench/bench_uplink.py
+	$(PY) bench/bench_device.py
+
+# Power-cut soak: the simulator SIGKILLed during a press storm (CYCLES=200).
+soak: setup
+	$(PY) tools/soak_crash.py --cycles $(or $(CYCLES),200)
 
 # Every screen at every resolution as PNG, in out/gallery.
 gallery: setup

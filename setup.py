@@ -40,6 +40,7 @@ setup(
             "evaluator = device.app:main",
             "evaluator-sim = sim.cli:main",
             "evaluator-provision = device.provision:main",
+            "evaluator-verify = device.integrity:main",
         ],
     },
 )

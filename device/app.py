@@ -132,11 +132,13 @@ class App:
         self._set_config(config)
         self.started = monotonic()
         self.state = State()
-        self.outbox = Outbox(config.outbox.path, max_events=config.outbox.max_events)
+        self.outbox = Outbox(config.outbox.path, max_events=config.outbox.max_events,
+                             min_free_bytes=config.outbox.min_free_mb * 1024 * 1024)
         self.transport = transport or self._make_transport(config, key, config.upload.timeout_s)
         self.uploader = Uploader(
             self.outbox, self.transport, config.device.id, batch_size=config.upload.batch_size,
             backoff_min_s=config.upload.backoff_min_s, backoff_max_s=config.upload.backoff_max_s,
+            heartbeat_s=config.upload.heartbeat_s, retain_days=config.outbox.retain_days,
             synced=self.clock_synced)
         self.has_key = bool(key)
         # The hall server's assignment wins over the configured identity; the
@@ -455,13 +457,14 @@ class App:
             offline=status.online is False or bool(status.fault) or not self.has_key,
             backlog=waiting,
             clock_unset=not self.clock_synced(),
-            storage_low=waiting >= 0.8 * self.outbox.max_events)
+            storage_low=self.outbox.storage_state()[0] != "ok")
 
     def refresh(self):
         """Redraw when what the screen should show has changed."""
-        full = self.outbox.waiting() >= self.outbox.max_events
+        storage, reason = self.outbox.storage_state()
+        full = storage == "full"
         if full != bool(self.state.storage_full):
-            self.handle(StorageChanged(full, "outbox full" if full else ""))
+            self.handle(StorageChanged(full, reason if full else ""))
         info = View(self.identity, self.indicators(), reasons=self.reasons,
                     service_lines=self.service_lines() if self.state.screen == SERVICE else ())
         now = self.monotonic()

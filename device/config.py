@@ -7,6 +7,7 @@ lists every bad key, as Mopidy does, so a technician fixes them all at once.
 """
 
 import dataclasses
+import os
 import tomllib
 import typing
 import urllib.parse
@@ -180,7 +181,8 @@ class QrSection:
 @dataclass(frozen=True)
 class UploadSection:
     server: str = field(default="http://127.0.0.1:8080", metadata=_check(_http_url, "must be an http(s) URL with a host"))
-    batch_size: int = field(default=100, metadata=_check(lambda v: 1 <= v <= 1000, "must be 1 to 1000"))
+    batch_size: int = field(default=250, metadata=_check(lambda v: 1 <= v <= 1000, "must be 1 to 1000"))
+    heartbeat_s: float = field(default=300.0, metadata=_check(_non_negative, "must be >= 0 (0: no heartbeat)"))
     timeout_s: float = field(default=10.0, metadata=_check(_positive, "must be > 0"))
     backoff_min_s: float = field(default=1.0, metadata=_check(_positive, "must be > 0"))
     backoff_max_s: float = field(default=300.0, metadata=_check(_positive, "must be > 0"))
@@ -195,6 +197,8 @@ class OutboxSection:
     path: str = "/var/lib/window-evaluator/outbox.db"
     retain_days: int = field(default=90, metadata=_check(_positive, "must be > 0"))
     max_events: int = field(default=500_000, metadata=_check(_positive, "must be > 0"))
+    #: Free disk kept in reserve: below it rating pauses; below four times it, a warning.
+    min_free_mb: int = field(default=16, metadata=_check(_non_negative, "must be >= 0"))
 
 
 @dataclass(frozen=True)
@@ -371,6 +375,8 @@ def _cross_checks(config):
             pin = getattr(config.display, key)
             if pin in pins:
                 problems.append((f"display.{key}", f"pin {pin} is also a rating button"))
+    if config.upload.ca_bundle and not os.path.isfile(config.upload.ca_bundle):
+        problems.append(("upload.ca_bundle", f"no such file: {config.upload.ca_bundle}"))
     if config.upload.backoff_max_s < config.upload.backoff_min_s:
         problems.append(("upload.backoff_max_s", "must be >= upload.backoff_min_s"))
     return problems

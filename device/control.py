@@ -94,7 +94,7 @@ class AppControl(DeviceControl):
         retried = self.app.outbox.retry_rejected()
         if retried:
             logger.info("technician asked to send %d rejected events again", retried)
-        self.app.uploader.wake()
+        self.app.uploader.wake(force=True)
 
     def apply(self, config, key=None):
         return self._on_loop(lambda: self.app.reconfigure(config, key))
