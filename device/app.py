@@ -266,41 +266,9 @@ class App:
             self._stop.set()
 
     def faults(self):
-        """What is wrong now, for the console and the heartbeat (never secrets)."""
-        faults = []
-        if not self.has_key:
-            faults.append("no device key")
-        if self.uploader.status.fault:
-            faults.append(self.uploader.status.fault)
-        if self.state.storage_full:
-            faults.append(self.state.storage_full)
-        if not self.clock_synced():
-            faults.append("clock not synchronised")
-        return faults
-
-    def heartbeat(self):
-        """The heartbeat body of the uplink contract."""
-        counts = self.outbox.counts()
-        oldest = self.outbox.oldest_waiting()
-        age = None
-        if oldest is not None and oldest.get("boot_id") == clock.boot_id():
-            age = max(0, round((clock.mono_ms() - oldest["mono_ms"]) / 1000))
-        try:
-            st = os.statvfs(os.path.dirname(os.path.abspath(self.outbox.path)))
-            free = st.f_bavail * st.f_frsize
-        except OSError:
-            free = None
-        return {
-            "firmware": __version__,
-            "uptime_s": round(self.monotonic() - self.started),
-            "backlog": counts["pending"] + counts["sending"],
-            "oldest_pending_age_s": age,
-            "rejected": counts["rejected"],
-            "last_upload_at": self.uploader.status.last_upload_at or None,
-            "clock_synced": self.clock_synced(),
-            "disk_free_bytes": free,
-            "faults": self.faults(),
-        }
+        """What is wrong now, for the console (never secrets): the heartbeat's list."""
+        faults = [] if self.has_key else ["no device key"]
+        return faults + self.uploader.heartbeat_body()["faults"]
 
     def pump(self):
         """Handle every input already queued, then redraw (tests and tools)."""

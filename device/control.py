@@ -109,7 +109,7 @@ class AppControl(DeviceControl):
         transport = HttpTransport(c.server, app.config.device.id, app.key, timeout=c.timeout_s,
                                   verify=c.ca_bundle or c.verify_tls)
         try:
-            return uplink_check(transport, app.config.device.id, app.heartbeat())
+            return uplink_check(transport, app.config.device.id, app.uploader.heartbeat_body())
         finally:
             transport.close()
 
