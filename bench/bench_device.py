@@ -40,8 +40,7 @@ def percentile(values, p):
 
 def make_app(data_dir):
     config = config_mod.load(overrides=[
-        f"outbox.path=\"{os.path.join(data_dir, 'outbox.db')}\"", "session.min_interval_s=0",
-        "session.suspect_count=1000000"])
+        f"outbox.path=\"{os.path.join(data_dir, 'outbox.db')}\"", "session.min_interval_s=0"])
     hardware, _ = make_sim_hardware(config, queue.Queue(), new_session_request)
     return App(config, hardware, Secret(""), synced=lambda: True), hardware
 

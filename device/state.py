@@ -293,7 +293,8 @@ def _rate(state, button, now, rules):
         session = state.session
         if session is None:
             return _ignore(state, button, "no rating was requested")
-    recent = tuple(t for t in state.recent if now - t < rules.suspect_window_s) + (now,)
+    # Only the last suspect_count times can make a burst: keep no more (a storm stays small).
+    recent = (tuple(t for t in state.recent if now - t < rules.suspect_window_s) + (now,))[-rules.suspect_count:]
     suspect = len(recent) >= rules.suspect_count or (
         session is not None and now - session.opened_at < rules.suspect_reaction_s)
     level = Level.from_button(button)
