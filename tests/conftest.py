@@ -27,3 +27,40 @@ def hall(request, tmp_path):
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture
+def outbox(tmp_path):
+    from device.queue.outbox import Outbox
+
+    box = Outbox(tmp_path / "outbox.db")
+    yield box
+    box.close()
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """Build Apps on simulated hardware with a controlled clock: ``make_app(*overrides)``."""
+    from device import config as config_mod
+    from device.app import App, new_session_request
+    from device.queue.transport import Secret
+    from helpers import Clock
+    from sim.hardware import make_sim_hardware
+
+    made = []
+
+    def make(*overrides):
+        config = config_mod.load(overrides=[
+            f"outbox.path=\"{tmp_path / 'outbox.db'}\"", "buttons.bounce_ms=0", *overrides])
+        hardware, factory = make_sim_hardware(config, queue.Queue(), new_session_request)
+        clock = Clock()
+        app = App(config, hardware, Secret(""), monotonic=clock.monotonic, wall=lambda: clock.wall,
+                  synced=lambda: True)
+        made.append((app, hardware))
+        app.pump()
+        return app, factory, clock
+
+    yield make
+    for app, hardware in made:
+        app.outbox.close()
+        hardware.close()

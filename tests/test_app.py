@@ -1,61 +1,12 @@
 """The app as a whole on simulated hardware, with clocks the test controls."""
 
-import datetime
-import queue
-
 import pytest
 
 from device import config as config_mod
-from device.app import App, check_screens, new_session_request
+from device.app import check_screens
 from device.errors import ConfigError
-from device.queue.transport import Secret
 from device.ui.models import IdleScreen, ReasonsScreen, ServiceScreen, ThanksScreen
-from sim.hardware import make_sim_hardware
-
-PINS = (5, 6, 13, 19, 26)
-WEDNESDAY = datetime.datetime(2026, 11, 25, tzinfo=datetime.timezone(datetime.timedelta(hours=8)))
-
-
-class Clock:
-    def __init__(self):
-        self.mono = 1000.0
-        self.wall = WEDNESDAY.replace(hour=10)
-
-    def monotonic(self):
-        return self.mono
-
-    def advance(self, seconds):
-        self.mono += seconds
-        self.wall += datetime.timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def make_app(tmp_path):
-    made = []
-
-    def make(*overrides):
-        config = config_mod.load(overrides=[
-            f"outbox.path=\"{tmp_path / 'outbox.db'}\"", "buttons.bounce_ms=0", *overrides])
-        hardware, factory = make_sim_hardware(config, queue.Queue(), new_session_request)
-        clock = Clock()
-        app = App(config, hardware, Secret(""), monotonic=clock.monotonic, wall=lambda: clock.wall,
-                  synced=lambda: True)
-        made.append((app, hardware))
-        app.pump()
-        return app, factory, clock
-
-    yield make
-    for app, hardware in made:
-        app.outbox.close()
-        hardware.close()
-
-
-def tap(app, factory, n):
-    pin = factory.pin(PINS[n - 1])
-    pin.drive_low()
-    pin.drive_high()
-    app.pump()
-
+from helpers import PINS, WEDNESDAY, tap
 
 def test_a_tap_is_kept_then_thanked(make_app):
     app, factory, clock = make_app()

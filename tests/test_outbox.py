@@ -13,13 +13,6 @@ def fields(n=0):
     return {"id": str(uuid.uuid4()), "type": "rating", "device_id": "d1", "level": "satisfied", "n": n}
 
 
-@pytest.fixture
-def outbox(tmp_path):
-    box = Outbox(tmp_path / "outbox.db")
-    yield box
-    box.close()
-
-
 def test_every_connection_is_wal_and_synchronous_full(outbox, tmp_path):
     assert outbox.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert outbox.db.execute("PRAGMA synchronous").fetchone()[0] == 2

@@ -8,7 +8,6 @@ the server must hold every event once, seq 1..N with a whole chain.
 """
 
 import datetime
-import queue
 import random
 import socket
 import time
@@ -17,9 +16,7 @@ from types import SimpleNamespace
 import pytest
 import uuid6
 
-from device import config as config_mod
 from device import integrity
-from device.app import App, new_session_request
 from device.errors import StorageError
 from device.queue.outbox import Outbox, OutboxFull
 from device.queue.transport import HttpTransport, Secret
@@ -27,7 +24,7 @@ from device.queue.uploader import Uploader
 from device.records import first_break
 from device.ui.models import PausedScreen, ThanksScreen
 from sim.hall_server import HallServer, make_self_signed_cert
-from sim.hardware import make_sim_hardware
+from helpers import rating, tap
 
 KEY = "reliability-key"
 MIN_S, MAX_S = 0.5, 8.0
@@ -36,19 +33,7 @@ N = 5
 pytestmark = pytest.mark.timeout(60)
 
 
-def rating(i, device_id="d1", **extra):
-    return dict({"id": str(uuid6.uuid7()), "type": "rating", "device_id": device_id, "window_no": "01",
-                 "staff_no": "7", "staff_name": "张三", "level": "satisfied", "satisfaction": 4,
-                 "channel": "5", "assess_number": 1, "suspect": False,
-                 "occurred_at": "2026-11-25T10:00:00.000+08:00", "clock_synced": True,
-                 "boot_id": "b", "mono_ms": 1000 + i}, **extra)
 
-
-@pytest.fixture
-def outbox(tmp_path):
-    box = Outbox(tmp_path / "outbox.db")
-    yield box
-    box.close()
 
 
 def uploader(outbox, url, key=KEY, verify=True, timeout=2.0, **kw):
@@ -456,42 +441,13 @@ def test_storage_state_by_count_and_by_free_disk(tmp_path):
     finally:
         box.close()
 
-
-@pytest.fixture
-def make_app(tmp_path):
-    made = []
-
-    def make(*overrides):
-        config = config_mod.load(overrides=[
-            f"outbox.path=\"{tmp_path / 'outbox.db'}\"", "buttons.bounce_ms=0",
-            "session.min_interval_s=0", *overrides])
-        hardware, factory = make_sim_hardware(config, queue.Queue(), new_session_request)
-        clock = SimpleNamespace(mono=1000.0)
-        app = App(config, hardware, Secret(""), monotonic=lambda: clock.mono,
-                  wall=lambda: NOV25, synced=lambda: True)
-        made.append((app, hardware))
-        app.pump()
-        return app, factory, clock
-
-    yield make
-    for app, hardware in made:
-        app.outbox.close()
-        hardware.close()
-
-
-def tap(app, factory, n):
-    pin = factory.pin((5, 6, 13, 19, 26)[n - 1])
-    pin.drive_low()
-    pin.drive_high()
-    app.pump()
-
-
 def fill_disk(box):
     """Make the outbox's database file full: SQLITE_FULL for any further event."""
     limit_pages(box, 0)
     with pytest.raises(StorageError):
         for i in range(10_000):
             box.append({"id": str(uuid6.uuid7()), "type": "unrated", "device_id": "x"})
+
 
 
 def test_app_on_a_full_disk_shows_paused_never_thanks(make_app, caplog):

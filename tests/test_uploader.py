@@ -9,29 +9,12 @@ import datetime
 import pytest
 
 from device.errors import TransportError
-from device.queue.outbox import Outbox
 from device.queue.transport import HttpTransport, Secret
 from device.queue.uploader import Uploader
 from device.records import first_break
+from helpers import rating
 
 KEY = "k3y-for-tests"
-
-
-def rating(i, **extra):
-    import uuid6
-    return dict({"id": str(uuid6.uuid7()), "type": "rating", "device_id": "d1", "window_no": "01",
-                 "staff_no": "7", "staff_name": "张三", "level": "satisfied", "satisfaction": 4,
-                 "channel": "5", "assess_number": 1, "suspect": False,
-                 "occurred_at": "2026-11-25T10:00:00.000+08:00", "clock_synced": True,
-                 "boot_id": "b", "mono_ms": 1000 + i}, **extra)
-
-
-
-@pytest.fixture
-def outbox(tmp_path):
-    box = Outbox(tmp_path / "outbox.db")
-    yield box
-    box.close()
 
 
 def make_uploader(outbox, url, key=KEY, **kw):
