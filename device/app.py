@@ -152,6 +152,7 @@ class App:
             self._make_transport(config, key, HallLink.POLL_WAIT_S + 10), config.device.id, self.events,
             hall_mode=self.rules.source == "hall", etag=kept.etag if kept else "")
         self._uplink_started = False
+        self._checkpointed_at = self.started
         d, h = config.display, config.hours
         self.care_config = care.CareConfig(
             shift_every_s=d.shift_every_s, contrast=d.contrast, dim_contrast=d.dim_contrast,
@@ -184,6 +185,8 @@ class App:
                 try:
                     self.handle(Tick() if event is None else event)
                     self.refresh()
+                    if event is None:
+                        self._housekeeping()
                 except Exception:
                     # One bad step (a bus glitch, a bug) must not end rating:
                     # what was committed is on disk; log it and go on.
@@ -196,6 +199,16 @@ class App:
             self.hall_link.stop(timeout=2)
             self.uploader.stop(timeout=5)
             self.outbox.close()
+
+    #: How often the idle loop copies the outbox's WAL into the database.
+    CHECKPOINT_EVERY_S = 30.0
+
+    def _housekeeping(self):
+        """Work kept off the press path: done when the loop waited for nothing."""
+        now = self.monotonic()
+        if self.state.screen == IDLE and now - self._checkpointed_at >= self.CHECKPOINT_EVERY_S:
+            self._checkpointed_at = now
+            self.outbox.checkpoint()
 
     def _start_uplink(self):
         if not self.has_key:
@@ -281,6 +294,7 @@ class App:
             self.events.task_done()
         self.handle(Tick())
         self.refresh()
+        self._housekeeping()
 
     def _timeout(self):
         now = self.monotonic()
@@ -418,14 +432,14 @@ class App:
 
     # --- the screen -----------------------------------------------------------
 
-    def indicators(self):
-        waiting = self.outbox.waiting()
+    def indicators(self, storage):
+        """The idle screen's marks; ``storage`` is the outbox's storage state."""
         status = self.uploader.status
         return Indicators(
             offline=status.online is False or bool(status.fault) or not self.has_key,
-            backlog=waiting,
+            backlog=self.outbox.waiting(),
             clock_unset=not self.clock_synced(),
-            storage_low=self.outbox.storage_state()[0] != "ok")
+            storage_low=storage != "ok")
 
     def refresh(self):
         """Redraw when what the screen should show has changed."""
@@ -433,7 +447,9 @@ class App:
         full = storage == "full"
         if full != bool(self.state.storage_full):
             self.handle(StorageChanged(full, reason if full else ""))
-        info = View(self.identity, self.indicators(), reasons=self.reasons,
+        # Indicators show on the idle screen only: not worked out on the way to thanks.
+        idle = self.state.screen == IDLE and self.state.session is None
+        info = View(self.identity, self.indicators(storage) if idle else Indicators(), reasons=self.reasons,
                     service_lines=self.service_lines() if self.state.screen == SERVICE else ())
         now = self.monotonic()
         if self.state.screen != IDLE:

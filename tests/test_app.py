@@ -116,3 +116,27 @@ def test_a_display_failure_does_not_stop_rating(make_app):
     tap(app, factory, 2)
     assert isinstance(app._model, ThanksScreen)
     assert [e["level"] for e in app.outbox.events()] == ["very_satisfied", "satisfied"]
+
+
+def test_the_wal_is_checkpointed_when_idle_not_on_the_way_to_thanks(make_app):
+    app, factory, clock = make_app()
+    copied = []
+    real = app.outbox.checkpoint
+    app.outbox.checkpoint = lambda: copied.append(real()) or copied[-1]
+    clock.advance(31)
+    tap(app, factory, 1)         # the press and its thanks: no checkpoint on that path
+    assert copied == [] and isinstance(app._model, ThanksScreen)
+    clock.advance(4)
+    app.pump()                   # idle again: now the checkpoint runs
+    assert len(copied) == 1 and copied[0] > 0
+    clock.advance(1)
+    app.pump()
+    assert len(copied) == 1      # at most every CHECKPOINT_EVERY_S
+
+
+def test_outbox_checkpoint_copies_the_wal(outbox):
+    from helpers import rating
+
+    for i in range(5):
+        outbox.append(rating(i))
+    assert outbox.checkpoint() > 0

@@ -13,6 +13,7 @@ tests drive it the same way:
 """
 
 import dataclasses
+import functools
 import datetime
 import logging
 
@@ -21,6 +22,7 @@ from PIL import Image
 logger = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=32)
 def _parse_hhmm(value, name):
     if value == "24:00":  # closing at midnight: open to the end of the day
         return datetime.time.max

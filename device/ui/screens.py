@@ -10,6 +10,7 @@ tests compare against golden PNGs).
 Frames are mode ``"1"`` with 1 = lit pixel; on an OLED that is white.
 """
 
+import functools
 import logging
 
 from device.ui import fonts
@@ -211,6 +212,18 @@ def render(model, size):
         QRFitError: a QR code URL is too long for this panel.
         LayoutError: the texts cannot fit even at 12 px.
     """
+    try:
+        frame = _render_cached(model, tuple(size))
+    except TypeError:  # an unhashable model (a list where a tuple belongs): draw it anyway
+        return draw_layout(layout(model, size))
+    # A copy: the cached frame must never be changed by whoever draws on it next.
+    return frame.copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _render_cached(model, size):
+    # Screens are pure functions of frozen models: the thank-you frames, the
+    # countdown seconds and the idle screen are drawn once, then reused.
     return draw_layout(layout(model, size))
 
 
