@@ -42,7 +42,7 @@ LOW_FRACTION = 0.8
 LOW_FREE_FACTOR = 4
 
 #: Pages in the WAL that trigger a checkpoint (SQLite's default is 1000).
-WAL_AUTOCHECKPOINT_PAGES = 4000
+WAL_AUTOCHECKPOINT_PAGES = 200
 #: Free disk is looked up at most this often on the append path.
 DISK_CHECK_S = 1.0
 
@@ -110,9 +110,9 @@ class Outbox:
         # A small page cache: the outbox is read oldest-first and written at
         # the end, so a big cache buys nothing and costs resident memory.
         self._conn.execute("PRAGMA cache_size=-256")
-        # The app checkpoints when the device is idle (checkpoint()), so that a
-        # press does not pay for one; the automatic checkpoint is only a safety
-        # net that keeps the WAL bounded if that never happens.
+        # A small WAL is overwritten in place, so a commit's fsync need not also
+        # grow the file. The app checkpoints when the device is idle
+        # (checkpoint()), so in service a press seldom meets this automatic one.
         self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
 
     def _create(self):
