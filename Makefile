@@ -8,7 +8,7 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo sim test bench soak gallery clean
+.PHONY: setup demo sim test bench soak soak-crash gallery clean
 
 setup: $(STAMP) $(FONT)
 
@@ -42,7 +42,7 @@ bench: setup
 	$(PY) bench/bench_device.py
 
 # Power-cut soak: the simulator SIGKILLed during a press storm (CYCLES=200).
-soak: setup
+soak soak-crash: setup
 	$(PY) tools/soak_crash.py --cycles $(or $(CYCLES),200)
 
 # Every screen at every resolution as PNG, in out/gallery.

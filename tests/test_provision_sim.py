@@ -9,6 +9,7 @@ the idle screen, and still does after a restart.
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -102,3 +103,28 @@ def test_provisioning_round_trip_over_the_pty(tmp_path, hall, capsys):
                            "--no-tests"])
     assert code == provision.EXIT_PIN
     third.finish("")
+
+
+def test_garbage_on_the_console_leaves_the_device_answering_and_rating(tmp_path, hall):
+    import random
+
+    import serial
+
+    sim = Sim(tmp_path, hall, "--device-key", KEY)
+    rnd = random.Random(2026)
+    junk = [bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 300))) for _ in range(40)]
+    junk += [b"A" * 5000 + b"\n", b"\xff\xfe\xc3\x28 status\n", b"IMPROV\x01\x03\x20\x01",
+             b"IMPROV\x01\x03\x05\x01\x03ab", b"\x00" * 64 + b"\r\n", "状态\n".encode("gb18030")]
+    with serial.Serial(sim.console, 115200, timeout=0.2) as port:
+        for chunk in junk:
+            port.write(chunk)
+        port.write(b"\n")
+        port.reset_input_buffer()
+        deadline = time.monotonic() + 10
+        answer = b""
+        while b'"device_id"' not in answer and time.monotonic() < deadline:
+            port.write(b"\nStatus\n")
+            answer += port.read(4096)
+    assert b'"device_id": "WE-0001"' in answer or b'"device_id":"WE-0001"' in answer, answer[-500:]
+    sim.finish("press 5\nwait 0.5\n")
+    assert [e["level"] for e in hall.events()] == ["very_dissatisfied"]
