@@ -556,7 +556,8 @@ def install_signal_handlers(stop):
     signal.signal(signal.SIGINT, handler)
 
 
-def serve(store, make_hardware, stop, *, console_port=None, network=None, control=None):
+def serve(store, make_hardware, stop, *, console_port=None, network=None, control=None,
+          rebuild_hardware=True):
     """Run the device until ``stop``, restarting in-process when the console asks.
 
     Args:
@@ -568,6 +569,8 @@ def serve(store, make_hardware, stop, *, console_port=None, network=None, contro
         network: the Wi-Fi backend for Improv.
         control: the :class:`~device.control.AppControl` to keep pointing at the
             current app (the simulator reads it too).
+        rebuild_hardware: close and make the hardware again at each restart, so
+            that committed display and button settings take effect.
     """
     from device.console import Console
     from device.control import AppControl
@@ -594,6 +597,9 @@ def serve(store, make_hardware, stop, *, console_port=None, network=None, contro
             if not app.restart_requested:
                 return
             logger.info("restarting with the committed configuration")
+            if rebuild_hardware:
+                hardware.close()
+                hardware = None
             stop.clear()
     finally:
         if console is not None:

@@ -179,8 +179,10 @@ def main(argv=None):
     feeder.start()
     rc = 0
     try:
+        # The simulated pins and panel stay for the whole run (the script drives
+        # these pins); display and button settings apply at the next start.
         device_app.serve(store, lambda _config: hardware, stop, console_port=port,
-                         network=FakeNetworkBackend(), control=control)
+                         network=FakeNetworkBackend(), control=control, rebuild_hardware=False)
     except EvaluatorError as e:
         print(f"evaluator-sim: {e}", file=sys.stderr)
         rc = 2 if isinstance(e, ConfigError) else 1

@@ -140,3 +140,32 @@ def test_outbox_checkpoint_copies_the_wal(outbox):
     for i in range(5):
         outbox.append(rating(i))
     assert outbox.checkpoint() > 0
+
+
+def test_a_console_restart_rebuilds_the_hardware_with_the_committed_settings(tmp_path):
+    import queue
+    import threading
+
+    from device.app import serve
+    from device.settings import SettingsStore
+    from sim.hardware import make_sim_hardware
+
+    store = SettingsStore(tmp_path / "settings.toml", overrides=[f"outbox.path=\"{tmp_path / 'o.db'}\""])
+    made, stop = [], threading.Event()
+
+    def make_hardware(config):
+        hardware, _ = make_sim_hardware(config, queue.Queue(), lambda: None)
+        made.append((config.display.model, hardware.size))
+        if len(made) == 1:
+            # A technician committed a new panel, then asked for a restart.
+            store.save({"display": {"model": "ssd1322"}})
+            threading.Timer(0.3, lambda: control.app.request_restart()).start()
+        else:
+            threading.Timer(0.3, stop.set).start()
+        return hardware
+
+    from device.control import AppControl
+
+    control = AppControl()
+    serve(store, make_hardware, stop, control=control)
+    assert made == [("ssd1306", (128, 64)), ("ssd1322", (256, 64))]
