@@ -167,5 +167,8 @@ def test_a_console_restart_rebuilds_the_hardware_with_the_committed_settings(tmp
     from device.control import AppControl
 
     control = AppControl()
+    safety = threading.Timer(10, stop.set)   # a regression ends in the assertion, not a hang
+    safety.start()
     serve(store, make_hardware, stop, control=control)
+    safety.cancel()
     assert made == [("ssd1306", (128, 64)), ("ssd1322", (256, 64))]
