@@ -173,10 +173,6 @@ class Splitter:
         """True when no line or frame is half read."""
         return not self._buf and self._mode == "line" and not self._input
 
-    @property
-    def in_frame(self):
-        return self._mode == "frame"
-
     def feed(self, data, now):
         """Take bytes; return the items completed by them (and by timeouts)."""
         out = self.poll(now)

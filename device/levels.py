@@ -32,11 +32,6 @@ class Level(enum.Enum):
         return 6 - self.button
 
     @property
-    def gbt_code(self):
-        """GB/T 39046-2020 table A.8: 1 = 非常满意 … 5 = 非常不满意."""
-        return self.button
-
-    @property
     def text(self):
         return _TEXT[self]
 

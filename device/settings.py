@@ -174,15 +174,6 @@ class SettingsStore:
         remove_durably(self.path)
 
 
-def load_config(paths, overrides, overlay_path):
-    """Defaults, ``paths``, ``overrides`` and then the overlay at ``overlay_path``.
-
-    The entry points use this instead of :func:`device.config.load` so the
-    provisioned settings take effect.
-    """
-    return SettingsStore(overlay_path, paths, overrides).load()
-
-
 # --- the PIN ---------------------------------------------------------------
 
 #: scrypt at N=2**14, r=8: 16 MiB and tens of milliseconds per try on a Pi,

@@ -8,7 +8,7 @@ import pytest
 
 from device import settings as settings_mod
 from device.errors import ConfigError
-from device.settings import PinStore, SettingsError, SettingsStore, load_config, render_overlay, write_atomic
+from device.settings import PinStore, SettingsError, SettingsStore, render_overlay, write_atomic
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -93,9 +93,9 @@ def test_overlay_comes_after_files_and_overrides(tmp_path):
     base.write_text('[staff]\nname = "文件"\nno = "1"\n[device]\nwindow_no = "03"\n', encoding="utf-8")
     overlay = tmp_path / "settings.toml"
     SettingsStore(overlay).save({"staff": {"name": "面板"}})
-    config = load_config([base], ["staff.name=命令行", "staff.no=\"9\""], overlay)
+    config = SettingsStore(overlay, [base], ["staff.name=命令行", "staff.no=\"9\""]).load()
     assert (config.staff.name, config.staff.no, config.device.window_no) == ("面板", "9", "03")
-    assert load_config([base], [], tmp_path / "none.toml").staff.name == "文件"
+    assert SettingsStore(tmp_path / "none.toml", [base], []).load().staff.name == "文件"
 
 
 def test_a_bad_overlay_is_reported_with_every_key(tmp_path):

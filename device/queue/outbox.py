@@ -141,7 +141,6 @@ class Outbox:
                                      not_null={"last", "last_hash"}, if_not_exists=True)
             self.db["pruned"].create_index(["last"], unique=True, if_not_exists=True)
             # Older files kept the chain head here; still read, no longer written.
-            self.db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
 
     def _recover(self):
         with self._lock, self._transaction():
@@ -159,11 +158,6 @@ class Outbox:
         row = self._conn.execute("SELECT last, last_hash FROM pruned ORDER BY last DESC LIMIT 1").fetchone()
         if row is not None and row[0] > head[0]:
             head = (row[0], row[1])
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'head'").fetchone()
-        if row is not None:
-            seq, digest = json.loads(row[0])
-            if seq > head[0]:
-                head = (seq, digest)
         return head
 
     @contextlib.contextmanager
