@@ -8,7 +8,7 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo sim test bench soak soak-crash gallery clean
+.PHONY: setup demo sim test lint bench soak soak-crash gallery clean
 
 setup: $(STAMP) $(FONT)
 
@@ -34,6 +34,11 @@ sim: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The linter and the type checker (ruff.toml, mypy.ini); part of `make test`.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(PY) bench/bench_render.py

@@ -30,6 +30,9 @@ setup(
             "pytest-timeout>=2.2",
             "hypothesis>=6.100",
             "zxing-cpp>=2.2",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "types-requests",
         ],
         "bench": [
             "persist-queue>=1.0",

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 from device import config as config_mod  # noqa: E402
 from device.app import App, new_session_request  # noqa: E402
 from device.levels import Level  # noqa: E402
-from device.queue.transport import Secret  # noqa: E402
+from device.config import Secret  # noqa: E402
 from device.state import ButtonPressed, ButtonReleased  # noqa: E402
 from device.ui.models import ThanksScreen  # noqa: E402
 from device.ui import screens  # noqa: E402

@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 from device import config as config_mod  # noqa: E402
 from device.queue.outbox import Outbox  # noqa: E402
-from device.queue.transport import HttpTransport, Secret  # noqa: E402
+from device.config import Secret  # noqa: E402
+from device.queue.transport import HttpTransport  # noqa: E402
 from device.queue.uploader import Uploader  # noqa: E402
 from sim.hall_server import HallServer  # noqa: E402
 

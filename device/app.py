@@ -22,7 +22,8 @@ from device.errors import ConfigError, DisplayError, EvaluatorError, FontError, 
 from device.control import Call
 from device.queue.hall import AssignmentChanged, HallLink, load_assignment, save_assignment
 from device.queue.outbox import Outbox
-from device.queue.transport import HttpTransport, Secret
+from device.config import Secret
+from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader
 from device.state import (
     IDLE, SERVICE, ButtonPressed, ButtonReleased, CommitDetail, CommitFailed, CommitRating, CommitUnrated, PressIgnored, RatingCommitted,

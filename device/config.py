@@ -29,6 +29,36 @@ DISPLAY_MODELS = {
 BCM_PINS = range(0, 28)
 
 
+class Secret:
+    """A string that prints as ``********`` (Mopidy's ``Secret``): the device key.
+
+    Its value comes out only through :meth:`reveal`, so it never lands in a
+    repr, a log line, an exception or a console answer by accident.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+
 def _check(fn, message):
     """Field metadata: a validator and the message shown when it fails."""
     return {"check": fn, "message": message}

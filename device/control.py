@@ -11,15 +11,60 @@ import logging
 import os
 import queue
 import threading
+import typing
 
 from device import __version__
-from device.console import DeviceControl, uplink_check
+from device import config as config_mod
+from device.config import Secret
+from device.console import uplink_check  # moves to the wire contract
 from device.queue.transport import HttpTransport
 
 logger = logging.getLogger(__name__)
 
 #: Sections and keys that only take effect when the program starts again.
 RESTART_KEYS = ("display.", "buttons.", "console.", "outbox.", "log.", "session.source")
+
+
+class DeviceControl(typing.Protocol):
+    """Everything the console asks of the device. Methods are called from the
+    console's thread; an implementation hands work to the device's own loop
+    where it must (see the module's wiring notes in the report)."""
+
+    def current_config(self) -> config_mod.Config:
+        """The configuration last committed (what reads answer)."""
+
+    def status(self) -> dict:
+        """Device state for ``Status``: uptime, backlog, online, faults ... never secrets."""
+
+    def queue(self) -> dict:
+        """Outbox counts for ``Queue``: pending, sending, delivered, rejected, oldest ..."""
+
+    def upload_now(self) -> None:
+        """Wake the uploader now."""
+
+    def apply(self, config: config_mod.Config, key: Secret | None = None) -> list[str]:
+        """Take a committed configuration (and a new device key, if one was
+        committed) into use; return the keys that only take effect after a restart."""
+
+    def test_display(self) -> dict | None:
+        """Show a test pattern for a few seconds; optionally describe it."""
+
+    def test_uplink(self) -> dict:
+        """Send a signed heartbeat and report the answer (see :func:`uplink_check`)."""
+
+    def button_test(self, active: bool) -> None:
+        """Start (True) or end (False) the button test: while active, presses
+        are not ratings; they go to :meth:`wait_button`."""
+
+    def wait_button(self, timeout: float) -> int | None:
+        """The next rating button pressed (1 to 5) during the test, or None on timeout."""
+
+    def restart(self) -> None:
+        """Restart the device program (after the answer has been written)."""
+
+    def factory_reset(self) -> None:
+        """Settings, key and PIN are already gone; forget the rest (never an
+        undelivered rating) and restart."""
 
 
 @dataclasses.dataclass(eq=False)

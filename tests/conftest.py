@@ -43,7 +43,7 @@ def make_app(tmp_path):
     """Build Apps on simulated hardware with a controlled clock: ``make_app(*overrides)``."""
     from device import config as config_mod
     from device.app import App, new_session_request
-    from device.queue.transport import Secret
+    from device.config import Secret
     from helpers import Clock
     from sim.hardware import make_sim_hardware
 

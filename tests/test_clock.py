@@ -15,7 +15,8 @@ from device import clock
 from device import config as config_mod
 from device.app import App, new_session_request
 from device.queue.outbox import Outbox
-from device.queue.transport import HttpTransport, Secret
+from device.config import Secret
+from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader
 from device.records import first_break
 from sim.hardware import make_sim_hardware

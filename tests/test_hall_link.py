@@ -7,7 +7,8 @@ import pytest
 
 from device.levels import Level
 from device.queue.hall import Assignment, AssignmentChanged, HallLink, load_assignment, save_assignment
-from device.queue.transport import HttpTransport, Secret
+from device.config import Secret
+from device.queue.transport import HttpTransport
 from device.state import SessionOpened
 
 KEY = "hall-link-key"

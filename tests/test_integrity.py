@@ -11,7 +11,8 @@ import uuid6
 
 from device import integrity
 from device.queue.outbox import Outbox
-from device.queue.transport import HttpTransport, Secret
+from device.config import Secret
+from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader
 
 KEY = "integrity-key"

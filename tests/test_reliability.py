@@ -19,7 +19,8 @@ import uuid6
 from device import integrity
 from device.errors import StorageError
 from device.queue.outbox import Outbox, OutboxFull
-from device.queue.transport import HttpTransport, Secret
+from device.config import Secret
+from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader
 from device.records import first_break
 from device.ui.models import PausedScreen, ThanksScreen

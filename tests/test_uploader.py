@@ -9,7 +9,8 @@ import datetime
 import pytest
 
 from device.errors import TransportError
-from device.queue.transport import HttpTransport, Secret
+from device.config import Secret
+from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader
 from device.records import first_break
 from helpers import rating

@@ -14,29 +14,10 @@ from dataclasses import dataclass, field
 
 import requests
 
+from device.config import Secret
 from device.errors import TransportError
 
 logger = logging.getLogger(__name__)
-
-
-class Secret:
-    """A string that prints as ``********`` (Mopidy's ``Secret``)."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value):
-        self._value = value
-
-    def reveal(self):
-        return self._value
-
-    def __bool__(self):
-        return bool(self._value)
-
-    def __repr__(self):
-        return "Secret('********')"
-
-    __str__ = __repr__
 
 
 def sign(key, body):

@@ -1,0 +1,114 @@
+"""The one thread base every background worker shares (uploader, hall link, console).
+
+A :class:`Worker` owns its state. Other threads never write it: they read
+the immutable snapshot it publishes (:attr:`Worker.status`) and ask it to
+act by :meth:`Worker.wake` or by a method that only sets a flag. Replacing
+the snapshot is one reference assignment, atomic in CPython, so readers
+need no lock and always see a whole snapshot, never half of an update.
+
+Like huey's consumer, one bad cycle is logged with its traceback and the
+loop goes on after a pause: a bug in one batch must not end the uplink.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from typing import Any, Generic, TypeVar
+
+logger = logging.getLogger(__name__)
+
+S = TypeVar("S")
+
+#: After a cycle raised, the worker waits this long before the next one.
+ERROR_PAUSE_S = 5.0
+
+
+class Worker(Generic[S]):
+    """A daemon thread running :meth:`cycle` until stopped.
+
+    Subclasses implement :meth:`cycle`, which does one unit of work and
+    returns how many seconds to wait before the next (``None``: until woken).
+    A :meth:`wake` cuts the wait short.
+
+    Args:
+        name: the thread's name (shown in logs and tracebacks).
+        status: the first snapshot, an immutable value (a frozen dataclass).
+        error_pause_s: the wait after a cycle that raised.
+    """
+
+    def __init__(self, name: str, status: S, *, error_pause_s: float = ERROR_PAUSE_S) -> None:
+        self.name = name
+        self._status = status
+        self.error_pause_s = error_pause_s
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- the published snapshot ----------------------------------------------
+
+    @property
+    def status(self) -> S:
+        """The latest snapshot this worker published (read from any thread)."""
+        return self._status
+
+    def publish(self, **changes: Any) -> S:
+        """Replace the snapshot by a copy with ``changes``; only the owning thread calls this."""
+        self._status = dataclasses.replace(self._status, **changes)  # type: ignore[type-var]
+        return self._status
+
+    # --- the thread -----------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> Worker[S]:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask the loop to end and wait up to ``timeout`` seconds for it."""
+        self._stopping.set()
+        self._wake.set()
+        self.on_stop()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        """End the current wait at once."""
+        self._wake.set()
+
+    def run(self) -> None:
+        """The loop: a cycle, then a wait that :meth:`wake` or :meth:`stop` cuts short."""
+        while not self._stopping.is_set():
+            try:
+                wait = self.cycle()
+            except Exception:
+                logger.exception("%s: unexpected error; going on in %.0f s", self.name, self.error_pause_s)
+                wait = self.error_pause_s
+            if self._stopping.is_set():
+                break
+            if wait is None or wait > 0:
+                self._wake.wait(wait)
+            self._wake.clear()
+        self.on_exit()
+
+    # --- for subclasses ------------------------------------------------------
+
+    def cycle(self) -> float | None:
+        """One unit of work; returns seconds until the next (None: until woken)."""
+        raise NotImplementedError
+
+    def on_stop(self) -> None:
+        """Called by :meth:`stop` from the stopping thread (e.g. close a socket to end a read)."""
+
+    def on_exit(self) -> None:
+        """Called on the worker's own thread as its loop ends."""
