@@ -1,4 +1,4 @@
-"""Tests for the stand-in hall server, over real HTTP on a loopback port.
+"""Tests for the stand-in hall server (``sim.hall``), over real HTTP on a loopback port.
 
 Events are built with the device's own ``seal()`` while the server checks
 hashes with its independent implementation, so these tests also prove that
@@ -21,8 +21,8 @@ import pytest
 import requests
 
 from device.records import GENESIS_HASH, seal
-from sim import hall_server
-from sim.hall_server import HallServer, add_working_days, make_self_signed_cert
+from sim.hall import HallServer, add_working_days, make_self_signed_cert
+from sim.hall.__main__ import load_keys_file
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -108,6 +108,15 @@ def test_default_key_serves_any_device(tmp_path):
         assert answer.json()["accepted"] == [events[0]["id"]]
 
 
+def test_auth_headers_are_read_whatever_their_case(server):
+    events = make_chain(1)
+    body = json.dumps(batch(events)).encode()
+    answer = requests.post(server.url + EVALUATIONS, data=body, timeout=5,
+                           headers={"x-device-id": DEVICE, "x-signature": signature(body).upper()})
+    assert answer.status_code == 200
+    assert answer.json()["accepted"] == [events[0]["id"]]
+
+
 def test_body_for_another_device_is_403(server):
     events = make_chain(1, device="WE-0002")
     answer = call(server, "POST", EVALUATIONS, batch(events, device="WE-0002"))
@@ -115,7 +124,7 @@ def test_body_for_another_device_is_403(server):
 
 
 def test_logs_never_show_key_or_signature(server, caplog):
-    caplog.set_level("DEBUG", logger="sim.hall_server")
+    caplog.set_level("DEBUG", logger="sim.hall")
     events = make_chain(1)
     body = json.dumps(batch(events)).encode()
     post(server, events)
@@ -462,7 +471,7 @@ def _repo_env():
 def test_cli_serves_and_stops_on_sigterm(tmp_path):
     db = str(tmp_path / "cli.db")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sim.hall_server", "--port", "0", "--db", db, "--device-key", KEY],
+        [sys.executable, "-m", "sim.hall", "--port", "0", "--db", db, "--device-key", KEY],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_repo_env(),
     )
     try:
@@ -485,7 +494,7 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path):
         proc.stderr.close()
 
     report = subprocess.run(
-        [sys.executable, "-m", "sim.hall_server", "--db", db, "--report", "2024-05"],
+        [sys.executable, "-m", "sim.hall", "--db", db, "--report", "2024-05"],
         capture_output=True, text=True, env=_repo_env(), timeout=20,
     )
     assert report.returncode == 0
@@ -495,7 +504,25 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path):
 def test_keys_file(tmp_path):
     keys = tmp_path / "keys.toml"
     keys.write_text(f'default_key = "fallback"\n[devices]\n"{DEVICE}" = "{KEY}"\n')
-    assert hall_server._load_keys_file(str(keys)) == ({DEVICE: KEY}, "fallback")
+    assert load_keys_file(str(keys)) == ({DEVICE: KEY}, "fallback")
     keys.write_text('[devices]\n"x" = 1\n')
     with pytest.raises(ValueError):
-        hall_server._load_keys_file(str(keys))
+        load_keys_file(str(keys))
+
+
+def test_cli_help_names_the_package():
+    answer = subprocess.run([sys.executable, "-m", "sim.hall", "--help"], capture_output=True, text=True,
+                            env=_repo_env(), timeout=20)
+    assert answer.returncode == 0
+    assert "python -m sim.hall" in answer.stdout and "--report" in answer.stdout
+
+
+def test_the_package_imports_nothing_from_device():
+    # The hall is the device's independent judge: shared code would make the
+    # contract checks agree with the device by construction.
+    code = ("import sys, sim.hall, sim.hall.__main__; "
+            "print(sorted(m for m in sys.modules if m == 'device' or m.startswith('device.')))")
+    answer = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=_repo_env(), timeout=20)
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip() == "[]"

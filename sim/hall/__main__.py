@@ -1,0 +1,125 @@
+"""``python -m sim.hall``: serve until SIGINT/SIGTERM, or print a month's report.
+
+Run it with ``python -m sim.hall --port 8080 --db hall.db --keys-file keys.toml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import tomllib
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from sim.hall.contract import DEFAULT_MAX_BODY
+from sim.hall.server import HallServer
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = "The stand-in hall server: the device uplink contract v1 on loopback."
+
+
+def load_keys_file(path: str) -> tuple[dict[str, str], str | None]:
+    """``[devices]`` table of id = key, and an optional top-level ``default_key``.
+
+    Returns:
+        ``(device_keys, default_key)``.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: the file is not TOML of that shape.
+    """
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    devices = data.get("devices", {})
+    if not isinstance(devices, dict) or not all(
+            isinstance(v, str) for v in devices.values()):
+        raise ValueError(f"{path}: [devices] must map device ids to key strings")
+    default = data.get("default_key")
+    if default is not None and not isinstance(default, str):
+        raise ValueError(f"{path}: default_key must be a string")
+    return devices, default
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sim.hall", description=DESCRIPTION)
+    parser.add_argument("--db", required=True, help="SQLite file for received events")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument("--device-key", help="one key for every device (test use)")
+    keys.add_argument("--keys-file", help="TOML: [devices] id = key, optional default_key")
+    parser.add_argument("--assignment", help="JSON file served as every device's assignment")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (with --tls-key)")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY)
+    parser.add_argument("--report", metavar="YYYY-MM", help="print the month's report and exit")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM, or with ``--report`` print the month's report.
+
+    Returns:
+        The exit status; argument errors exit with 2 through argparse.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if args.report:
+        server = HallServer(args.db)
+        try:
+            sys.stdout.write(server.report(args.report))
+        except ValueError as exc:
+            parser.error(str(exc))
+        finally:
+            server.close()
+        return 0
+
+    device_keys: dict[str, str] = {}
+    default_key: str | None = args.device_key
+    assignment: dict[str, Any] | None = None
+    try:
+        if args.keys_file:
+            device_keys, default_key = load_keys_file(args.keys_file)
+        if args.assignment:
+            with open(args.assignment, encoding="utf-8") as f:
+                assignment = json.load(f)
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if not device_keys and default_key is None:
+        logger.warning("no device keys given: every request will be refused with 401")
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()  # only a flag: the main loop below does the shutdown
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    server = HallServer(args.db, device_keys, default_key, host=args.host, port=args.port,
+                        assignment=assignment, max_body=args.max_body,
+                        tls=(args.tls_cert, args.tls_key) if args.tls_cert else None)
+    try:
+        server.start()
+        print(f"hall server listening on {server.url}", flush=True)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.close()
+    logger.info("hall server stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

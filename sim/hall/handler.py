@@ -1,0 +1,212 @@
+"""HTTP for the hall: one request read, authenticated, routed, faulted and answered.
+
+The state lives in :class:`~sim.hall.server.HallServer`; a handler only
+turns bytes into calls on it and its answers back into bytes.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import socket
+import ssl
+import struct
+import threading
+from typing import TYPE_CHECKING, Any
+
+from sim.hall import auth
+from sim.hall.contract import DEVICE_PATH, EVALUATIONS_PATH, BadRequest, parse_wait
+
+if TYPE_CHECKING:
+    from sim.hall.server import HallServer
+
+logger = logging.getLogger(__name__)
+
+#: Past this, an oversized body is not drained before the 413, just cut off.
+_MAX_DRAIN = 64 << 20
+
+#: ``(status, payload, headers)``: payload is JSON-able, or bytes/str sent as they are.
+Answer = tuple[int, Any, dict[str, str]]
+
+
+class HallHTTPServer(http.server.ThreadingHTTPServer):
+    """Tracks open connections so ``stop()`` can cut keep-alives and long polls.
+
+    Args:
+        address: ``(host, port)`` to bind.
+        hall: the server whose state the handlers use.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], hall: HallServer) -> None:
+        self.hall = hall
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up or fails the TLS handshake is not a server
+        # fault; the default prints a traceback to stderr.
+        logger.debug("connection from %s failed", client_address[0], exc_info=True)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """One HTTP request: read, authenticate, route, apply faults, answer."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, so batches are not per-connection
+    server_version = "HallStandIn/1"
+    #: Idle keep-alive connections close after this; above the 30 s long poll.
+    timeout = 65
+    server: HallHTTPServer
+    device_id: str
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; with Nagle on, each
+        # answer on a keep-alive connection would wait ~40 ms for an ACK.
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+        if isinstance(self.connection, ssl.SSLSocket):
+            # Done here, not in accept(), so one slow client cannot stall the
+            # accept loop.
+            self.connection.do_handshake()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.connections_lock:
+                self.server.connections.discard(self.connection)
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def _serve(self, method: str) -> None:
+        hall = self.server.hall
+        path, _, query = self.path.partition("?")
+        self.device_id = auth.claimed_device(self.headers)
+        fault = None
+        try:
+            body = self._read_body(hall.max_body)
+            fault = hall._take_fault(method, path)
+            if fault and fault.kind == "latency":
+                hall._stopping.wait(fault.seconds)
+                fault = None
+            if fault and fault.kind == "reset":
+                return self._reset(method, path)
+            if fault and fault.kind == "status":
+                return self._answer(method, path, *fault.status_answer())
+            status, payload, headers = self._route(method, path, query, body)
+        except BadRequest as exc:
+            status, payload, headers = exc.status, {"error": str(exc)}, {}
+        except Exception:
+            logger.exception("handler failed for %s %s", method, path)
+            status, payload, headers = 500, {"error": "internal server error"}, {}
+            fault = None
+        if fault and fault.kind == "reset_after_commit":
+            return self._reset(method, path)
+        if fault and fault.kind == "malformed":
+            status, payload = 200, fault.malformed_body()
+        self._answer(method, path, status, payload, headers)
+
+    def _read_body(self, max_body: int) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            raise BadRequest("chunked bodies are not accepted; send Content-Length", 411)
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            self.close_connection = True
+            raise BadRequest("bad Content-Length") from None
+        if length < 0:
+            self.close_connection = True
+            raise BadRequest("bad Content-Length")
+        if length > max_body:
+            # Drain what the client is sending, so it reads our 413 instead
+            # of a reset; a huge body is cut off instead.
+            self.close_connection = True
+            if length <= _MAX_DRAIN:
+                while length > 0:
+                    chunk = self.rfile.read(min(length, 65536))
+                    if not chunk:
+                        break
+                    length -= len(chunk)
+            raise BadRequest(f"body over {max_body} bytes; send smaller batches", 413)
+        return self.rfile.read(length) if length else b""
+
+    def _authenticate(self, body: bytes) -> None:
+        self.device_id = auth.authenticate(self.headers, body, self.server.hall._key_for)
+
+    def _route(self, method: str, path: str, query: str, body: bytes) -> Answer:
+        hall = self.server.hall
+        if path == EVALUATIONS_PATH:
+            if method != "POST":
+                raise BadRequest("use POST", 405)
+            self._authenticate(body)
+            return 200, hall._receive_batch(self.device_id, body), {}
+        match = DEVICE_PATH.fullmatch(path)
+        if not match:
+            raise BadRequest(f"no such endpoint: {path}", 404)
+        device_id, action = match.groups()
+        if method != ("POST" if action == "heartbeat" else "GET"):
+            raise BadRequest("method not allowed", 405)
+        self._authenticate(body)
+        if device_id != self.device_id:
+            raise BadRequest("a device may only use its own endpoints", 403)
+        if action == "assignment":
+            return hall._serve_assignment(device_id, self.headers.get("If-None-Match"))
+        if action == "session":
+            return 200, {"session": hall._wait_session(device_id, parse_wait(query))}, {}
+        hall._receive_heartbeat(device_id, body)
+        return 200, {"ok": True}, {}
+
+    def _answer(self, method: str, path: str, status: int, payload: Any, headers: dict[str, str]) -> None:
+        if status == 304:
+            data = b""
+        elif isinstance(payload, bytes):
+            data = payload
+        elif isinstance(payload, str):
+            data = payload.encode("utf-8")
+        else:
+            data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        # Logged before answering, so a client that has its answer also
+        # finds it in requests_log.
+        self.server.hall._log_request(method, path, status, self.device_id)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if data:
+            self.wfile.write(data)
+
+    def _reset(self, method: str, path: str) -> None:
+        # SO_LINGER 0 makes close() send an RST: the client sees a reset,
+        # as after a cut link or a crashed proxy.
+        self.close_connection = True
+        self.server.hall._log_request(method, path, 0, self.device_id)
+        try:
+            self.connection.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            self.connection.close()
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s %s", self.address_string(), format % args)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass  # _log_request logs with the device id instead

@@ -1,0 +1,295 @@
+"""``HallServer``: the stand-in hall's lifecycle, state and public API."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import hashlib
+import json
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, Self
+
+from sim.hall.contract import (
+    DEFAULT_MAX_BODY,
+    BadRequest,
+    Event,
+    canonical_json,
+    check_chain,
+    parse_batch,
+    parse_heartbeat,
+    validate_event,
+)
+from sim.hall.faults import Fault, FaultPlan
+from sim.hall.handler import Answer, HallHTTPServer
+from sim.hall.report import build_report, format_report
+from sim.hall.store import Storage
+
+logger = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+class HallServer:
+    """The stand-in hall server.
+
+    Args:
+        db_path: SQLite file for received events (``":memory:"`` works).
+        device_keys: device id -> key.
+        default_key: key for any device not in ``device_keys``.
+        host: address to bind; loopback by default.
+        port: port to bind; 0 picks a free one (see ``url``).
+        assignment: the assignment served to every device without its own.
+        tls: ``(certfile, keyfile)`` to serve HTTPS.
+        max_body: largest accepted request body in bytes; settable later.
+
+    Use as a context manager, or call ``start()`` and ``stop()``/``close()``.
+    """
+
+    def __init__(self, db_path: str | os.PathLike[str], device_keys: Mapping[str, str] | None = None,
+                 default_key: str | None = None, host: str = "127.0.0.1", port: int = 0,
+                 assignment: dict[str, Any] | None = None, tls: tuple[str, str] | None = None,
+                 max_body: int = DEFAULT_MAX_BODY) -> None:
+        self._storage = Storage(db_path)
+        self._keys = dict(device_keys or {})
+        self._default_key = default_key
+        self._host, self._port = host, port
+        self._tls = tls
+        self.max_body = max_body
+        self._lock = threading.Lock()
+        self._assignments: dict[str | None, dict[str, Any]] = {None: assignment} if assignment is not None else {}
+        self._sessions: collections.defaultdict[str, collections.deque[dict[str, Any]]] = (
+            collections.defaultdict(collections.deque))
+        self._session_cond = threading.Condition(self._lock)
+        self._faults = FaultPlan()
+        self._requests_log: list[tuple[str, str, int]] = []
+        self._stopping = threading.Event()
+        self._httpd: HallHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> Self:
+        """Bind and serve in a daemon thread; may be called again after ``stop()``."""
+        if self._httpd is not None:
+            return self
+        self._stopping.clear()
+        httpd = HallHTTPServer((self._host, self._port), self)
+        if self._tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self._tls)
+            httpd.socket = context.wrap_socket(
+                httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
+        # Keep the port, so a restart after stop() comes back at the same URL.
+        self._port = httpd.server_address[1]
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+            name="hall-server", daemon=True,
+        )
+        self._thread.start()
+        logger.info("hall server listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, cut open connections and wake long polls; data stays."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        self._stopping.set()
+        with self._session_cond:
+            self._session_cond.notify_all()
+        httpd.shutdown()
+        httpd.server_close()
+        with httpd.connections_lock:
+            connections = list(httpd.connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def close(self) -> None:
+        """Stop, then close the database."""
+        self.stop()
+        self._storage.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        """Base URL, such as ``http://127.0.0.1:41234``."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{'https' if self._tls else 'http'}://{host}:{self._port}"
+
+    @property
+    def port(self) -> int:
+        """The bound port (the one asked for until ``start()``)."""
+        return self._port
+
+    # -- state for tests and the simulator ---------------------------------
+
+    def events(self, device_id: str | None = None) -> list[Event]:
+        """Stored events (as received) ordered by device, then seq."""
+        return self._storage.events(device_id)
+
+    @property
+    def heartbeats(self) -> dict[str, dict[str, Any]]:
+        """Device id -> the last heartbeat body received."""
+        return self._storage.heartbeats()
+
+    @property
+    def requests_log(self) -> list[tuple[str, str, int]]:
+        """``(method, path, status)`` per request; status 0 means reset, no answer."""
+        with self._lock:
+            return list(self._requests_log)
+
+    def set_key(self, device_id: str, key: str) -> None:
+        """Add or replace one device's key."""
+        with self._lock:
+            self._keys[device_id] = key
+
+    def set_assignment(self, device_id: str | None, assignment: dict[str, Any] | None) -> None:
+        """Serve ``assignment`` to ``device_id`` (``None``: every device); ``None`` removes."""
+        with self._lock:
+            if assignment is None:
+                self._assignments.pop(device_id, None)
+            else:
+                self._assignments[device_id] = json.loads(json.dumps(assignment))
+
+    def open_session(self, device_id: str, ticket: str | None = None, project_no: str | None = None,
+                     task_code: str | None = None, task_name: str | None = None,
+                     qr_url: str | None = None) -> dict[str, Any]:
+        """Open a service session, delivered once to the device's next session poll.
+
+        Returns:
+            The session as the device receives it, with a new ``session_id``.
+        """
+        session = {
+            "session_id": uuid.uuid4().hex, "ticket": ticket, "project_no": project_no,
+            "task_code": task_code, "task_name": task_name, "qr_url": qr_url,
+        }
+        with self._session_cond:
+            self._sessions[device_id].append(session)
+            self._session_cond.notify_all()
+        return dict(session)
+
+    def resolve(self, rating_id: str, note: str = "") -> None:
+        """Mark a 差评 as rectified, so the report no longer lists it as open."""
+        self._storage.resolve(rating_id, note, _now())
+
+    def inject(self, kind: str, count: int = 1, **params: Any) -> None:
+        """Inject a fault into the next ``count`` matching requests.
+
+        Faults are used up in the order injected. By default they match
+        ``POST /api/v1/evaluations``; ``path=`` targets another endpoint (any
+        method, query ignored).
+
+        Kinds and their params:
+            ``status``: answer ``status`` (default 503) with ``body`` and an
+                optional ``retry_after`` header, storing nothing.
+            ``latency``: wait ``seconds`` (default 1.0), then handle normally.
+            ``reset_after_commit``: handle (and store), then reset the connection.
+            ``malformed``: handle (and store), then answer 200 with ``body``
+                (default a non-JSON page; pass a dict for a wrong shape).
+            ``reset``: reset the connection without handling.
+
+        Raises:
+            ValueError: an unknown ``kind`` or a ``count`` below 1.
+        """
+        path = params.pop("path", None)
+        self._faults.inject(kind, count, path, **params)
+
+    def clear_faults(self) -> None:
+        """Drop every injected fault not yet used up."""
+        self._faults.clear()
+
+    def integrity(self, device_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Check each device's stored events for gaps, reused seqs and chain breaks.
+
+        Returns:
+            device id -> list of problems, each ``{"seq", "problem", "detail"}``
+            with ``problem`` one of ``gap``, ``duplicate_seq``, ``prev_hash``,
+            ``hash``; an empty list when the device's chain is whole.
+        """
+        by_device: dict[str, list[Event]] = collections.defaultdict(list)
+        for event in self.events(device_id):
+            by_device[event["device_id"]].append(event)
+        return {device: check_chain(events) for device, events in by_device.items()}
+
+    def report_data(self, month: str, today: datetime.date | None = None) -> dict[str, Any]:
+        """The month's per-window figures as a dict; see :func:`~sim.hall.report.build_report`."""
+        return build_report(self.events(), month, self._storage.resolved_ids(), today)
+
+    def report(self, month: str, today: datetime.date | None = None) -> str:
+        """The month's per-window 好差评 report as text (``month`` is ``YYYY-MM``)."""
+        return format_report(self.report_data(month, today))
+
+    # -- used by the handler -------------------------------------------------
+
+    def _key_for(self, device_id: str) -> str | None:
+        with self._lock:
+            return self._keys.get(device_id, self._default_key)
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        return self._faults.take(method, path)
+
+    def _receive_batch(self, device_id: str, body: bytes) -> dict[str, list[Any]]:
+        events = parse_batch(body, device_id)
+        valid: list[Event] = []
+        rejected: list[dict[str, str]] = []
+        for event in events:
+            error = validate_event(event, device_id)
+            if error:
+                rejected.append({"id": event["id"], "error": error})
+            else:
+                valid.append(event)
+        accepted, duplicate = self._storage.store(device_id, valid, _now())
+        if rejected:
+            logger.warning("device %s: rejected %d events", device_id, len(rejected))
+        return {"accepted": accepted, "duplicate": duplicate, "rejected": rejected}
+
+    def _serve_assignment(self, device_id: str, if_none_match: str | None) -> Answer:
+        with self._lock:
+            assignment = self._assignments.get(device_id, self._assignments.get(None))
+        if assignment is None:
+            raise BadRequest(f"no assignment for device {device_id}", 404)
+        etag = '"' + hashlib.sha256(canonical_json(assignment).encode()).hexdigest()[:32] + '"'
+        if if_none_match:
+            tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+            if etag in tags or "*" in tags:
+                return 304, None, {"ETag": etag}
+        return 200, assignment, {"ETag": etag}
+
+    def _wait_session(self, device_id: str, wait: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + wait
+        with self._session_cond:
+            while not self._sessions[device_id]:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping.is_set():
+                    return None
+                self._session_cond.wait(remaining)
+            return self._sessions[device_id].popleft()
+
+    def _receive_heartbeat(self, device_id: str, body: bytes) -> None:
+        self._storage.put_heartbeat(device_id, parse_heartbeat(body), _now())
+
+    def _log_request(self, method: str, path: str, status: int, device_id: str) -> None:
+        with self._lock:
+            self._requests_log.append((method, path, status))
+        logger.info("%s %s %s device=%s", method, path, status or "reset", device_id or "-")
