@@ -13,6 +13,8 @@ Prints:
 - resident memory over N simulated presses (budget < 60 MB, flat).
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import queue
@@ -22,54 +24,58 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from device import config as config_mod  # noqa: E402
-from device.app import App, new_session_request  # noqa: E402
-from device.levels import Level  # noqa: E402
-from device.config import Secret  # noqa: E402
-from device.state import ButtonPressed, ButtonReleased  # noqa: E402
-from device.ui.models import ThanksScreen  # noqa: E402
-from device.ui import screens  # noqa: E402
-from sim.hardware import make_sim_hardware  # noqa: E402
+from device import config as config_mod
+from device.app import App
+from device.clock import Clocks
+from device.config import Secret
+from device.hardware import Hardware, staff_request
+from device.levels import Level
+from device.state import ButtonPressed, ButtonReleased
+from device.ui import screens
+from device.ui.models import ThanksScreen
+from sim.hardware import make_sim_hardware
 
 
-def percentile(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+def percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def make_app(data_dir):
+def make_app(data_dir: str) -> tuple[App, Hardware]:
     config = config_mod.load(overrides=[
         f"outbox.path=\"{os.path.join(data_dir, 'outbox.db')}\"", "session.min_interval_s=0"])
-    hardware, _ = make_sim_hardware(config, queue.Queue(), new_session_request)
-    return App(config, hardware, Secret(""), synced=lambda: True), hardware
+    hardware, _ = make_sim_hardware(config, queue.Queue(), staff_request)
+    return App(config, hardware, Secret(""), clocks=Clocks(synced=lambda: True)), hardware
 
 
-def press(app, button):
-    app.handle(ButtonPressed(button))
-    app.handle(ButtonReleased(button))
-    app.refresh()
+def press(app: App, button: int) -> None:
+    app.loop.handle(ButtonPressed(button))
+    app.loop.handle(ButtonReleased(button))
+    app.loop.refresh()
 
 
-def bench_latency(n):
+def bench_latency(n: int) -> tuple[list[float], list[float]]:
     """Press to thank-you frame, against raw insert + render, interleaved."""
     with tempfile.TemporaryDirectory() as tmp:
         app, hardware = make_app(tmp)
-        app.refresh()
+        app.loop.refresh()
         raw = sqlite3.connect(os.path.join(tmp, "raw.db"), isolation_level=None)
         raw.execute("PRAGMA journal_mode=WAL")
         raw.execute("PRAGMA synchronous=FULL")
         raw.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
         body = "x" * 600   # about the size of one event's JSON
-        device, baseline = [], []
+        device: list[float] = []
+        baseline: list[float] = []
         for i in range(n):
             level = Level.from_button(1 + i % 5)
             t0 = time.perf_counter()
             press(app, level.button)
             t1 = time.perf_counter()
-            assert app._model == ThanksScreen(level)
+            assert app.model == ThanksScreen(level)
             raw.execute("BEGIN")
             raw.execute("INSERT INTO t (body) VALUES (?)", (body,))
             raw.execute("COMMIT")
@@ -84,12 +90,12 @@ def bench_latency(n):
     return device, baseline
 
 
-def bench_memory(presses, every):
+def bench_memory(presses: int, every: int) -> list[tuple[int, float]]:
     """RSS while pressing; flat means no growth after warm-up."""
     samples = []
     with tempfile.TemporaryDirectory() as tmp:
         app, hardware = make_app(tmp)
-        app.refresh()
+        app.loop.refresh()
         for i in range(1, presses + 1):
             press(app, 1 + i % 5)
             if i % every == 0:
@@ -99,7 +105,7 @@ def bench_memory(presses, every):
     return samples
 
 
-def rss_mb(pid):
+def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
@@ -107,18 +113,19 @@ def rss_mb(pid):
     return float("nan")
 
 
-def cpu_seconds(pid):
+def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_process(idle_seconds):
+def bench_process(idle_seconds: float) -> tuple[float | None, float, float]:
     """Start the simulator; time to its first frame, then its idle CPU and memory."""
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "sim", "--data", tmp], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert proc.stdin is not None and proc.stderr is not None   # both are pipes
         first_frame = None
         for line in proc.stderr:
             if "screen: " in line:
@@ -136,12 +143,12 @@ def bench_process(idle_seconds):
     return first_frame, (c1 - c0) / (w1 - w0), rss
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--memory-child"]:
         for n, mb in bench_memory(int(argv[1]), int(argv[2])):
             print(n, mb, flush=True)
-        return
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-presses", type=int, default=500)
     parser.add_argument("--presses", type=int, default=100_000, help="presses for the memory run")
@@ -157,7 +164,8 @@ def main(argv=None):
     print(f"  ratio p99 device/baseline: {d99 / b99:.2f} (budget <= 1.5)")
 
     first_frame, cpu, rss = bench_process(args.idle_seconds)
-    print(f"start to first frame: {first_frame:.2f} s (budget < 1 s)")
+    shown = "never" if first_frame is None else f"{first_frame:.2f} s"
+    print(f"start to first frame: {shown} (budget < 1 s)")
     print(f"idle CPU over {args.idle_seconds:g} s: {cpu * 100:.2f} % of a core (budget < 1 %); "
           f"resident memory {rss:.1f} MB")
 
@@ -171,7 +179,8 @@ def main(argv=None):
     growth = samples[-1][1] - samples[0][1]
     print(f"  max {max(mb for _, mb in samples):.1f} MB (budget < 60 MB), "
           f"growth after the first {every} presses {growth:+.1f} MB")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,19 +13,26 @@ Run it on the storage the device uses (``--dir``): on tmpfs fsync is free and
 the figures mean little.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from device.queue.outbox import Outbox  # noqa: E402
+from device.queue.outbox import Outbox
+
+if TYPE_CHECKING:
+    from persistqueue import SQLiteAckQueue
 
 
-def sample_event(i):
+def sample_event(i: int) -> dict[str, Any]:
     """A rating as the device makes it, without seq and hashes."""
     return {
         "id": str(uuid.uuid4()), "type": "rating", "device_id": "WE-0001", "window_no": "01",
@@ -36,7 +43,7 @@ def sample_event(i):
     }
 
 
-def open_outbox(directory):
+def open_outbox(directory: str) -> Outbox:
     box = Outbox(os.path.join(directory, "outbox.db"))
     mode = box.db.execute("PRAGMA journal_mode").fetchone()[0]
     sync = box.db.execute("PRAGMA synchronous").fetchone()[0]
@@ -44,13 +51,14 @@ def open_outbox(directory):
     return box
 
 
-def open_persist_queue(directory):
+def open_persist_queue(directory: str) -> SQLiteAckQueue:
     from persistqueue import SQLiteAckQueue
 
     # multithreading=True: a putter and a getter connection, as the device
     # would use it (button loop puts, uploader thread gets).
     q = SQLiteAckQueue(os.path.join(directory, "pq"), multithreading=True, auto_commit=True)
     for conn in {id(c): c for c in (q._conn, q._putter)}.values():
+        assert conn is not None, "persist-queue opened no connection"
         conn.execute("PRAGMA synchronous=FULL")
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         sync = conn.execute("PRAGMA synchronous").fetchone()[0]
@@ -58,7 +66,7 @@ def open_persist_queue(directory):
     return q
 
 
-def drain_outbox(box, batch):
+def drain_outbox(box: Outbox, batch: int) -> int:
     drained = 0
     while True:
         claimed = box.claim(batch)
@@ -68,7 +76,7 @@ def drain_outbox(box, batch):
         drained += len(claimed)
 
 
-def drain_persist_queue(q):
+def drain_persist_queue(q: SQLiteAckQueue) -> int:
     drained = 0
     while q.qsize():
         item = q.get(block=False)
@@ -77,13 +85,14 @@ def drain_persist_queue(q):
     return drained
 
 
-def timed(fn, *args):
+def timed(fn: Callable[..., int], *args: Any) -> tuple[float, int]:
     t0 = time.perf_counter()
     result = fn(*args)
     return time.perf_counter() - t0, result
 
 
-def run(directory, events, batch, rounds):
+def run(directory: str, events: Sequence[dict[str, Any]], batch: int,
+        rounds: int) -> tuple[float, float, float, float]:
     """Enqueue in interleaved rounds (the disk's mood changes by the second), then drain each."""
     box = open_outbox(os.path.join(directory, "outbox"))
     q = open_persist_queue(os.path.join(directory, "pq"))
@@ -91,7 +100,7 @@ def run(directory, events, batch, rounds):
     chunks = [events[i:i + size] for i in range(0, len(events), size)]
     enqueue = {"outbox": 0.0, "pq": 0.0}
     for n, chunk in enumerate(chunks):
-        order = [("outbox", box.append), ("pq", q.put)]
+        order: list[tuple[str, Callable[[dict[str, Any]], object]]] = [("outbox", box.append), ("pq", q.put)]
         for name, put in order if n % 2 == 0 else order[::-1]:
             t0 = time.perf_counter()
             for fields in chunk:
@@ -105,7 +114,7 @@ def run(directory, events, batch, rounds):
     return enqueue["outbox"], ob_drain, enqueue["pq"], pq_drain
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=100, help="outbox claim size (upload.batch_size)")

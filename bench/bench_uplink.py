@@ -10,26 +10,29 @@ compared per event. Budget: N = 10,000 in under 5 s and at least 20x faster
 per event than the baseline.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from device import config as config_mod  # noqa: E402
-from device.queue.outbox import Outbox  # noqa: E402
-from device.config import Secret  # noqa: E402
-from device.queue.transport import HttpTransport  # noqa: E402
-from device.queue.uploader import Uploader  # noqa: E402
-from sim.hall_server import HallServer  # noqa: E402
+from device import config as config_mod
+from device.config import Secret
+from device.queue.outbox import Outbox
+from device.queue.transport import HttpTransport
+from device.queue.uploader import Uploader
+from sim.hall import HallServer
 
 KEY = "bench-key"
 
 
-def fill(path, n, device_id):
+def fill(path: str, n: int, device_id: str) -> Outbox:
     box = Outbox(path)
     # Filling is not what is measured: one transaction instead of n fsyncs.
     box._conn.execute("PRAGMA synchronous=OFF")
@@ -44,7 +47,7 @@ def fill(path, n, device_id):
     return Outbox(path)  # reopened: synchronous=FULL again, as on the device
 
 
-def deliver(directory, hall, n, batch, device_id):
+def deliver(directory: str, hall: HallServer, n: int, batch: int, device_id: str) -> float:
     box = fill(os.path.join(directory, f"{device_id}.db"), n, device_id)
     transport = HttpTransport(hall.url, device_id, Secret(KEY), timeout=10)
     uploader = Uploader(box, transport, device_id, batch_size=batch, synced=lambda: True,
@@ -60,7 +63,7 @@ def deliver(directory, hall, n, batch, device_id):
     return elapsed
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000)
     default_batch = config_mod.Config().upload.batch_size
@@ -69,10 +72,10 @@ def main(argv=None):
     parser.add_argument("--baseline-events", type=int, default=2000,
                         help="events for the one-request-per-event baseline")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-uplink-") as tmp:
-        with HallServer(os.path.join(tmp, "hall.db"), default_key=KEY) as hall:
-            batched = deliver(tmp, hall, args.events, args.batch, "WE-BATCH")
-            single = deliver(tmp, hall, args.baseline_events, 1, "WE-SINGLE")
+    with (tempfile.TemporaryDirectory(prefix="bench-uplink-") as tmp,
+          HallServer(os.path.join(tmp, "hall.db"), default_key=KEY) as hall):
+        batched = deliver(tmp, hall, args.events, args.batch, "WE-BATCH")
+        single = deliver(tmp, hall, args.baseline_events, 1, "WE-SINGLE")
     per_batched = batched / args.events
     per_single = single / args.baseline_events
     ratio = per_single / per_batched

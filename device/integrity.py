@@ -16,13 +16,17 @@ Exit status: 0 when every chain is whole, 1 at the first break (or a file
 SQLite finds damaged), 2 when a file cannot be read or is neither kind.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import sqlite3
 import sys
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from device.records import GENESIS_HASH, event_hash
 
@@ -40,10 +44,12 @@ class ChainReport:
     problem: str = ""
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
+        """Whether the chain is whole."""
         return not self.problem
 
-    def line(self):
+    def line(self) -> str:
+        """The report as the one line ``evaluator-verify`` prints."""
         if self.problem:
             return f"{self.device_id}: BREAK at seq {self.break_seq}: {self.problem}"
         if not self.events and not self.pruned:
@@ -56,54 +62,59 @@ class ChainReport:
 class _Chain:
     """Walks one device's events in ``seq`` order; remembers the first break."""
 
-    def __init__(self, device_id):
+    def __init__(self, device_id: str) -> None:
         self.report = ChainReport(device_id)
         self.expected, self.prev = 1, GENESIS_HASH
 
-    def _break(self, seq, problem):
+    def note_break(self, seq: Any, problem: str) -> None:
+        """Record a break at ``seq`` unless an earlier one was found."""
         if not self.report.problem:
             self.report.break_seq, self.report.problem = seq, problem
 
-    def pruned(self, first, last, last_hash):
+    def pruned(self, first: int, last: int, last_hash: str) -> None:
         if self.report.problem:
             return
         if first != self.expected:
-            self._break(first, _gap_text(self.expected, first) if first > self.expected
+            self.note_break(first, _gap_text(self.expected, first) if first > self.expected
                         else f"pruned run {first}..{last} overlaps kept events")
             return
         self.report.pruned += last - first + 1
         self.expected, self.prev = last + 1, last_hash
 
-    def event(self, event, stored_seq=None, stored_id=None):
+    def event(self, event: dict[str, Any], stored_seq: int | None = None, stored_id: str | None = None) -> None:
         if self.report.problem:
             return
         seq = event.get("seq")
         if stored_seq is not None and seq != stored_seq:
-            return self._break(stored_seq, f"stored under seq {stored_seq} but the event says {seq}")
-        if stored_id is not None and event.get("id") != stored_id:
-            return self._break(seq, "stored under another id than the event's")
-        if not isinstance(seq, int) or seq < self.expected:
-            return self._break(seq, f"seq {seq} used again (expected {self.expected})")
-        if seq > self.expected:
-            return self._break(seq, _gap_text(self.expected, seq))
-        if event.get("prev_hash") != self.prev:
+            self.note_break(stored_seq, f"stored under seq {stored_seq} but the event says {seq}")
+        elif stored_id is not None and event.get("id") != stored_id:
+            self.note_break(seq, "stored under another id than the event's")
+        elif not isinstance(seq, int) or seq < self.expected:
+            self.note_break(seq, f"seq {seq} used again (expected {self.expected})")
+        elif seq > self.expected:
+            self.note_break(seq, _gap_text(self.expected, seq))
+        elif event.get("prev_hash") != self.prev:
             which = "64 zeros" if seq == 1 else f"the hash of seq {seq - 1}"
-            return self._break(seq, f"prev_hash is not {which}")
-        if event.get("hash") != event_hash(event):
-            return self._break(seq, "hash does not match the event's contents")
+            self.note_break(seq, f"prev_hash is not {which}")
+        elif event.get("hash") != event_hash(event):
+            self.note_break(seq, "hash does not match the event's contents")
+        else:
+            self._accept(seq, event["hash"])
+
+    def _accept(self, seq: int, digest: str) -> None:
         r = self.report
         r.events += 1
         r.first = seq if r.first is None else r.first
         r.last = seq
-        self.expected, self.prev = seq + 1, event["hash"]
+        self.expected, self.prev = seq + 1, digest
 
 
-def _gap_text(expected, found):
+def _gap_text(expected: int, found: int) -> str:
     missing = f"{expected}" if found == expected + 1 else f"{expected}..{found - 1}"
     return f"seq gap: missing {missing} (expected {expected}, found {found})"
 
 
-def open_readonly(path):
+def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A read-only connection; never creates the file or changes it."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
@@ -111,41 +122,36 @@ def open_readonly(path):
     return sqlite3.connect(uri, uri=True)
 
 
-def _columns(conn, table):
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
-def kind_of(conn):
+def kind_of(conn: sqlite3.Connection) -> str | None:
     """``"outbox"``, ``"server"`` or None for a database of neither kind."""
     columns = _columns(conn, "events")
-    if {"seq", "id", "body", "state"} <= columns:
+    if {"seq", "id", "body", "hash", "state"} <= columns:
         return "outbox"
     if {"device_id", "seq", "id", "json"} <= columns:
         return "server"
     return None
 
 
-def check_outbox(conn):
+def check_outbox(conn: sqlite3.Connection) -> list[ChainReport]:
     """The device's own outbox: one device, kept events and pruned runs."""
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     runs = conn.execute("SELECT first, last, last_hash FROM pruned ORDER BY first").fetchall() \
         if "pruned" in tables else []
-    has_hash = "hash" in _columns(conn, "events")
-    rows = conn.execute(f"SELECT seq, id, body, {'hash' if has_hash else 'NULL'} FROM events ORDER BY seq")
+    rows = conn.execute("SELECT seq, id, body, hash FROM events ORDER BY seq")
     chain = None
     items = iter(runs)
     run = next(items, None)
     for seq, event_id, body, digest in rows:
-        try:
-            event = json.loads(body)
-        except ValueError:
-            event = {}
-        if digest is not None:
-            event["hash"] = digest
+        event = _parse(body)
+        event["hash"] = digest
         if chain is None:
             chain = _Chain(event.get("device_id") or "outbox")
-        elif event.get("device_id") != chain.report.device_id and not chain.report.problem:
-            chain._break(seq, f"device_id {event.get('device_id')!r} in the outbox of {chain.report.device_id}")
+        elif event.get("device_id") != chain.report.device_id:
+            chain.note_break(seq, f"device_id {event.get('device_id')!r} in the outbox of {chain.report.device_id}")
         while run is not None and run[0] < seq:
             chain.pruned(*run)
             run = next(items, None)
@@ -158,23 +164,29 @@ def check_outbox(conn):
     return [chain.report]
 
 
-def check_server(conn):
+def check_server(conn: sqlite3.Connection) -> list[ChainReport]:
     """A hall server's events: one chain per device, ``seq`` then arrival order."""
-    reports, chain = [], None
+    reports: list[ChainReport] = []
+    chain = None
     for device_id, seq, event_id, body in conn.execute(
             "SELECT device_id, seq, id, json FROM events ORDER BY device_id, seq, rowid"):
         if chain is None or chain.report.device_id != device_id:
             chain = _Chain(device_id)
             reports.append(chain.report)
-        try:
-            event = json.loads(body)
-        except ValueError:
-            event = {}
-        chain.event(event, stored_seq=seq, stored_id=event_id)
+        chain.event(_parse(body), stored_seq=seq, stored_id=event_id)
     return reports
 
 
-def verify(path):
+def _parse(body: str) -> dict[str, Any]:
+    """A stored event's JSON; an unreadable one is an empty event (and so a break)."""
+    try:
+        event = json.loads(body)
+    except (TypeError, ValueError):
+        return {}
+    return event if isinstance(event, dict) else {}
+
+
+def verify(path: str | os.PathLike[str]) -> tuple[str, str, list[ChainReport]]:
     """Check one file.
 
     Returns:
@@ -197,7 +209,8 @@ def verify(path):
     return kind, sqlite_check, reports
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``evaluator-verify`` command; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="evaluator-verify", description="Check the hash chains and seq numbers in an outbox "
         "or hall server database; prints one line per device, exits 1 at a break.")

@@ -5,6 +5,8 @@ wire, because the two codings in use run in opposite directions (see
 shared/reference/haochaping-facts.md).
 """
 
+from __future__ import annotations
+
 import enum
 
 
@@ -18,25 +20,33 @@ class Level(enum.Enum):
     VERY_DISSATISFIED = "very_dissatisfied"
 
     @classmethod
-    def from_button(cls, button):
-        """Level for button 1..5 (1 = 非常满意)."""
+    def from_button(cls, button: int) -> Level:
+        """Level for button 1..5 (1 = 非常满意).
+
+        Raises:
+            ValueError: not a button number 1..5.
+        """
+        if not 1 <= button <= len(_ORDER):
+            raise ValueError(f"no rating button {button!r}: buttons are 1..{len(_ORDER)}")
         return _ORDER[button - 1]
 
     @property
-    def button(self):
+    def button(self) -> int:
+        """The button (1..5) that gives this level."""
         return _ORDER.index(self) + 1
 
     @property
-    def satisfaction(self):
+    def satisfaction(self) -> int:
         """The exchange-interface code: 5 = 非常满意 … 1 = 非常不满意."""
         return 6 - self.button
 
     @property
-    def text(self):
+    def text(self) -> str:
+        """The level's name as shown and reported, e.g. ``"非常满意"``."""
         return _TEXT[self]
 
     @property
-    def is_bad(self):
+    def is_bad(self) -> bool:
         """差评: 不满意 and 非常不满意."""
         return self in (Level.DISSATISFIED, Level.VERY_DISSATISFIED)
 

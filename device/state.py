@@ -3,20 +3,27 @@
 ``step(state, event, now, rules) -> (state, effects)`` does no I/O and reads
 no clock: ``now`` is monotonic seconds passed in by the caller, so timeouts
 are tested by passing times, never by sleeping. Drivers turn hardware into
-the events below; the app turns the effects into storage and screen actions
-and feeds the outcome of a commit straight back in (``RatingCommitted`` or
-``CommitFailed``) before anything else happens, so the thank-you screen can
-only follow a rating that is already on disk.
+the events below; the loop turns the effects into storage and screen actions
+and puts the outcome of a commit (``RatingCommitted`` or ``CommitFailed``) on
+its own queue of outcomes, handled before the next input, so the thank-you
+screen can only follow a rating that is already on disk.
 
 A rating is one button pressed **and released with no other button down in
 between** (a "chord" of one). Two buttons at once — a palm on the keys, or a
 technician holding 1 and 5 for the service screen — never make a rating.
 """
 
+from __future__ import annotations
+
 import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from device.levels import Level
+
+if TYPE_CHECKING:
+    from device.config import Config
 
 #: Buttons held together for the technician's service screen.
 SERVICE_COMBO = frozenset({1, 5})
@@ -33,6 +40,8 @@ class ButtonPressed:
 
 @dataclass(frozen=True)
 class ButtonReleased:
+    """Rating button 1..5 came up again (already debounced)."""
+
     button: int
 
 
@@ -91,7 +100,7 @@ class CommitRating:
     """Append a ``rating`` event to the outbox; answer with RatingCommitted or CommitFailed."""
 
     level: Level
-    session: "Session | None"
+    session: Session | None
     suspect: bool
 
 
@@ -99,7 +108,7 @@ class CommitRating:
 class CommitUnrated:
     """Append an ``unrated`` event for a session that expired without a press."""
 
-    session: "Session"
+    session: Session
 
 
 @dataclass(frozen=True)
@@ -107,8 +116,8 @@ class CommitDetail:
     """Append a ``detail`` event: the reason chosen for a 差评."""
 
     rating_id: str
-    reason_codes: tuple
-    session: "Session | None"
+    reason_codes: tuple[str, ...]
+    session: Session | None
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,13 @@ class PressIgnored:
 
     button: int
     why: str
+
+
+#: What :func:`step` may ask the caller to do.
+Effect = CommitRating | CommitUnrated | CommitDetail | PressIgnored
+
+#: The reason tags of one level: ``((code, text), ...)``, at most four.
+Reasons = tuple[tuple[str, str], ...]
 
 
 # --- State ------------------------------------------------------------------
@@ -151,17 +167,19 @@ class Rules:
     suspect_reaction_s: float = 0.3
     suspect_count: int = 4
     suspect_window_s: float = 60.0
-    #: ``{Level: ((code, text), ...)}``, at most four per level, for 差评 only.
-    reasons: tuple = ()
+    #: ``{Level: ((code, text), ...)}`` as pairs, at most four per level, for 差评 only.
+    reasons: tuple[tuple[Level, Reasons], ...] = ()
 
     @classmethod
-    def from_config(cls, config, reasons=None):
+    def from_config(cls, config: Config, reasons: Mapping[Level, Reasons] | None = None) -> Rules:
+        """The rules from the ``[session]`` settings and the hall's reason tags."""
         s = config.session
         names = {f.name for f in dataclasses.fields(cls)} - {"reasons"}
         return cls(**{n: getattr(s, n) for n in names}, reasons=tuple((reasons or {}).items()))
 
-    def reasons_for(self, level):
-        return dict(self.reasons).get(level, ())
+    def reasons_for(self, level: Level | None) -> Reasons:
+        """The reason tags offered after a rating of ``level`` (none for good ratings)."""
+        return dict(self.reasons).get(level, ()) if level is not None else ()
 
 
 IDLE, PROMPT, THANKS, REASONS, LATER, PAUSED, SERVICE = (
@@ -172,6 +190,8 @@ TIMED = (THANKS, REASONS, LATER, PAUSED, SERVICE)
 
 @dataclass(frozen=True)
 class State:
+    """Everything the state machine remembers between two events."""
+
     screen: str = IDLE
     #: When the current timed screen gives way.
     screen_until: float = 0.0
@@ -184,7 +204,7 @@ class State:
     #: ``free`` mode: presses before this are not ratings.
     lockout_until: float = 0.0
     #: Times of recently accepted ratings, for the burst guard.
-    recent: tuple = ()
+    recent: tuple[float, ...] = ()
     #: Presses that were not ratings.
     ignored: int = 0
     #: Set while the outbox is full: rating is paused.
@@ -194,19 +214,20 @@ class State:
     #: QR shown on the later/paused screen; empty means the window's QR.
     later_qr: str = ""
     #: Buttons down now, every button pressed since all were last up, and when that began.
-    held: frozenset = frozenset()
-    chord: frozenset = frozenset()
+    held: frozenset[int] = frozenset()
+    chord: frozenset[int] = frozenset()
     chord_since: float = 0.0
     #: The session whose rating is being committed.
     committing: Session | None = field(default=None, repr=False)
 
 
-def step(state, event, now, rules):
+def step(state: State, event: object, now: float, rules: Rules) -> tuple[State, list[Effect]]:
     """Advance the state machine by one event.
 
     Args:
         state: the current :class:`State`.
-        event: one of the input dataclasses above.
+        event: one of the input dataclasses above; anything else only lets
+            timeouts fire, like :class:`Tick`.
         now: monotonic seconds.
         rules: :class:`Rules`.
 
@@ -221,9 +242,9 @@ def step(state, event, now, rules):
     return state, effects + more
 
 
-def next_deadline(state, rules):
+def next_deadline(state: State, rules: Rules) -> float | None:
     """The earliest monotonic time at which a Tick would change something, or None."""
-    times = []
+    times: list[float] = []
     if state.screen in TIMED and state.screen_until:
         times.append(state.screen_until)
     if state.session is not None:
@@ -233,12 +254,12 @@ def next_deadline(state, rules):
     return min(times) if times else None
 
 
-def _replace(state, **changes):
+def _replace(state: State, **changes: Any) -> State:
     return dataclasses.replace(state, **changes)
 
 
-def _expire(state, now, rules):
-    effects = []
+def _expire(state: State, now: float, rules: Rules) -> tuple[State, list[Effect]]:
+    effects: list[Effect] = []
     session = state.session
     if session is not None and now >= session.deadline:
         # Nobody pressed in time: record it as unrated, never as a rating.
@@ -258,13 +279,13 @@ def _expire(state, now, rules):
     return state, effects
 
 
-def _on_press(state, event, now, rules):
+def _on_press(state: State, event: ButtonPressed, now: float, rules: Rules) -> tuple[State, list[Effect]]:
     if not state.held:
         state = _replace(state, chord=frozenset(), chord_since=now)
     return _replace(state, held=state.held | {event.button}, chord=state.chord | {event.button}), []
 
 
-def _on_release(state, event, now, rules):
+def _on_release(state: State, event: ButtonReleased, now: float, rules: Rules) -> tuple[State, list[Effect]]:
     if event.button not in state.held:
         return state, []
     state = _replace(state, held=state.held - {event.button})
@@ -282,7 +303,7 @@ def _on_release(state, event, now, rules):
     return _rate(state, event.button, now, rules)
 
 
-def _rate(state, button, now, rules):
+def _rate(state: State, button: int, now: float, rules: Rules) -> tuple[State, list[Effect]]:
     if state.storage_full:
         return _ignore(state, button, "rating paused: " + state.storage_full)
     if rules.source == "free":
@@ -294,7 +315,7 @@ def _rate(state, button, now, rules):
         if session is None:
             return _ignore(state, button, "no rating was requested")
     # Only the last suspect_count times can make a burst: keep no more (a storm stays small).
-    recent = (tuple(t for t in state.recent if now - t < rules.suspect_window_s) + (now,))[-rules.suspect_count:]
+    recent = (*(t for t in state.recent if now - t < rules.suspect_window_s), now)[-rules.suspect_count:]
     suspect = len(recent) >= rules.suspect_count or (
         session is not None and now - session.opened_at < rules.suspect_reaction_s)
     level = Level.from_button(button)
@@ -302,7 +323,7 @@ def _rate(state, button, now, rules):
     return state, [CommitRating(level, session, suspect)]
 
 
-def _choose_reason(state, button, now, rules):
+def _choose_reason(state: State, button: int, now: float, rules: Rules) -> tuple[State, list[Effect]]:
     reasons = rules.reasons_for(state.level)
     if button == 5:
         # Details are written on the phone: show the QR code.
@@ -317,7 +338,7 @@ def _choose_reason(state, button, now, rules):
     return _replace(state, screen=THANKS, screen_until=now + rules.thanks_s, rating_id=""), [effect]
 
 
-def _on_committed(state, event, now, rules):
+def _on_committed(state: State, event: RatingCommitted, now: float, rules: Rules) -> tuple[State, list[Effect]]:
     state = _replace(
         state, screen=THANKS, screen_until=now + rules.thanks_s, level=event.level,
         lockout_until=now + rules.min_interval_s if rules.source == "free" else 0.0,
@@ -326,7 +347,8 @@ def _on_committed(state, event, now, rules):
     return state, []
 
 
-def _on_commit_failed(state, event, now, rules):
+def _on_commit_failed(state: State, event: CommitFailed, now: float,
+                      rules: Rules) -> tuple[State, list[Effect]]:
     # Never thank for a rating we did not keep: say rating is paused and
     # offer the QR code so the citizen can still rate on the phone.
     qr = state.committing.qr_url if state.committing else ""
@@ -335,12 +357,12 @@ def _on_commit_failed(state, event, now, rules):
     return state, []
 
 
-def _open_session(state, now, rules, **fields):
+def _open_session(state: State, now: float, rules: Rules, **fields: Any) -> State:
     session = Session(opened_at=now, deadline=now + rules.rating_window_s, **fields)
     return _replace(state, session=session, screen=PROMPT, screen_until=0.0, level=None, rating_id="")
 
 
-def _on_staff(state, event, now, rules):
+def _on_staff(state: State, event: StaffRequested, now: float, rules: Rules) -> tuple[State, list[Effect]]:
     if rules.source != "staff_button":
         return _ignore(state, 0, "staff key is not the session source")
     if state.session is not None:
@@ -349,29 +371,31 @@ def _on_staff(state, event, now, rules):
     return _open_session(state, now, rules, session_id=event.session_id), []
 
 
-def _on_hall_session(state, event, now, rules):
+def _on_hall_session(state: State, event: SessionOpened, now: float,
+                     rules: Rules) -> tuple[State, list[Effect]]:
     if rules.source != "hall":
         return state, []
-    effects = []
+    effects: list[Effect] = []
     if state.session is not None:
         # The hall moved on to the next service: the open one was not rated.
         effects.append(CommitUnrated(state.session))
     return _open_session(state, now, rules, **dataclasses.asdict(event)), effects
 
 
-def _on_storage(state, event, now, rules):
+def _on_storage(state: State, event: StorageChanged, now: float, rules: Rules) -> tuple[State, list[Effect]]:
     return _replace(state, storage_full=event.reason if event.full else ""), []
 
 
-def _ignore(state, button, why):
+def _ignore(state: State, button: int, why: str) -> tuple[State, list[Effect]]:
     return _replace(state, ignored=state.ignored + 1), [PressIgnored(button, why)]
 
 
-def _on_tick(state, event, now, rules):
+def _on_tick(state: State, event: Tick, now: float, rules: Rules) -> tuple[State, list[Effect]]:
     return state, []
 
 
-_HANDLERS = {
+# Each handler takes the event type it is filed under.
+_HANDLERS: dict[type, Callable[[State, Any, float, Rules], tuple[State, list[Effect]]]] = {
     ButtonPressed: _on_press,
     ButtonReleased: _on_release,
     StaffRequested: _on_staff,

@@ -1,11 +1,26 @@
 """What the screen shows for a state: a pure function to a screen model."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from device import state as st
+from device.levels import Level
 from device.ui.models import (
-    IdleScreen, Indicators, LaterScreen, PausedScreen, PromptScreen, ReasonsScreen, ServiceScreen,
-    ThanksScreen)
+    IdleScreen,
+    Indicators,
+    LaterScreen,
+    PausedScreen,
+    PromptScreen,
+    ReasonsScreen,
+    Screen,
+    ServiceScreen,
+    ThanksScreen,
+)
+
+if TYPE_CHECKING:
+    from device.config import Config
 
 
 @dataclass(frozen=True)
@@ -19,7 +34,8 @@ class Identity:
     qr_url: str
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Config) -> Identity:
+        """Who serves here, from the ``[device]``, ``[staff]`` and ``[qr]`` settings."""
         return cls(config.device.window_no, config.device.window_name, config.staff.name,
                    config.staff.no, config.qr.url)
 
@@ -31,12 +47,12 @@ class View:
     identity: Identity
     indicators: Indicators = field(default_factory=Indicators)
     #: The technician's lines (no secrets), read only while the service screen shows.
-    service_lines: tuple = ()
+    service_lines: tuple[str, ...] = ()
     #: ``Rules.reasons_for``: the tags offered for a level.
-    reasons: dict = field(default_factory=dict)
+    reasons: dict[Level, st.Reasons] = field(default_factory=dict)
 
 
-def view(state, info, now):
+def view(state: st.State, info: View, now: float) -> Screen:
     """The screen model for ``state`` at monotonic time ``now``."""
     ident = info.identity
     if state.screen == st.SERVICE:
@@ -58,7 +74,7 @@ def view(state, info, now):
                       ident.qr_url, info.indicators)
 
 
-def _paused_text(reason):
+def _paused_text(reason: str) -> str:
     if "full" in reason:
         return "存储已满，评价暂停"
     return "评价暂停，请扫码评价"

@@ -2,13 +2,22 @@
 the render benchmark and the golden-image tests."""
 
 from device.levels import Level
-from device.ui.models import (BootScreen, IdleScreen, Indicators, LaterScreen,
-                              PausedScreen, PromptScreen, ReasonsScreen,
-                              ServiceScreen, ThanksScreen)
+from device.ui.models import (
+    BootScreen,
+    IdleScreen,
+    Indicators,
+    LaterScreen,
+    PausedScreen,
+    PromptScreen,
+    ReasonsScreen,
+    Screen,
+    ServiceScreen,
+    ThanksScreen,
+)
 
 #: Panel sizes every screen is tested at; (64, 128) is a 128x64 panel
 #: mounted rotated by a quarter turn.
-SIZES = [(128, 64), (256, 64), (128, 128), (64, 128)]
+SIZES: list[tuple[int, int]] = [(128, 64), (256, 64), (128, 128), (64, 128)]
 
 WINDOW_URL = "https://hcp.example.cn/w/0801"
 SESSION_URL = "https://hcp.example.cn/s/8f3a2c"
@@ -17,7 +26,7 @@ REASONS = (("401", "态度不好"), ("402", "效率低"), ("403", "业务不熟"
            ("404", "推诿扯皮"))
 
 #: One model per screen, as the app would show them.
-SAMPLES = {
+SAMPLES: dict[str, Screen] = {
     "boot": BootScreen(version="1.0.0"),
     "idle": IdleScreen(window_no="3", window_name="综合受理",
                        staff_name="张三丰", staff_no="010203",
@@ -40,5 +49,5 @@ SAMPLES = {
 }
 
 #: Which samples carry a QR code, and the URL it must decode to.
-QR_SAMPLES = {name: model.qr_url for name, model in SAMPLES.items()
-              if getattr(model, "qr_url", None)}
+QR_SAMPLES: dict[str, str] = {name: url for name, model in SAMPLES.items()
+                              if (url := getattr(model, "qr_url", ""))}

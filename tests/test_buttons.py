@@ -29,7 +29,7 @@ def presses(q):
 
 def test_each_button_reports_its_number(mock_factory, events):
     buttons = Buttons(PINS, events, pin_factory=mock_factory)
-    for n, pin in enumerate(PINS, start=1):
+    for pin in PINS:
         mock_factory.pin(pin).drive_low()
         mock_factory.pin(pin).drive_high()
     assert presses(events) == [ButtonPressed(n) for n in range(1, 6)]

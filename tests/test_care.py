@@ -1,12 +1,12 @@
 """OLED care: shift, dim and sleep follow the clock; a press wakes."""
 
 import datetime
+import itertools
 
 import pytest
 
 from device.ui import care, screens
 from device.ui.care import CareConfig, apply_shift
-
 from golden_util import SAMPLES
 
 pytestmark = pytest.mark.timeout(30)
@@ -33,7 +33,7 @@ def test_shift_cycles_every_shift_every_s():
 def test_shift_steps_one_pixel_within_bounds(px):
     cycle = care.shift_cycle(px)
     assert len(set(cycle)) == (2 * px + 1) ** 2
-    for (x0, y0), (x1, y1) in zip(cycle, cycle[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(cycle):
         assert max(abs(x1 - x0), abs(y1 - y0)) == 1
     assert all(max(abs(x), abs(y)) <= px for x, y in cycle)
 

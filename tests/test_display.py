@@ -12,7 +12,6 @@ from PIL import Image
 from device.drivers.display import SUPPORTED_MODELS, Display, make_panel
 from device.errors import DisplayError
 from device.ui import screens
-
 from golden_util import SAMPLES
 
 pytestmark = pytest.mark.timeout(30)
@@ -156,7 +155,7 @@ def test_bus_errors_become_display_errors_naming_the_model():
         display.show(Image.new("1", display.size))
     with pytest.raises(DisplayError, match="sh1106"):
         display.sleep()
-    with pytest.raises(DisplayError, match="ssd1309.*initialise"):
+    with pytest.raises(DisplayError, match=r"ssd1309.*initialise"):
         make_panel("ssd1309", FakeBus(fail=True))
 
 

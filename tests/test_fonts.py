@@ -5,7 +5,6 @@ from PIL import ImageFont
 
 from device.errors import FontError
 from device.ui import fonts
-
 from golden_util import SAMPLES
 
 pytestmark = pytest.mark.timeout(30)

@@ -10,8 +10,8 @@ import pytest
 import uuid6
 
 from device import integrity
-from device.queue.outbox import Outbox
 from device.config import Secret
+from device.queue.outbox import Outbox
 from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader
 
@@ -147,6 +147,6 @@ def test_an_empty_database_is_fine(tmp_path, empty):
         Outbox(tmp_path / "e.db").close()
         assert run(tmp_path / "e.db")[:2] == (0, "outbox: ok, no events")
     else:
-        from sim.hall_server import HallServer
+        from sim.hall import HallServer
         HallServer(tmp_path / "e.db").close()
         assert run(tmp_path / "e.db")[:2] == (0, "no events (server database)")

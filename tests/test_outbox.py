@@ -5,7 +5,8 @@ import uuid
 
 import pytest
 
-from device.queue.outbox import Outbox, OutboxFull
+from device.errors import OutboxFull, StorageError
+from device.queue.outbox import Outbox
 from device.records import GENESIS_HASH, first_break
 
 
@@ -93,7 +94,7 @@ def test_a_full_outbox_refuses_appends_and_keeps_what_it_has(tmp_path):
 
 def test_a_duplicate_id_is_refused_without_losing_the_chain(outbox):
     a = outbox.append(fields(1))
-    with pytest.raises(Exception):
+    with pytest.raises(StorageError):
         outbox.append(dict(fields(2), id=a["id"]))
     b = outbox.append(fields(3))
     assert b["seq"] == 2 and first_break(outbox.events()) is None

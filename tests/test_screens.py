@@ -4,14 +4,15 @@ import dataclasses
 
 import pytest
 import zxingcpp
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from device.errors import FontError, QRFitError
-from device.ui import care, layout as layout_mod, screens
-from device.ui.layout import LayoutError, SAFE_MARGIN, draw_line
+from device.errors import FontError, LayoutError, QRFitError
+from device.ui import care, screens
+from device.ui import layout as layout_mod
+from device.ui.layout import SAFE_MARGIN, draw_line
 from device.ui.models import IdleScreen, ServiceScreen
-
 from golden_util import QR_SAMPLES, SAMPLES, SIZES, WINDOW_URL, assert_golden
 
 pytestmark = pytest.mark.timeout(60)
@@ -159,7 +160,7 @@ def test_frames_keep_care_margin_dark():
 
 def test_staff_name_with_missing_glyph_raises_font_error():
     model = dataclasses.replace(SAMPLES["idle"], staff_name="李\U0001F600")
-    with pytest.raises(FontError, match="staff.name") as info:
+    with pytest.raises(FontError, match=r"staff\.name") as info:
         screens.render(model, (128, 64))
     assert "\U0001F600" in str(info.value)
 

@@ -11,7 +11,7 @@ connection after committing a batch). After every kill the outbox must pass
 SQLite's ``PRAGMA integrity_check`` (opened read-only) and its hash chain
 must be whole. A last run is left to deliver everything; then:
 
-- every rating the device logged as kept ("rating ... kept as seq N") is
+- every rating the device logged as kept ("rating kept as seq N") is
   stored by the server, in particular every one that reached a thank-you
   frame ("screen: thanks" follows it on stderr);
 - the server holds each event once, every seq from 1 to the device's last,
@@ -21,6 +21,8 @@ must be whole. A last run is left to deliver everything; then:
 Exit status 0 when all of that holds, 1 otherwise. The JSON summary on the
 last line of stdout is what ``tests/test_soak.py`` reads.
 """
+
+from __future__ import annotations
 
 import argparse
 import json
@@ -33,15 +35,19 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import IO, Any
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 sys.path.insert(0, ROOT)
 
+# Importable only once ROOT is on the path (the script runs from anywhere).
 from device import integrity  # noqa: E402
-from sim.hall_server import HallServer  # noqa: E402
+from sim.hall import HallServer  # noqa: E402
 
 KEY = "soak-test-key"
-KEPT = re.compile(r"rating (\w+) kept as seq (\d+)")
+# The loop's log line for a kept rating (an older form named the level too).
+KEPT = re.compile(r"\brating (?:\w+ )?kept as seq (\d+)")
 THANKS = "screen: thanks"
 SIM_SETTINGS = [
     "session.min_interval_s=0",      # no lockout: every press is a rating
@@ -57,65 +63,69 @@ SIM_SETTINGS = [
 class Run:
     """One simulator process: its stdin fed with presses, its stderr read."""
 
-    def __init__(self, data_dir, server_url, rng, presses=True):
+    def __init__(self, data_dir: str, server_url: str, rng: random.Random, presses: bool = True) -> None:
         cmd = [sys.executable, "-m", "sim", "--data", data_dir, "--server", server_url,
                "--device-key", KEY, "--drain-timeout", "60"]
         for setting in SIM_SETTINGS:
             cmd += ["--set", setting]
-        self.kept, self.thanked = [], []
-        self.lines = []
-        self._last_kept = None
+        self.kept: list[int] = []
+        self.thanked: list[int] = []
+        self.lines: list[str] = []
+        self._last_kept: int | None = None
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace")
+        assert self.proc.stdin is not None and self.proc.stderr is not None   # both are pipes
+        self._stdin: IO[str] = self.proc.stdin
+        self._stderr: IO[str] = self.proc.stderr
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self._feeder = None
+        self._feeder: threading.Thread | None = None
         if presses:
             self._feeder = threading.Thread(target=self._feed, args=(rng.random(),), daemon=True)
             self._feeder.start()
         else:
-            self.proc.stdin.close()
+            self._stdin.close()
 
-    def _read(self):
-        for line in self.proc.stderr:
+    def _read(self) -> None:
+        for line in self._stderr:
             self.lines.append(line.rstrip("\n"))
             match = KEPT.search(line)
             if match:
-                self._last_kept = int(match.group(2))
+                self._last_kept = int(match.group(1))
                 self.kept.append(self._last_kept)
             elif THANKS in line and self._last_kept is not None:
                 self.thanked.append(self._last_kept)
 
-    def _feed(self, seed):
+    def _feed(self, seed: float) -> None:
         rng = random.Random(seed)
         try:
             while self.proc.poll() is None:
-                self.proc.stdin.write(f"press {rng.randint(1, 5)}\n")
-                self.proc.stdin.flush()
+                self._stdin.write(f"press {rng.randint(1, 5)}\n")
+                self._stdin.flush()
                 time.sleep(0.05)
         except (BrokenPipeError, ValueError, OSError):
             pass
 
-    def kill(self):
+    def kill(self) -> int:
         try:
             os.kill(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         return self.finish()
 
-    def finish(self, timeout=None):
+    def finish(self, timeout: float | None = None) -> int:
         rc = self.proc.wait(timeout)
         self._reader.join(5)
         if self._feeder is not None:
             self._feeder.join(5)
         try:
-            self.proc.stdin.close()
+            self._stdin.close()
         except (BrokenPipeError, OSError, ValueError):
             pass
         return rc
 
 
-def check_file(path):
+def check_file(path: str) -> str:
     """SQLite's integrity_check on a read-only connection, then the chain."""
     if not os.path.exists(path):
         return "no outbox yet"
@@ -131,15 +141,16 @@ def check_file(path):
     return "; ".join(broken) or "ok"
 
 
-def waiting_in(path):
+def waiting_in(path: str) -> int:
     conn = integrity.open_readonly(path)
     try:
-        return conn.execute("SELECT count(*) FROM events WHERE state IN ('pending', 'sending')").fetchone()[0]
+        return int(conn.execute("SELECT count(*) FROM events WHERE state IN ('pending', 'sending')").fetchone()[0])
     finally:
         conn.close()
 
 
-def soak(cycles=200, seed=None, workdir=None, kill_min=0.2, kill_max=2.0, log=print):
+def soak(cycles: int = 200, seed: int | None = None, workdir: str | None = None, kill_min: float = 0.2,
+         kill_max: float = 2.0, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the soak. Returns a summary dict; ``summary["ok"]`` says whether it held."""
     seed = random.randrange(1 << 30) if seed is None else seed
     rng = random.Random(seed)
@@ -151,9 +162,10 @@ def soak(cycles=200, seed=None, workdir=None, kill_min=0.2, kill_max=2.0, log=pr
     data_dir = os.path.join(workdir, "device")
     outbox_path = os.path.join(data_dir, "outbox.db")
     hall = HallServer(os.path.join(workdir, "hall.db"), default_key=KEY).start()
-    summary = {"seed": seed, "cycles": cycles, "kept": 0, "thanked": 0, "stored": 0,
+    summary: dict[str, Any] = {"seed": seed, "cycles": cycles, "kept": 0, "thanked": 0, "stored": 0,
                "problems": [], "ok": False}
-    kept, thanked = set(), set()
+    kept: set[int] = set()
+    thanked: set[int] = set()
     started = time.monotonic()
     try:
         for cycle in range(cycles):
@@ -182,7 +194,7 @@ def soak(cycles=200, seed=None, workdir=None, kill_min=0.2, kill_max=2.0, log=pr
         if rc != 0:
             summary["problems"].append(f"the final run exited {rc}: " + " | ".join(final.lines[-5:]))
         stored = hall.events()
-        by_seq = {}
+        by_seq: dict[int, list[dict[str, Any]]] = {}
         for event in stored:
             by_seq.setdefault(event["seq"], []).append(event)
         ids = [e["id"] for e in stored]
@@ -222,7 +234,7 @@ def soak(cycles=200, seed=None, workdir=None, kill_min=0.2, kill_max=2.0, log=pr
     return summary
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=200)
     parser.add_argument("--seed", type=int, help="repeat a run (printed at the end)")

@@ -10,10 +10,16 @@ Errors from the bus are translated here, once, into :class:`DisplayError`
 naming the panel model.
 """
 
-import logging
+from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import luma.core.device
 import luma.core.error
 from luma.oled import device as oled
+from PIL import Image
 
 from device.config import DISPLAY_MODELS
 from device.errors import DisplayError
@@ -40,7 +46,8 @@ _MONO_CAPABLE = {"ssd1322", "ssd1327"}
 _BUS_ERRORS = (OSError, luma.core.error.Error)
 
 
-def make_panel(model, bus, width=None, height=None, rotate=0, **kw):
+def make_panel(model: str, bus: Any, width: int | None = None, height: int | None = None, rotate: int = 0,
+               **kw: Any) -> luma.core.device.device:
     """Create the luma driver for a panel model on a bus.
 
     Args:
@@ -87,23 +94,24 @@ class Display:
         model: its model name, for error messages.
     """
 
-    def __init__(self, device, model=None):
+    def __init__(self, device: luma.core.device.device, model: str | None = None) -> None:
         self.device = device
         self.model = model or type(device).__name__
         self.asleep = False
 
     @property
-    def size(self):
+    def size(self) -> tuple[int, int]:
         """Logical ``(width, height)`` frames must have (rotation applied)."""
-        return tuple(self.device.size)
+        width, height = self.device.size
+        return width, height
 
-    def _call(self, what, func, *args):
+    def _call(self, what: str, func: Callable[..., Any], *args: Any) -> Any:
         try:
             return func(*args)
         except _BUS_ERRORS as exc:
             raise DisplayError(f"{self.model}: {what} failed: {exc}") from exc
 
-    def show(self, image):
+    def show(self, image: Image.Image) -> None:
         """Send a frame to the panel.
 
         Args:
@@ -121,22 +129,22 @@ class Display:
             image = image.convert(self.device.mode)
         self._call("display", self.device.display, image)
 
-    def contrast(self, level):
+    def contrast(self, level: float) -> None:
         """Set the contrast, 0..255."""
         level = max(0, min(255, int(level)))
         self._call("contrast", self.device.contrast, level)
 
-    def sleep(self):
+    def sleep(self) -> None:
         """Turn the panel off (low-power mode); the frame is kept."""
         self._call("sleep", self.device.hide)
         self.asleep = True
 
-    def wake(self):
+    def wake(self) -> None:
         """Turn the panel back on."""
         self._call("wake", self.device.show)
         self.asleep = False
 
-    def close(self):
+    def close(self) -> None:
         """Blank the panel and release its bus (luma's ``cleanup``)."""
         try:
             self._call("close", self.device.cleanup)

@@ -12,9 +12,11 @@ tests drive it the same way:
   a moment ago.
 """
 
+from __future__ import annotations
+
 import dataclasses
-import functools
 import datetime
+import functools
 import logging
 
 from PIL import Image
@@ -23,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=32)
-def _parse_hhmm(value, name):
+def _parse_hhmm(value: str, name: str) -> datetime.time:
     if value == "24:00":  # closing at midnight: open to the end of the day
         return datetime.time.max
     try:
@@ -55,13 +57,13 @@ class CareConfig:
     contrast: int = 255
     dim_contrast: int = 32
     dim_after_s: float = 120.0
-    open_days: tuple = (1, 2, 3, 4, 5)
+    open_days: tuple[int, ...] = (1, 2, 3, 4, 5)
     open_from: str = "08:30"
     open_until: str = "18:00"
-    closed_dates: tuple = ()
+    closed_dates: tuple[str, ...] = ()
     wake_s: float = 60.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         # Lists from TOML become tuples so the config stays hashable.
         object.__setattr__(self, "open_days", tuple(self.open_days))
         object.__setattr__(self, "closed_dates", tuple(self.closed_dates))
@@ -95,17 +97,20 @@ class CareState:
         asleep: the panel should be off.
     """
 
-    shift: tuple = (0, 0)
+    shift: tuple[int, int] = (0, 0)
     contrast: int = 255
     asleep: bool = False
 
 
-def shift_cycle(shift_px):
+_DEFAULT = CareConfig()
+
+
+def shift_cycle(shift_px: int) -> tuple[tuple[int, int], ...]:
     """The positions the frame visits, home first, ring by ring clockwise.
 
     Consecutive positions are one pixel apart, so the picture never jumps.
     """
-    cycle = [(0, 0)]
+    cycle: list[tuple[int, int]] = [(0, 0)]
     for r in range(1, shift_px + 1):
         ring = [(x, -r) for x in range(-r + 1, r + 1)]       # top edge →
         ring += [(r, y) for y in range(-r + 1, r + 1)]       # right edge ↓
@@ -115,7 +120,7 @@ def shift_cycle(shift_px):
     return tuple(cycle)
 
 
-def is_open(now_wall, cfg):
+def is_open(now_wall: datetime.datetime, cfg: CareConfig) -> bool:
     """Whether the hall is open at local wall time ``now_wall``."""
     if now_wall.date().isoformat() in cfg.closed_dates:
         return False
@@ -126,7 +131,8 @@ def is_open(now_wall, cfg):
             < _parse_hhmm(cfg.open_until, "open_until"))
 
 
-def care(now_wall, last_activity_mono, now_mono, cfg=CareConfig()):
+def care(now_wall: datetime.datetime, last_activity_mono: float | None, now_mono: float,
+         cfg: CareConfig = _DEFAULT) -> CareState:
     """Decide shift, contrast and sleep for this moment.
 
     Args:
@@ -149,7 +155,7 @@ def care(now_wall, last_activity_mono, now_mono, cfg=CareConfig()):
     return CareState(shift=shift, contrast=contrast, asleep=asleep)
 
 
-def apply_shift(image, shift):
+def apply_shift(image: Image.Image, shift: tuple[int, int]) -> Image.Image:
     """The frame moved by ``shift`` pixels; uncovered pixels are dark.
 
     Args:

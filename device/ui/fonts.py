@@ -11,6 +11,8 @@ emoji, a rare CJK Extension B character) is told apart from one whose glyph
 happens to be blank (a space).
 """
 
+from __future__ import annotations
+
 import array
 import functools
 import gzip
@@ -20,6 +22,7 @@ import struct
 import sys
 
 from PIL import ImageFont
+from PIL.ImageFont import FreeTypeFont
 
 from device.errors import FontError
 
@@ -53,8 +56,11 @@ _PCF_BDF_ENCODINGS = 1 << 5
 _PCF_BYTE_MASK = 1 << 2
 _NO_GLYPH = 0xFFFF
 
+#: ``(min_b2, max_b2, min_b1, max_b1, glyph indices)`` of a PCF encoding table.
+_Encoding = tuple[int, int, int, int, array.array]
 
-def font_dir(directory=None):
+
+def font_dir(directory: str | None = None) -> str:
     """The directory the font files are read from.
 
     Args:
@@ -66,7 +72,7 @@ def font_dir(directory=None):
     return directory or os.environ.get(FONT_DIR_ENV) or DEFAULT_FONT_DIR
 
 
-def font_path(size, directory=None):
+def font_path(size: int, directory: str | None = None) -> str:
     """Path of the PCF file for a native pixel size.
 
     Raises:
@@ -84,15 +90,15 @@ def font_path(size, directory=None):
     return path
 
 
-@functools.lru_cache(maxsize=None)
-def _load(path, size):
+@functools.cache
+def _load(path: str, size: int) -> FreeTypeFont:
     try:
         return ImageFont.truetype(path, size)
     except OSError as exc:
         raise FontError(f"cannot load font {path} at {size} px: {exc}") from exc
 
 
-def load_font(size, directory=None):
+def load_font(size: int, directory: str | None = None) -> FreeTypeFont:
     """The WenQuanYi bitmap font at a native pixel size, cached.
 
     Args:
@@ -108,7 +114,7 @@ def load_font(size, directory=None):
     return _load(font_path(size, directory), size)
 
 
-def check_fonts(directory=None):
+def check_fonts(directory: str | None = None) -> None:
     """Check that every native size is installed, so a missing package fails at start.
 
     Only the smallest size is loaded here; the others are loaded when a
@@ -124,8 +130,8 @@ def check_fonts(directory=None):
     load_font(min(SIZES), directory)
 
 
-@functools.lru_cache(maxsize=None)
-def _pcf_encoding(path):
+@functools.cache
+def _pcf_encoding(path: str) -> _Encoding:
     """Read a PCF file's encoding table.
 
     Returns:
@@ -161,7 +167,7 @@ def _pcf_encoding(path):
     raise ValueError(f"{path} has no encoding table")
 
 
-def _pcf_has_glyph(encoding, char):
+def _pcf_has_glyph(encoding: _Encoding, char: str) -> bool:
     min_b2, max_b2, min_b1, max_b1, indices = encoding
     code = ord(char)
     if code > 0xFFFF:               # PCF codes are 16-bit: no astral glyphs
@@ -173,19 +179,19 @@ def _pcf_has_glyph(encoding, char):
     return indices[index] != _NO_GLYPH
 
 
-@functools.lru_cache(maxsize=None)
-def _notdef_signature(font):
+@functools.cache
+def _notdef_signature(font: FreeTypeFont) -> tuple[object, ...]:
     # A code point no font maps (last private-use code of plane 16)
     # renders as the font's default glyph.
     return _signature(font, "\U0010FFFD")
 
 
-def _signature(font, char):
+def _signature(font: FreeTypeFont, char: str) -> tuple[object, ...]:
     mask = font.getmask(char, mode="1")
     return font.getbbox(char), font.getlength(char), mask.size, bytes(mask)
 
 
-def has_glyph(char, font):
+def has_glyph(char: str, font: FreeTypeFont) -> bool:
     """Whether ``font`` has a glyph of its own for ``char``.
 
     PCF fonts are checked against their encoding table. Other fonts fall
@@ -203,7 +209,7 @@ def has_glyph(char, font):
     return _signature(font, char) != _notdef_signature(font)
 
 
-def missing_glyphs(text, font):
+def missing_glyphs(text: str, font: FreeTypeFont) -> list[str]:
     """Characters of ``text`` that ``font`` cannot draw.
 
     Args:
@@ -213,14 +219,14 @@ def missing_glyphs(text, font):
     Returns:
         list[str]: each missing character once, in order of appearance.
     """
-    missing = []
+    missing: list[str] = []
     for char in text:
         if char not in missing and not has_glyph(char, font):
             missing.append(char)
     return missing
 
 
-def check_text(text, what, directory=None):
+def check_text(text: str, what: str, directory: str | None = None) -> None:
     """Make sure every character of ``text`` can be shown.
 
     Every native size comes from the same family, but each PCF file is

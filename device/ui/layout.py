@@ -1,32 +1,41 @@
 """One layout engine for every screen and every panel size.
 
-A screen describes *what* it shows as blocks (lines of text, a row of
-cells, a strip of status icons) and optionally a QR code; this module
-decides *where*: it splits the panel into a text column and a QR square,
-picks the largest native font size that lets every block fit, wraps text
-(balanced lines, never an ellipsis) and shrinks down to 12 px before it
-gives up with a :class:`LayoutError`.
+A screen describes *what* it shows as blocks (:mod:`device.ui.blocks`) and
+optionally a QR code; this module decides *where*: it splits the panel into
+a text column and a QR square, picks the largest native font size that lets
+every block fit, wraps text (:mod:`device.ui.typeset`: balanced lines, never
+an ellipsis) and shrinks down to 12 px before it gives up with a
+:class:`~device.errors.LayoutError`.
 
-Geometry is measured on the glyphs' real boxes, so a placed block's
-``region`` (its ink box plus one blank pixel on each side) is a promise:
-no lit pixel of the block touches the region's edge. Neighbouring regions
-may share that blank border, never ink.
+A placed block's ``region`` (its ink box plus one blank pixel on each side)
+is a promise: no lit pixel of the block touches the region's edge.
+Neighbouring regions may share that blank border, never ink.
 
 The outermost pixel of the panel is kept dark (:data:`SAFE_MARGIN`) so the
 OLED-care pixel shift (see ``care.py``) never pushes anything off the glass.
 """
 
-import dataclasses
-import functools
+from __future__ import annotations
+
 import logging
-import re
-import unicodedata
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
-from device.errors import EvaluatorError
+from device.errors import LayoutError
 from device.ui import fonts
+from device.ui.blocks import BREAK, Block, Box, Icons, Layout, Line, Placed, Row, Text
+from device.ui.icons import ICON_GAP, ICON_SIZE, ICONS, icon_width, icons_width, paint_icon
 from device.ui.qr import min_side, qr_fit, qr_image
+from device.ui.typeset import measure, text_width, wrap
+
+# The building blocks are importable from here too, where screens look for them.
+__all__ = [
+    "BREAK", "CELL_GAP", "ICONS", "ICON_GAP", "ICON_SIZE", "LINE_GAP", "MAX_BLOCK_GAP", "MIN_BLOCK_GAP",
+    "QR_GAP", "SAFE_MARGIN", "Block", "Box", "Icons", "Layout", "Line", "Placed", "Row", "Text",
+    "draw_layout", "draw_line", "fit_column", "icon_width", "icons_width", "layout_screen", "measure",
+    "place_column", "safe_area", "text_width", "wrap",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,313 +55,36 @@ MAX_BLOCK_GAP = 4
 #: Blank columns between the cells of a row.
 CELL_GAP = 4
 
-#: Soft line break: where a text prefers to wrap. Never drawn.
-BREAK = "\u200b"
-
-#: Height of the status icon strip (px).
-ICON_SIZE = 7
+#: Where one cell of a block goes: ``(cell, dx, dy, cell width, lines)``,
+#: relative to the block's top-left.
+_Cell = tuple[Text, int, int, int, tuple[str, ...]]
 
 
-class LayoutError(EvaluatorError, ValueError):
-    """The content cannot fit the panel even at the smallest font."""
+# --- one column of blocks ----------------------------------------------------
 
-
-@dataclasses.dataclass(frozen=True)
-class Box:
-    """A rectangle in panel pixels; ``x``/``y`` is the top-left pixel."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-
-    @property
-    def right(self):
-        """One past the last column."""
-        return self.x + self.w
-
-    @property
-    def bottom(self):
-        """One past the last row."""
-        return self.y + self.h
-
-    def grow(self, n):
-        """The box with ``n`` pixels added on every side."""
-        return Box(self.x - n, self.y - n, self.w + 2 * n, self.h + 2 * n)
-
-    def overlaps(self, other):
-        """Whether the two boxes share at least one pixel."""
-        return (self.x < other.right and other.x < self.right
-                and self.y < other.bottom and other.y < self.bottom)
-
-
-@dataclasses.dataclass(frozen=True)
-class Text:
-    """A block of text that may wrap and shrink.
-
-    Attributes:
-        text: what to show; ``\\n`` forces a break, :data:`BREAK` marks a
-            preferred one.
-        max_size: largest native size to use (px).
-        min_size: smallest native size allowed before giving up (px).
-        align: ``"left"``, ``"center"`` or ``"right"``.
-        key: name of the block, for tests and error messages.
-        headline: the block the screen is about; it keeps its size longest.
-        group: blocks of one group always share a size, so a screen's
-            secondary lines stay alike when one of them must shrink.
-    """
-
-    text: str
-    max_size: int = fonts.MAX_SIZE
-    min_size: int = fonts.MIN_SIZE
-    align: str = "left"
-    key: str = "text"
-    headline: bool = False
-    group: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    """Text cells side by side, all at one size.
-
-    Attributes:
-        mode: ``"grid"``: equal columns, text wraps inside each (rows of a
-            grid line up); ``"split"``: first cell left, last cell right at
-            their natural widths, stacked when they do not fit one line.
-    """
-
-    cells: tuple
-    key: str = "row"
-    headline: bool = False
-    group: str = ""
-    mode: str = "grid"
-
-    @property
-    def max_size(self):
-        return min(c.max_size for c in self.cells)
-
-    @property
-    def min_size(self):
-        return max(c.min_size for c in self.cells)
-
-
-@dataclasses.dataclass(frozen=True)
-class Icons:
-    """A strip of small status icons (see ``screens.ICONS``)."""
-
-    icons: tuple
-    align: str = "left"
-    key: str = "icons"
-    headline: bool = False
-    group: str = ""
-    max_size: int = ICON_SIZE
-    min_size: int = ICON_SIZE
-
-
-@dataclasses.dataclass(frozen=True)
-class Line:
-    """One drawn line: its text, font size and ink box."""
-
-    text: str
-    size: int
-    box: Box
-
-
-@dataclasses.dataclass(frozen=True)
-class Placed:
-    """A block after layout.
-
-    Attributes:
-        key: the block's key.
-        kind: ``"text"``, ``"icons"`` or ``"qr"``.
-        box: the ink box (everything drawn lies inside it).
-        region: ``box`` plus one blank pixel each side.
-        size: font size (text), icon size, or QR module size.
-        lines: the drawn lines (text and rows).
-        payload: the icons tuple, or the QR URL.
-    """
-
-    key: str
-    kind: str
-    box: Box
-    size: int
-    lines: tuple = ()
-    payload: object = None
-
-    @property
-    def region(self):
-        return self.box.grow(1)
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """Where everything of one frame goes."""
-
-    size: tuple
-    items: tuple
-
-    def find(self, key):
-        """The placed block with this key.
-
-        Raises:
-            KeyError: no such block.
-        """
-        for item in self.items:
-            if item.key == key:
-                return item
-        raise KeyError(key)
-
-
-# --- measuring -------------------------------------------------------------
-
-@functools.lru_cache(maxsize=None)
-def _reference_rows(size):
-    """Top and bottom ink rows every line at ``size`` includes.
-
-    Lines share the extent of a CJK glyph so that lines of plain Chinese,
-    digits and capitals all line up; descenders extend their own line.
-    """
-    _, top, _, bottom = fonts.load_font(size).getbbox("国")
-    return top, bottom
-
-
-@functools.lru_cache(maxsize=4096)
-def measure(text, size):
-    """Ink box of one line: ``(left, top, width, height)`` from the origin."""
-    font = fonts.load_font(size)
-    ref_top, ref_bottom = _reference_rows(size)
-    if not text:
-        return 0, ref_top, 0, ref_bottom - ref_top
-    left, top, right, bottom = font.getbbox(text)
-    left = min(left, 0)
-    top, bottom = min(top, ref_top), max(bottom, ref_bottom)
-    return left, top, right - left, bottom - top
-
-
-def text_width(text, size):
-    """Ink width of one line in pixels."""
-    return measure(text, size)[2]
-
-
-def _is_wide(char):
-    return unicodedata.east_asian_width(char) in "WF"
-
-
-def _units(paragraph):
-    """Pieces of a paragraph between which a line may break.
-
-    Chinese may break between any two characters; Latin words and digit
-    runs stay whole; spaces are break points and vanish at a break.
-    Characters that must not start a line (closing punctuation, the middle
-    dot of minority names) stick to the piece before them.
-    """
-    units = []
-    for char in paragraph:
-        if char == " ":
-            units.append(" ")
-        elif (units and units[-1] != " "
-              and (char in "，。、：；！？）》」』·.,:;!?)%"
-                   or (not _is_wide(char) and not _is_wide(units[-1][-1])
-                       and units[-1][-1] not in "·"))):
-            units[-1] += char
-        else:
-            units.append(char)
-    return units
-
-
-def _greedy(units, width, size):
-    """Fill lines greedily; None if one piece is wider than ``width``."""
-    lines, current = [], ""
-    for unit in units:
-        candidate = (current + unit) if current else unit.lstrip(" ")
-        if not candidate:
-            continue
-        if text_width(candidate.rstrip(" "), size) <= width:
-            current = candidate
-        elif text_width(unit.strip(" "), size) <= width:
-            lines.append(current.rstrip(" "))
-            current = unit.strip(" ")
-        else:
-            return None
-    if current.strip(" "):
-        lines.append(current.rstrip(" "))
-    return lines
-
-
-def _balanced(units, width, size):
-    """Greedy lines, then the narrowest width that keeps their count.
-
-    Balancing turns a 7-character name wrapped 5+2 into 4+3.
-    """
-    lines = _greedy(units, width, size)
-    if lines is None or len(lines) <= 1:
-        return lines
-    low, high = 1, width
-    while low < high:
-        mid = (low + high) // 2
-        attempt = _greedy(units, mid, size)
-        if attempt is not None and len(attempt) <= len(lines):
-            high = mid
-        else:
-            low = mid + 1
-    return _greedy(units, low, size)
-
-
-@functools.lru_cache(maxsize=4096)
-def wrap(text, width, size):
-    """Break ``text`` into lines no wider than ``width`` at ``size``.
-
-    Preferred breaks (:data:`BREAK`) are used when each piece fits; else
-    the text breaks between characters or words, and a word too long for
-    a line breaks between its letters.
-
-    Returns:
-        tuple[str] | None: the lines, or None if one character is too wide.
-    """
-    lines = []
-    for paragraph in text.split("\n"):
-        # Hinted pieces that fit stay whole; a piece too wide for the line
-        # breaks between characters/words, then at URL-ish punctuation,
-        # and as the last resort between any two characters.
-        units = []
-        for piece in paragraph.split(BREAK):
-            if text_width(piece.strip(" "), size) <= width:
-                units.append(piece)
-            else:
-                units.extend(_units(piece))
-        chosen = _balanced(units, width, size)
-        if chosen is None:
-            plain = paragraph.replace(BREAK, "")
-            chosen = _balanced(re.findall(r"[^./:_-]*[./:_-]?", plain)[:-1]
-                               or [plain], width, size)
-        if chosen is None:
-            chosen = _balanced(list(paragraph.replace(BREAK, "")), width, size)
-        if chosen is None:
-            return None
-        lines.extend(chosen or [""])
-    return tuple(line.replace(BREAK, "").strip(" ") for line in lines)
-
-
-def _cells(block, size, width):
+def _cells(block: Text | Row, size: int, width: int) -> list[_Cell] | None:
     """Where the cells of a text block go at ``size`` in ``width``.
 
     Returns:
-        list of ``(cell, dx, dy, cell_width, lines)`` relative to the block's
-        top-left, or None if some character is wider than its cell.
+        One entry per cell, or None if some character is wider than its cell.
     """
     cells = block.cells if isinstance(block, Row) else (block,)
     if isinstance(block, Row) and block.mode == "split":
         # Natural widths on one line (first left, last right), else stacked.
         widths = [text_width(c.text.replace(BREAK, ""), size) for c in cells]
+        out: list[_Cell] = []
         if sum(widths) + CELL_GAP * (len(cells) - 1) <= width:
-            out, x = [], 0
-            for cell, w in zip(cells, widths):
-                out.append((cell, x, 0, w, wrap(cell.text, w, size)))
+            x = 0
+            for cell, w in zip(cells, widths, strict=True):
+                lines = wrap(cell.text, w, size)
+                if lines is None:
+                    return None
+                out.append((cell, x, 0, w, lines))
                 x += w + CELL_GAP
             last = out[-1]
-            out[-1] = (last[0], width - last[3]) + last[2:]
+            out[-1] = (last[0], width - last[3], last[2], last[3], last[4])
             return out
-        out, y = [], 0
+        y = 0
         for cell in cells:
             lines = wrap(cell.text, width, size)
             if lines is None:
@@ -370,12 +102,12 @@ def _cells(block, size, width):
     return out
 
 
-def _lines_height(lines, size):
+def _lines_height(lines: Sequence[str], size: int) -> int:
     return (sum(measure(line, size)[3] for line in lines)
             + LINE_GAP * (len(lines) - 1))
 
 
-def _block_height(block, size, width):
+def _block_height(block: Block, size: int, width: int) -> int | None:
     """Height of a block at ``size`` in ``width``, or None if impossible."""
     if isinstance(block, Icons):
         if not block.icons:
@@ -388,7 +120,7 @@ def _block_height(block, size, width):
                for _, _, dy, _, lines in cells)
 
 
-def _line_count(block, size, width):
+def _line_count(block: Block, size: int, width: int) -> int | None:
     """Lines a text block takes (its tallest cell), or None."""
     if isinstance(block, Icons):
         return 1
@@ -401,7 +133,7 @@ def _line_count(block, size, width):
     return max(counts)
 
 
-def fit_column(blocks, width, height):
+def fit_column(blocks: Sequence[Block], width: int, height: int) -> list[int]:
     """Choose a font size per block so the column fits ``width`` x ``height``.
 
     The headline gets the largest size that still lets everything else fit
@@ -409,20 +141,20 @@ def fit_column(blocks, width, height):
     one size) in order does the same. Width never overflows: text wraps.
 
     Returns:
-        list[int]: the chosen sizes, one per block.
+        The chosen sizes, one per block.
 
     Raises:
         LayoutError: it does not fit even with every block at its minimum.
     """
-    units = {}
+    units: dict[str | int, list[int]] = {}
     for i, block in enumerate(blocks):
         units.setdefault(block.group or i, []).append(i)
     order = sorted(units.values(),
                    key=lambda idx: (not any(blocks[i].headline for i in idx),
                                     idx[0]))
 
-    def fits(sizes):
-        heights = [_block_height(b, s, width) for b, s in zip(blocks, sizes)]
+    def fits(sizes: Sequence[int]) -> bool:
+        heights = [_block_height(b, s, width) for b, s in zip(blocks, sizes, strict=True)]
         if None in heights:
             return False
         visible = [h for h in heights if h]
@@ -430,7 +162,7 @@ def fit_column(blocks, width, height):
                 <= height)
 
     sizes = [0] * len(blocks)
-    ranges = {}
+    ranges: dict[int, list[int]] = {}
     for idx in order:
         low = max(blocks[i].min_size for i in idx)
         high = min(blocks[i].max_size for i in idx)
@@ -463,9 +195,10 @@ def fit_column(blocks, width, height):
     return sizes
 
 
-def _place_lines(lines, size, box, align):
+def _place_lines(lines: Sequence[str], size: int, box: Box, align: str) -> list[Line]:
     """Lines of one block stacked from the top of ``box``."""
-    placed, y = [], box.y
+    placed = []
+    y = box.y
     for line in lines:
         _, _, w, h = measure(line, size)
         if align == "center":
@@ -479,21 +212,21 @@ def _place_lines(lines, size, box, align):
     return placed
 
 
-def place_column(blocks, area):
+def place_column(blocks: Sequence[Block], area: Box) -> list[Placed]:
     """Fit and place blocks top to bottom inside ``area``.
 
     The column is centred vertically; spare height is shared out between
     blocks (up to :data:`MAX_BLOCK_GAP` each).
 
     Returns:
-        list[Placed]: one per block with content.
+        One placed block per block with content.
 
     Raises:
         LayoutError: the blocks cannot fit.
     """
     sizes = fit_column(blocks, area.w, area.h)
-    heights = [_block_height(b, s, area.w) for b, s in zip(blocks, sizes)]
-    shown = [(b, s, h) for b, s, h in zip(blocks, sizes, heights) if h]
+    heights = [_block_height(b, s, area.w) for b, s in zip(blocks, sizes, strict=True)]
+    shown = [(b, s, h) for b, s, h in zip(blocks, sizes, heights, strict=True) if h]
     total = sum(h for _, _, h in shown)
     gap = MIN_BLOCK_GAP
     if len(shown) > 1:
@@ -507,10 +240,10 @@ def place_column(blocks, area):
             w = icons_width(block.icons)
             x = area.x if block.align == "left" else area.right - w
             placed.append(Placed(block.key, "icons", Box(x, y, w, h), size,
-                                 payload=block.icons))
+                                 icons=block.icons))
         else:
-            lines = []
-            for cell, dx, dy, cell_w, cell_lines in _cells(block, size, area.w):
+            lines: list[Line] = []
+            for cell, dx, dy, cell_w, cell_lines in _cells(block, size, area.w) or ():
                 cell_box = Box(area.x + dx, y + dy, cell_w, h - dy)
                 lines += _place_lines(cell_lines, size, cell_box, cell.align)
             ink = _union([line.box for line in lines])
@@ -519,7 +252,7 @@ def place_column(blocks, area):
     return placed
 
 
-def _union(boxes):
+def _union(boxes: Sequence[Box]) -> Box:
     boxes = [b for b in boxes if b.w and b.h] or boxes
     x0 = min(b.x for b in boxes)
     y0 = min(b.y for b in boxes)
@@ -530,14 +263,14 @@ def _union(boxes):
 
 # --- whole screens -----------------------------------------------------------
 
-def safe_area(size):
+def safe_area(size: tuple[int, int]) -> Box:
     """The panel minus the dark care margin."""
     w, h = size
     return Box(SAFE_MARGIN, SAFE_MARGIN, w - 2 * SAFE_MARGIN,
                h - 2 * SAFE_MARGIN)
 
 
-def _qr_candidates(url, limit):
+def _qr_candidates(url: str, limit: int) -> list[tuple[int, int]]:
     """``(module, smallest side)`` for each module size that fits ``limit``."""
     out = []
     for module in range(limit // 21, 0, -1):
@@ -547,14 +280,15 @@ def _qr_candidates(url, limit):
     return out
 
 
-def _headline_size(blocks, sizes):
-    for block, size in zip(blocks, sizes):
+def _headline_size(blocks: Sequence[Block], sizes: Sequence[int]) -> int:
+    for block, size in zip(blocks, sizes, strict=True):
         if block.headline:
             return size
     return max(sizes, default=0)
 
 
-def layout_screen(size, variants, qr_url=None):
+def layout_screen(size: tuple[int, int], variants: Sequence[Sequence[Block]],
+                  qr_url: str | None = None) -> Layout:
     """Lay out a screen: a text column and, if given, a QR square.
 
     Wide panels (at least 3:2) put the QR code on the right; square and
@@ -569,26 +303,27 @@ def layout_screen(size, variants, qr_url=None):
         qr_url: URL of the QR code, or None.
 
     Returns:
-        Layout: the placed blocks, the QR code (key ``"qr"``) last.
+        The placed blocks, the QR code (key ``"qr"``) last.
 
     Raises:
         LayoutError: no variant fits.
         QRFitError: the URL cannot fit.
     """
+    size = (size[0], size[1])   # a list from a caller becomes the frame's size tuple
     area = safe_area(size)
     if qr_url is not None:
         return _layout_with_qr(size, area, variants, qr_url)
     errors = []
     for blocks in variants:
         try:
-            return Layout(tuple(size), tuple(place_column(blocks, area)))
+            return Layout(size, tuple(place_column(blocks, area)))
         except LayoutError as exc:
             errors.append(str(exc))
     raise LayoutError(f"nothing fits a {size[0]}x{size[1]} panel: "
                       + "; ".join(errors))
 
 
-def _split(area, wide, qr_side):
+def _split(area: Box, wide: bool, qr_side: int) -> tuple[Box, Box]:
     """(text area, QR area) for a QR square of ``qr_side``."""
     if wide:
         text = Box(area.x, area.y, area.w - qr_side - QR_GAP, area.h)
@@ -599,11 +334,12 @@ def _split(area, wide, qr_side):
     return text, qr
 
 
-def _layout_with_qr(size, area, variants, url):
+def _layout_with_qr(size: tuple[int, int], area: Box, variants: Sequence[Sequence[Block]],
+                    url: str) -> Layout:
     wide = area.w * 2 >= area.h * 3
     limit = area.h if wide else area.w
     qr_fit(url, limit)      # QRFitError (stating the limit) if it never fits
-    best = None
+    best: tuple[tuple[int, ...], int, Sequence[Block]] | None = None
     for rank, blocks in enumerate(variants):
         for module, side in _qr_candidates(url, limit):
             text_area, _ = _split(area, wide, side)
@@ -643,20 +379,20 @@ def _layout_with_qr(size, area, variants, url):
                  room.y + (room.h - fit.side) // 2, fit.side, fit.side)
     if wide:        # keep the QR code hard right, the text column gets the gap
         qr_box = Box(area.right - fit.side, qr_box.y, fit.side, fit.side)
-    placed.append(Placed("qr", "qr", qr_box, fit.module, payload=url))
-    return Layout(tuple(size), tuple(placed))
+    placed.append(Placed("qr", "qr", qr_box, fit.module, url=url))
+    return Layout(size, tuple(placed))
 
 
 # --- drawing -------------------------------------------------------------------
 
-def draw_layout(layout):
+def draw_layout(layout: Layout) -> Image.Image:
     """Draw a layout into a new mode ``"1"`` image (255 = lit).
 
     Args:
         layout: the placed blocks.
 
     Returns:
-        PIL.Image.Image: the frame.
+        The frame.
     """
     image = Image.new("1", layout.size, 0)
     draw = ImageDraw.Draw(image)
@@ -667,120 +403,16 @@ def draw_layout(layout):
                 draw_line(draw, line)
         elif item.kind == "icons":
             x = item.box.x
-            for name in item.payload:
-                x = _paint_icon(image, name, x, item.box.y) + ICON_GAP
+            for name in item.icons:
+                x = paint_icon(image, name, x, item.box.y) + ICON_GAP
         elif item.kind == "qr":
-            image.paste(qr_image(item.payload, item.box.w),
+            image.paste(qr_image(item.url, item.box.w),
                         (item.box.x, item.box.y))
     return image
 
 
-def draw_line(draw, line):
+def draw_line(draw: ImageDraw.ImageDraw, line: Line) -> None:
     """Draw one placed line so its ink lands in ``line.box``."""
     left, top, _, _ = measure(line.text, line.size)
     draw.text((line.box.x - left, line.box.y - top), line.text,
               font=fonts.load_font(line.size), fill=255)
-
-
-# --- status icons ----------------------------------------------------------------
-# 7x7 bitmaps: a 12 px word per indicator would not fit next to a QR code on
-# a 128x64 panel; these marks are for staff and technicians, not citizens.
-
-#: Blank columns between icons.
-ICON_GAP = 2
-
-ICONS = {
-    # A circle with a slash: no connection to the hall server.
-    "offline": (
-        "..###..",
-        ".#...##",
-        "#...#.#",
-        "#..#..#",
-        "#.#...#",
-        "##...#.",
-        "..###.."),
-    # An arrow up onto a bar: events waiting to be uploaded (count follows).
-    "backlog": (
-        "...#...",
-        "..###..",
-        ".#.#.#.",
-        "...#...",
-        "...#...",
-        ".......",
-        "#######"),
-    # A clock face: the wall clock has not been synchronised.
-    "clock": (
-        ".#####.",
-        "#..#..#",
-        "#..#..#",
-        "#..###.",
-        "#.....#",
-        "#.....#",
-        ".#####."),
-    # A database cylinder: storage nearly full.
-    "storage": (
-        ".#####.",
-        "#.....#",
-        ".#####.",
-        "#.....#",
-        ".#####.",
-        "#.....#",
-        ".#####."),
-}
-
-# 3x5 digits for the backlog count, bottom-aligned in the 7 px strip.
-_DIGITS = {
-    "0": ("###", "#.#", "#.#", "#.#", "###"),
-    "1": (".#.", "##.", ".#.", ".#.", "###"),
-    "2": ("###", "..#", "###", "#..", "###"),
-    "3": ("###", "..#", "###", "..#", "###"),
-    "4": ("#.#", "#.#", "###", "..#", "..#"),
-    "5": ("###", "#..", "###", "..#", "###"),
-    "6": ("###", "#..", "###", "#.#", "###"),
-    "7": ("###", "..#", ".#.", ".#.", ".#."),
-    "8": ("###", "#.#", "###", "#.#", "###"),
-    "9": ("###", "#.#", "###", "..#", "###"),
-    "+": ("...", ".#.", "###", ".#.", "..."),
-}
-
-
-def _icon_parts(name):
-    """An icon name (``"backlog:12"`` carries a count) -> (bitmap, digits)."""
-    base, _, count = name.partition(":")
-    if base not in ICONS:
-        raise LayoutError(f"unknown status icon {base!r}")
-    digits = ""
-    if count:
-        number = int(count)
-        digits = str(number) if number < 1000 else "999+"
-    return ICONS[base], digits
-
-
-def icon_width(name):
-    """Width in pixels of one status icon, its count included."""
-    _, digits = _icon_parts(name)
-    return ICON_SIZE + (1 + 4 * len(digits) - 1 if digits else 0)
-
-
-def icons_width(names):
-    """Width of a strip of icons."""
-    return (sum(icon_width(n) for n in names)
-            + ICON_GAP * max(0, len(names) - 1))
-
-
-def _paint_icon(image, name, x, y):
-    """Paint one icon at ``x, y``; return the column after it."""
-    bitmap, digits = _icon_parts(name)
-    pixels = image.load()
-    for dy, row in enumerate(bitmap):
-        for dx, cell in enumerate(row):
-            if cell == "#":
-                pixels[x + dx, y + dy] = 255
-    x += ICON_SIZE + 1
-    for digit in digits:
-        for dy, row in enumerate(_DIGITS[digit]):
-            for dx, cell in enumerate(row):
-                if cell == "#":
-                    pixels[x + dx, y + 2 + dy] = 255
-        x += 4
-    return x - 1

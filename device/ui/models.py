@@ -5,6 +5,8 @@ functions turn one into an image. Equal models give equal frames, so the app
 redraws only when the model changes.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 
 from device.levels import Level
@@ -22,12 +24,16 @@ class Indicators:
 
 @dataclass(frozen=True)
 class BootScreen:
+    """Shown while the device starts: the product name, a message and the version."""
+
     version: str
     message: str = "启动中"
 
 
 @dataclass(frozen=True)
 class IdleScreen:
+    """Between services: who serves at this window, its QR code and the indicators."""
+
     window_no: str
     window_name: str
     staff_name: str
@@ -58,7 +64,7 @@ class ReasonsScreen:
     """After a 差评: up to four reason tags on buttons 1-4, button 5 = details QR."""
 
     level: Level
-    reasons: tuple = ()         # ((code, text), ...) at most four
+    reasons: tuple[tuple[str, str], ...] = ()   # ((code, text), ...) at most four
     seconds_left: int = 0
 
 
@@ -75,7 +81,7 @@ class LaterScreen:
 class ServiceScreen:
     """Technician's screen: plain lines, never secrets."""
 
-    lines: tuple = ()
+    lines: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,3 +90,8 @@ class PausedScreen:
 
     reason: str
     qr_url: str
+
+
+#: Any screen model ``render`` accepts.
+Screen = (BootScreen | IdleScreen | PromptScreen | ThanksScreen | ReasonsScreen | LaterScreen
+          | ServiceScreen | PausedScreen)

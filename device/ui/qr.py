@@ -10,13 +10,15 @@ smaller, unreadable code.
 Encoding is cached: a screen is redrawn often, the URL rarely changes.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import functools
 import logging
 
 import qrcode
-from qrcode.exceptions import DataOverflowError
 from PIL import Image
+from qrcode.exceptions import DataOverflowError
 
 from device.errors import QRFitError
 
@@ -36,6 +38,9 @@ QUIET_ZONES = (4, 3, 2)
 
 #: Module size (px) below which a code is a last resort.
 PREFERRED_MIN_MODULE = 2
+
+#: Dark modules of a code, row by row, without the quiet zone.
+_Matrix = tuple[tuple[bool, ...], ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +63,7 @@ class QRFit:
 
 
 @functools.lru_cache(maxsize=64)
-def _matrix(url, ec):
+def _matrix(url: str, ec: str) -> _Matrix | None:
     """The module matrix (no quiet zone) for ``url`` at level ``ec``, or None."""
     code = qrcode.QRCode(version=None, error_correction=dict(_EC_LEVELS)[ec],
                          box_size=1, border=0)
@@ -70,24 +75,25 @@ def _matrix(url, ec):
     return tuple(tuple(bool(cell) for cell in row) for row in code.get_matrix())
 
 
-def _draw(matrix, module, quiet):
+def _draw(matrix: _Matrix, module: int, quiet: int) -> Image.Image:
     """Black modules on a white (lit) square, quiet zone included."""
     n = len(matrix)
     side = (n + 2 * quiet) * module
     small = Image.new("1", (n + 2 * quiet,) * 2, 255)
     pixels = small.load()
+    assert pixels is not None   # an image made in memory always has pixel access
     for y, row in enumerate(matrix):
         for x, dark in enumerate(row):
             if dark:
                 pixels[x + quiet, y + quiet] = 0
     # NEAREST keeps every module a crisp block of whole pixels.
-    return small.resize((side, side), Image.NEAREST)
+    return small.resize((side, side), Image.Resampling.NEAREST)
 
 
-def _decodes(url, matrix, module, quiet):
+def _decodes(url: str, matrix: _Matrix, module: int, quiet: int) -> bool:
     """Whether an independent decoder reads the code; True if none installed."""
     try:
-        import zxingcpp     # optional: verifies 1 px codes where installed
+        import zxingcpp  # optional: verifies 1 px codes where installed
     except ImportError:
         logger.debug("zxing-cpp not installed; 1 px QR code not verified")
         return True
@@ -96,7 +102,7 @@ def _decodes(url, matrix, module, quiet):
 
 
 @functools.lru_cache(maxsize=1024)
-def _try_fit(url, max_px, min_module):
+def _try_fit(url: str, max_px: int, min_module: int) -> QRFit | None:
     for module in range(max_px // 21, min_module - 1, -1):
         for ec, _ in _EC_LEVELS:
             matrix = _matrix(url, ec)
@@ -114,7 +120,7 @@ def _try_fit(url, max_px, min_module):
     return None
 
 
-def min_side(url, module):
+def min_side(url: str, module: int) -> int | None:
     """Smallest square (px) that shows ``url`` with ``module`` px modules.
 
     Uses the weakest error correction and the narrowest quiet zone; None if
@@ -126,7 +132,7 @@ def min_side(url, module):
     return (len(matrix) + 2 * min(QUIET_ZONES)) * module
 
 
-def qr_fit(url, max_px, min_module=1):
+def qr_fit(url: str, max_px: int, min_module: int = 1) -> QRFit:
     """Choose module size, error correction and quiet zone for a square.
 
     Bigger modules come first (they decide whether a phone reads a small
@@ -161,7 +167,7 @@ def qr_fit(url, max_px, min_module=1):
 
 
 @functools.lru_cache(maxsize=64)
-def qr_image(url, max_px, min_module=1):
+def qr_image(url: str, max_px: int, min_module: int = 1) -> Image.Image:
     """The QR code for ``url``, as large as fits in ``max_px`` square.
 
     Args:
@@ -178,13 +184,15 @@ def qr_image(url, max_px, min_module=1):
         QRFitError: the URL cannot fit.
     """
     fit = qr_fit(url, max_px, min_module)
-    image = _draw(_matrix(url, fit.ec), fit.module, fit.quiet)
+    matrix = _matrix(url, fit.ec)
+    assert matrix is not None    # qr_fit found one at this level
+    image = _draw(matrix, fit.module, fit.quiet)
     logger.debug("QR %r: %s", url, fit)
     return image
 
 
 @functools.lru_cache(maxsize=64)
-def longest_url_for(max_px, min_module=1):
+def longest_url_for(max_px: int, min_module: int = 1) -> int:
     """The longest URL (in ASCII characters) a square of ``max_px`` can show.
 
     Measured with lowercase letters, which need the QR byte mode like any
@@ -203,7 +211,7 @@ def longest_url_for(max_px, min_module=1):
     if max_version < 1:
         return 0
 
-    def fits(length):
+    def fits(length: int) -> bool:
         code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_L)
         code.add_data(("https://" + "x" * length)[:length])
         try:

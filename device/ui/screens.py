@@ -10,14 +10,30 @@ tests compare against golden PNGs).
 Frames are mode ``"1"`` with 1 = lit pixel; on an OLED that is white.
 """
 
+from __future__ import annotations
+
 import functools
 import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from PIL import Image
 
 from device.ui import fonts
-from device.ui.layout import BREAK, Icons, Row, Text, draw_layout, layout_screen
-from device.ui.models import (BootScreen, IdleScreen, LaterScreen,
-                              PausedScreen, PromptScreen, ReasonsScreen,
-                              ServiceScreen, ThanksScreen)
+from device.ui.blocks import BREAK, Block, Icons, Row, Text
+from device.ui.layout import Layout, draw_layout, layout_screen
+from device.ui.models import (
+    BootScreen,
+    IdleScreen,
+    Indicators,
+    LaterScreen,
+    PausedScreen,
+    PromptScreen,
+    ReasonsScreen,
+    Screen,
+    ServiceScreen,
+    ThanksScreen,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,22 +44,26 @@ REASONS_TITLE = "请选择原因"
 DETAIL_HINT = "5 扫码填写"
 
 
-def _checked(text, what):
+#: A panel's ``(width, height)`` as laid out (after rotation).
+Size = tuple[int, int]
+
+
+def _checked(text: str, what: str) -> str:
     """``text`` after making sure the font can draw it (FontError if not)."""
     fonts.check_text(text, what)
     return text
 
 
-def _window_line(window_no, window_name=""):
+def _window_line(window_no: str, window_name: str = "") -> str:
     line = f"{window_no}号窗口" if window_no else ""
     if window_name:
         line = f"{line} {BREAK}{window_name}" if line else window_name
     return line
 
 
-def layout_boot(model, size):
+def layout_boot(model: BootScreen, size: Size) -> Layout:
     """Layout of the boot screen."""
-    blocks = [
+    blocks: list[Block] = [
         Text("好差评" + BREAK + "窗口评价器", align="center", headline=True,
              key="title"),
         Text(_checked(model.message, "boot.message"), max_size=14,
@@ -54,7 +74,7 @@ def layout_boot(model, size):
     return layout_screen(size, [blocks])
 
 
-def _indicator_icons(ind):
+def _indicator_icons(ind: Indicators) -> tuple[str, ...]:
     icons = []
     if ind.offline:
         icons.append("offline")
@@ -67,7 +87,7 @@ def _indicator_icons(ind):
     return tuple(icons)
 
 
-def layout_idle(model, size):
+def layout_idle(model: IdleScreen, size: Size) -> Layout:
     """Layout of the idle screen: who serves at this window, and its QR."""
     window = Text(_checked(_window_line(model.window_no, model.window_name),
                            "window"), max_size=14, key="window", group="info")
@@ -78,7 +98,7 @@ def layout_idle(model, size):
     staff_no = Text(_checked(f"工号{model.staff_no}", "staff.no"),
                     max_size=14, key="staff_no", group="info")
     icons = Icons(_indicator_icons(model.indicators))
-    variants = [
+    variants: list[list[Block]] = [
         [window, staff, staff_no, icons],
         # A long name on a small panel: the window name goes first, then
         # the window number (it is on the counter sign anyway); the staff
@@ -89,7 +109,7 @@ def layout_idle(model, size):
     return layout_screen(size, variants, qr_url=model.qr_url)
 
 
-def layout_prompt(model, size):
+def layout_prompt(model: PromptScreen, size: Size) -> Layout:
     """Layout of the prompt: please rate, with ticket and countdown."""
     who = " ".join(p for p in (_window_line(model.window_no),
                                model.staff_name) if p)
@@ -97,7 +117,7 @@ def layout_prompt(model, size):
                    group="info"),
               Text(f"{max(0, model.seconds_left)}秒", align="right",
                    key="countdown", group="info"))
-    blocks = [
+    blocks: list[Block] = [
         Text(_checked(who, "window/staff"), max_size=14, key="who",
              group="info"),
         Text(PROMPT_TEXT, align="center", headline=True, key="prompt"),
@@ -107,30 +127,30 @@ def layout_prompt(model, size):
     return layout_screen(size, [blocks])
 
 
-def layout_thanks(model, size):
+def layout_thanks(model: ThanksScreen, size: Size) -> Layout:
     """Layout of the thank-you screen with the level chosen."""
-    blocks = [
+    blocks: list[Block] = [
         Text(THANKS_TEXT, align="center", headline=True, key="thanks"),
         Text(model.level.text, align="center", key="level"),
     ]
     return layout_screen(size, [blocks])
 
 
-def layout_reasons(model, size):
+def layout_reasons(model: ReasonsScreen, size: Size) -> Layout:
     """Layout of the reason tags after a 差评: tags on 1-4, details on 5."""
     tags = [Text(_checked(f"{n} {text}", f"reasons[{code}]"), max_size=14,
                  key=f"reason{n}", group="tags")
             for n, (code, text) in enumerate(model.reasons[:4], start=1)]
     title = Text(REASONS_TITLE, max_size=14, align="center", key="title",
                  group="title")
-    hint_cells = (Text(DETAIL_HINT, key="hint", group="tags"),)
+    hint_cells: tuple[Text, ...] = (Text(DETAIL_HINT, key="hint", group="tags"),)
     if model.seconds_left > 0:
         hint_cells += (Text(f"{model.seconds_left}秒", align="right",
                             key="countdown", group="tags"),)
     hint = Row(hint_cells, key="hint", group="tags", mode="split")
     rows = [Row(tuple(tags[i:i + 2]), key=f"tags{i // 2 + 1}", group="tags")
             for i in range(0, len(tags), 2)]
-    variants = [
+    variants: list[list[Block]] = [
         [title, *tags, hint],       # tall panels: one tag per line
         [title, *rows, hint],
         [*rows, hint],              # 128x64: two tags per line, no title
@@ -138,9 +158,9 @@ def layout_reasons(model, size):
     return layout_screen(size, variants)
 
 
-def layout_later(model, size):
+def layout_later(model: LaterScreen, size: Size) -> Layout:
     """Layout of the later screen: the session's QR code to rate by phone."""
-    blocks = [Text(_checked(model.message, "later.message"), headline=True,
+    blocks: list[Block] = [Text(_checked(model.message, "later.message"), headline=True,
                    key="message")]
     if model.ticket:
         blocks.append(Text(_checked(f"{model.ticket}号", "ticket"),
@@ -148,20 +168,19 @@ def layout_later(model, size):
     return layout_screen(size, [blocks], qr_url=model.qr_url)
 
 
-def layout_service(model, size):
+def layout_service(model: ServiceScreen, size: Size) -> Layout:
     """Layout of the technician's service screen: plain lines."""
-    lines = [Text(_checked(line, "service"), max_size=13, key=f"line{n}",
-                  group="lines")
+    texts = [Text(_checked(line, "service"), max_size=13, key=f"line{n}", group="lines")
              for n, line in enumerate(model.lines, start=1)]
-    pairs = [Row(tuple(lines[i:i + 2]), key=f"lines{i // 2 + 1}",
-                 group="lines")
-             for i in range(0, len(lines), 2)]
-    return layout_screen(size, [lines, pairs])
+    pairs = [Row(tuple(texts[i:i + 2]), key=f"lines{i // 2 + 1}", group="lines")
+             for i in range(0, len(texts), 2)]
+    variants: list[list[Block]] = [list(texts), list(pairs)]
+    return layout_screen(size, variants)
 
 
-def layout_paused(model, size):
+def layout_paused(model: PausedScreen, size: Size) -> Layout:
     """Layout of the paused/fault screen: what is wrong, and the QR code."""
-    blocks = [
+    blocks: list[Block] = [
         Text("暂停评价", headline=True, key="title"),
         Text(_checked(model.reason, "paused.reason"), max_size=14,
              key="reason", group="info"),
@@ -170,7 +189,8 @@ def layout_paused(model, size):
     return layout_screen(size, [blocks], qr_url=model.qr_url)
 
 
-_LAYOUTS = {
+# Each function takes the model type it is filed under.
+_LAYOUTS: dict[type, Callable[[Any, Size], Layout]] = {
     BootScreen: layout_boot,
     IdleScreen: layout_idle,
     PromptScreen: layout_prompt,
@@ -182,7 +202,7 @@ _LAYOUTS = {
 }
 
 
-def layout(model, size):
+def layout(model: Screen, size: Sequence[int]) -> Layout:
     """The layout of any screen model (for tests and tools).
 
     Raises:
@@ -192,10 +212,10 @@ def layout(model, size):
         make = _LAYOUTS[type(model)]
     except KeyError:
         raise TypeError(f"not a screen model: {model!r}") from None
-    return make(model, tuple(size))
+    return make(model, (size[0], size[1]))
 
 
-def render(model, size):
+def render(model: Screen, size: Sequence[int]) -> Image.Image:
     """Draw any screen model.
 
     Args:
@@ -213,7 +233,7 @@ def render(model, size):
         LayoutError: the texts cannot fit even at 12 px.
     """
     try:
-        frame = _render_cached(model, tuple(size))
+        frame = _render_cached(model, (size[0], size[1]))
     except TypeError:  # an unhashable model (a list where a tuple belongs): draw it anyway
         return draw_layout(layout(model, size))
     # A copy: the cached frame must never be changed by whoever draws on it next.
@@ -221,47 +241,47 @@ def render(model, size):
 
 
 @functools.lru_cache(maxsize=64)
-def _render_cached(model, size):
+def _render_cached(model: Screen, size: Size) -> Image.Image:
     # Screens are pure functions of frozen models: the thank-you frames, the
     # countdown seconds and the idle screen are drawn once, then reused.
     return draw_layout(layout(model, size))
 
 
-def render_boot(model, size):
+def render_boot(model: BootScreen, size: Sequence[int]) -> Image.Image:
     """Boot screen: product name, message, firmware version."""
-    return draw_layout(layout_boot(model, tuple(size)))
+    return draw_layout(layout_boot(model, (size[0], size[1])))
 
 
-def render_idle(model, size):
+def render_idle(model: IdleScreen, size: Sequence[int]) -> Image.Image:
     """Idle screen: window, staff name and number, window QR, indicators."""
-    return draw_layout(layout_idle(model, tuple(size)))
+    return draw_layout(layout_idle(model, (size[0], size[1])))
 
 
-def render_prompt(model, size):
+def render_prompt(model: PromptScreen, size: Sequence[int]) -> Image.Image:
     """Prompt screen: 请您对本次服务进行评价, ticket, seconds left."""
-    return draw_layout(layout_prompt(model, tuple(size)))
+    return draw_layout(layout_prompt(model, (size[0], size[1])))
 
 
-def render_thanks(model, size):
+def render_thanks(model: ThanksScreen, size: Sequence[int]) -> Image.Image:
     """Thank-you screen: 感谢您的评价 and the level chosen."""
-    return draw_layout(layout_thanks(model, tuple(size)))
+    return draw_layout(layout_thanks(model, (size[0], size[1])))
 
 
-def render_reasons(model, size):
+def render_reasons(model: ReasonsScreen, size: Sequence[int]) -> Image.Image:
     """Reasons screen: tags 1-4, 5 for the details QR code."""
-    return draw_layout(layout_reasons(model, tuple(size)))
+    return draw_layout(layout_reasons(model, (size[0], size[1])))
 
 
-def render_later(model, size):
+def render_later(model: LaterScreen, size: Sequence[int]) -> Image.Image:
     """Later screen: the session QR code to rate on the phone."""
-    return draw_layout(layout_later(model, tuple(size)))
+    return draw_layout(layout_later(model, (size[0], size[1])))
 
 
-def render_service(model, size):
+def render_service(model: ServiceScreen, size: Sequence[int]) -> Image.Image:
     """Service screen: the technician's lines."""
-    return draw_layout(layout_service(model, tuple(size)))
+    return draw_layout(layout_service(model, (size[0], size[1])))
 
 
-def render_paused(model, size):
+def render_paused(model: PausedScreen, size: Sequence[int]) -> Image.Image:
     """Paused screen: why rating is paused, and the QR code instead."""
-    return draw_layout(layout_paused(model, tuple(size)))
+    return draw_layout(layout_paused(model, (size[0], size[1])))
