@@ -2,7 +2,8 @@
 
 A :class:`Worker` owns its state. Other threads never write it: they read
 the immutable snapshot it publishes (:attr:`Worker.status`) and ask it to
-act by :meth:`Worker.wake` or by a method that only sets a flag. Replacing
+act by :meth:`Worker.wake`, or by :meth:`Worker.hand_over`, which queues a
+function that the worker's own thread runs before its next cycle. Replacing
 the snapshot is one reference assignment, atomic in CPython, so readers
 need no lock and always see a whole snapshot, never half of an update.
 
@@ -14,12 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
 logger = logging.getLogger(__name__)
 
 S = TypeVar("S")
+T = TypeVar("T")
 
 #: After a cycle raised, the worker waits this long before the next one.
 ERROR_PAUSE_S = 5.0
@@ -45,6 +50,7 @@ class Worker(Generic[S]):
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._requests: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
 
     # --- the published snapshot ----------------------------------------------
 
@@ -86,10 +92,48 @@ class Worker(Generic[S]):
         """End the current wait at once."""
         self._wake.set()
 
-    def run(self) -> None:
-        """The loop: a cycle, then a wait that :meth:`wake` or :meth:`stop` cuts short."""
-        while not self._stopping.is_set():
+    def hand_over(self, fn: Callable[[], T]) -> Future[T]:
+        """Have the worker's own thread run ``fn`` before its next cycle (from any thread).
+
+        Returns:
+            A future with what ``fn`` returned or raised; cancelled if the
+            worker stops first. The worker is woken.
+        """
+        future: Future[T] = Future()
+        self._requests.put((fn, future))
+        self.wake()
+        return future
+
+    def run_requests(self) -> int:
+        """Run what other threads handed over, in order (the owning thread only).
+
+        :meth:`run` calls it before every cycle; a test that drives a worker
+        by hand calls it itself. Returns how many ran.
+        """
+        done = 0
+        while True:
             try:
+                fn, future = self._requests.get_nowait()
+            except queue.Empty:
+                return done
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except Exception as e:
+                logger.exception("%s: a request handed over failed", self.name)
+                future.set_exception(e)
+            done += 1
+
+    def run(self) -> None:
+        """The loop: requests, a cycle, then a wait that :meth:`wake` or :meth:`stop` cuts short."""
+        while not self._stopping.is_set():
+            # Cleared before the cycle, not after the wait: a wake that comes
+            # while the cycle runs (a request handed over, an append) makes
+            # the wait below end at once instead of being lost.
+            self._wake.clear()
+            try:
+                self.run_requests()
                 wait = self.cycle()
             except Exception:
                 logger.exception("%s: unexpected error; going on in %.0f s", self.name, self.error_pause_s)
@@ -98,7 +142,11 @@ class Worker(Generic[S]):
                 break
             if wait is None or wait > 0:
                 self._wake.wait(wait)
-            self._wake.clear()
+        while True:  # nobody waits for ever on a request that will not run
+            try:
+                self._requests.get_nowait()[1].cancel()
+            except queue.Empty:
+                break
         self.on_exit()
 
     # --- for subclasses ------------------------------------------------------

@@ -13,16 +13,17 @@ import uuid6
 
 from device import clock
 from device import config as config_mod
-from device.app import App, new_session_request
-from device.queue.outbox import Outbox
+from device.app import App
 from device.config import Secret
+from device.hardware import staff_request
+from device.queue.outbox import Outbox
 from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader
 from device.records import first_break
 from sim.hardware import make_sim_hardware
 
 KEY = "clock-key"
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 EPOCH = datetime.datetime(1970, 1, 1, 0, 0, 30, tzinfo=UTC)
 SYNCED = datetime.datetime(2026, 11, 25, 2, 0, 0, tzinfo=UTC)
 
@@ -61,39 +62,36 @@ def test_kernel_clock_status_is_a_bool_and_cheap_to_read():
     assert clock.mono_ms() <= clock.mono_ms()
 
 
-def test_a_device_that_boots_in_1970_and_syncs_later(monkeypatch, tmp_path, hall):
+def test_a_device_that_boots_in_1970_and_syncs_later(tmp_path, hall):
     w = Wall()
-    monkeypatch.setattr(clock, "wall_now", w.wall)
-    monkeypatch.setattr(clock, "mono_ms", w.mono)
     config = config_mod.load(overrides=[f"outbox.path=\"{tmp_path / 'outbox.db'}\"", "buttons.bounce_ms=0",
                                         "session.min_interval_s=0", "device.id=\"d1\""])
-    hardware, factory = make_sim_hardware(config, queue.Queue(), new_session_request)
-    mono = [1000.0]
-    app = App(config, hardware, Secret(""), monotonic=lambda: mono[0], wall=w.wall, synced=w.is_synced)
+    hardware, factory = make_sim_hardware(config, queue.Queue(), staff_request)
+    clocks = clock.Clocks(monotonic=lambda: w.ms / 1000, wall=w.wall, synced=w.is_synced, boot_id="boot-1")
+    app = App(config, hardware, Secret(""), clocks=clocks)
     try:
         def tap(n):
             pin = factory.pin(config.buttons.pins[n - 1])
             pin.drive_low()
             pin.drive_high()
             app.pump()
-            mono[0] += 11                     # past the app's clock-status cache
-            w.advance(11)
+            w.advance(11)                     # past the clock-status cache
             app.pump()
 
         app.pump()
         tap(1)                                # at 1970-01-01T00:00:30, not synced
         w.advance(60)
         w.sync(SYNCED)                        # network time: the wall clock jumps 56 years
-        mono[0] += 11
         tap(2)
         first, second = app.outbox.events()
         assert first["occurred_at"].startswith("1970-01-01") and first["clock_synced"] is False
         assert second["occurred_at"].startswith("2026-11-25") and second["clock_synced"] is True
-        assert first["boot_id"] == second["boot_id"] == clock.boot_id()
+        assert first["boot_id"] == second["boot_id"] == "boot-1"
         assert second["mono_ms"] - first["mono_ms"] == 71_000
 
         up = Uploader(app.outbox, HttpTransport(hall.url, "d1", Secret(KEY), timeout=2), "d1",
-                      monotonic_ms=w.mono, wall=w.wall, synced=w.is_synced, heartbeat_s=0, retain_days=0)
+                      monotonic_ms=w.mono, wall=w.wall, synced=w.is_synced, heartbeat_s=0, retain_days=0,
+                      boot_id="boot-1")
         assert up.drain()
         stored = hall.events("d1")
         assert [e["seq"] for e in stored] == [1, 2]

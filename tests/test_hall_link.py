@@ -1,13 +1,18 @@
 """Assignment and session polling against the real stand-in hall server."""
 
+import dataclasses
+import json
 import queue
 import threading
+import time
 
 import pytest
+from test_uploader import Recording, wait_for
+from test_wire import TinyServer
 
+from device.config import Secret
 from device.levels import Level
 from device.queue.hall import Assignment, AssignmentChanged, HallLink, load_assignment, save_assignment
-from device.config import Secret
 from device.queue.transport import HttpTransport
 from device.state import SessionOpened
 
@@ -19,8 +24,6 @@ GOOD = {"window": {"no": "08", "name": "不动产登记"}, "staff": {"no": "8802
                     {"level": "satisfied", "code": "201", "text": "不该出现"}]}
 
 pytestmark = pytest.mark.timeout(30)
-
-
 
 def link(hall, hall_mode=False):
     transport = HttpTransport(hall.url, "d1", Secret(KEY), timeout=5)
@@ -71,3 +74,57 @@ def test_a_session_opened_by_the_hall_reaches_the_queue(hall):
     assert isinstance(opened, SessionOpened) and opened.ticket == "A023" and opened.project_no == ""
     assert hl.events.get_nowait() == opened
     assert hl.poll_session() is None          # delivered once; the poll times out empty
+
+
+def test_an_etag_spelt_in_lower_case_is_kept_and_sent_back():
+    tiny = TinyServer()
+    try:
+        tiny.reply(200, {"content-type": "application/json", "etag": '"v7"'},
+                   json.dumps(GOOD, ensure_ascii=False).encode())
+        hl = HallLink(HttpTransport(tiny.url, "d1", Secret(KEY)), "d1", queue.Queue(), hall_mode=False)
+        assert hl.fetch_assignment().etag == '"v7"' and hl.status.etag == '"v7"'
+        tiny.reply(304)
+        assert hl.fetch_assignment() is None
+        assert tiny.requests[-1][2]["If-None-Match"] == '"v7"'
+    finally:
+        tiny.close()
+
+
+def test_the_link_runs_on_its_own_thread_and_takes_a_new_server_from_reconfigure(hall):
+    hall.set_assignment(None, GOOD)
+    events = queue.Queue()
+    dead = Recording(HttpTransport("http://127.0.0.1:9", "d1", Secret(KEY), timeout=1))
+    hl = HallLink(dead, "old-id", events, hall_mode=False, retry_min_s=30, retry_max_s=60)
+    before = hl.status
+    hl.start()
+    try:
+        wait_for(lambda: hl.status.online is False)              # refused: waiting 15-30 s
+        assert "127.0.0.1:9" in hl.status.last_error
+        good = Recording(HttpTransport(hall.url, "d1", Secret(KEY), timeout=5))
+        hl.reconfigure(transport=good, device_id="d1")
+        changed = events.get(timeout=10)                         # the wait was cut short
+    finally:
+        hl.stop(timeout=5)
+    assert isinstance(changed, AssignmentChanged) and changed.assignment.staff_name == "李四"
+    assert dead.closed and dead.threads == {"hall-link"} and good.threads == {"hall-link"}
+    assert hl.status.online is True and hl.status.assignments == 1 and hl.status.etag
+    assert before.online is None and before.assignments == 0        # a reader's snapshot never changes
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        hl.status.online = False
+
+
+def test_sessions_are_long_polled_in_hall_mode_and_counted(hall):
+    hl = link(hall, hall_mode=True)
+    hl.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not hall.requests_log or not any("/session" in p for _, p, _ in hall.requests_log):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        hall.open_session("d1", ticket="B007")
+        opened = None
+        while not isinstance(opened, SessionOpened):
+            opened = hl.events.get(timeout=10)
+    finally:
+        hl.stop(timeout=5)
+    assert opened.ticket == "B007" and hl.status.sessions == 1

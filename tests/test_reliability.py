@@ -1,9 +1,9 @@
 """Reliability: network faults, disk full, outbox full, heartbeat and pruning.
 
 The fault matrix drives the real uploader against the stand-in hall server on
-loopback, one fault at a time, calling ``cycle()`` directly: each returns the
-delay it asks for, which is checked against the configured bounds, and each
-cycle is exactly one request (no hidden retries, so no busy loop). At the end
+loopback, one fault at a time, calling ``send_batch()`` directly: each returns
+the delay it asks for, which is checked against the configured bounds, and
+each is exactly one request (no hidden retries, so no busy loop). At the end
 the server must hold every event once, seq 1..N with a whole chain.
 """
 
@@ -17,15 +17,16 @@ import pytest
 import uuid6
 
 from device import integrity
-from device.errors import StorageError
-from device.queue.outbox import Outbox, OutboxFull
 from device.config import Secret
+from device.errors import OutboxFull, StorageError
+from device.queue import wire
+from device.queue.outbox import Outbox
 from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader
 from device.records import first_break
 from device.ui.models import PausedScreen, ThanksScreen
-from sim.hall_server import HallServer, make_self_signed_cert
 from helpers import rating, tap
+from sim.hall import HallServer, make_self_signed_cert
 
 KEY = "reliability-key"
 MIN_S, MAX_S = 0.5, 8.0
@@ -43,7 +44,8 @@ def uploader(outbox, url, key=KEY, verify=True, timeout=2.0, **kw):
     kw.setdefault("backoff_max_s", MAX_S)
     kw.setdefault("heartbeat_s", 0)
     kw.setdefault("retain_days", 0)
-    return Uploader(outbox, transport, "d1", rand=random.Random(7).random, synced=lambda: True, **kw)
+    kw.setdefault("rand", random.Random(7).random)
+    return Uploader(outbox, transport, "d1", synced=lambda: True, **kw)
 
 
 def free_port():
@@ -53,7 +55,7 @@ def free_port():
 
 
 def posts(hall):
-    return [s for m, p, s in hall.requests_log if p == "/api/v1/evaluations"]
+    return [s for m, p, s in hall.requests_log if p == wire.evaluations_path()]
 
 
 def assert_stored_once(hall, outbox, events):
@@ -70,7 +72,7 @@ def cycles_until_delivered(up, outbox, heal, fail_cycles, max_cycles=12):
     for i in range(max_cycles):
         if i == fail_cycles:
             heal()
-        delays.append(up.cycle())
+        delays.append(up.send_batch())
         if outbox.waiting() == 0:
             return delays
     raise AssertionError(f"not delivered after {max_cycles} cycles: {delays}")
@@ -119,8 +121,12 @@ def test_fault_matrix_nothing_lost_nothing_twice_backoff_bounded(fault, hall, ou
 def test_refused_connection(hall, outbox):
     events = [outbox.append(rating(i)) for i in range(N)]
     up = uploader(outbox, f"http://127.0.0.1:{free_port()}")
-    delays = cycles_until_delivered(up, outbox, heal=lambda: setattr(up.transport, "base_url", hall.url),
-                                    fail_cycles=3)
+
+    def heal():                                       # the technician sets the right server
+        up.reconfigure(transport=HttpTransport(hall.url, "d1", Secret(KEY), timeout=2))
+        up.run_requests()                             # what the uploader's thread does next
+
+    delays = cycles_until_delivered(up, outbox, heal=heal, fail_cycles=3)
     assert all(backoff_ok(d) for d in delays[:3]) and delays[1] > delays[0] / 2, delays
     assert up.status.online is True
     assert_stored_once(hall, outbox, events)
@@ -130,24 +136,26 @@ def test_timeout_then_the_late_commit_is_a_duplicate(hall, outbox):
     events = [outbox.append(rating(i)) for i in range(N)]
     hall.inject("latency", count=1, seconds=1.0)   # the server stores them after we gave up
     up = uploader(outbox, hall.url, timeout=0.3)
-    delay = up.cycle()
+    delay = up.send_batch()
     assert backoff_ok(delay) and outbox.waiting() == N
     deadline = time.monotonic() + 5
     while len(hall.events("d1")) < N and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert up.cycle() == 0                            # sent again: all duplicates, acknowledged
+    assert up.send_batch() == 0                            # sent again: all duplicates, acknowledged
     assert_stored_once(hall, outbox, events)
 
 
 def test_wrong_key_is_a_visible_fault_retried_slowly(hall, outbox):
     events = [outbox.append(rating(i)) for i in range(N)]
     up = uploader(outbox, hall.url, key="not-the-key")
-    delays = [up.cycle(), up.cycle()]
+    delays = [up.send_batch(), up.send_batch()]
     assert up.status.fault == "auth" and up.status.online is False
     assert all(MAX_S / 4 <= d <= MAX_S for d in delays), delays
     assert hall.events("d1") == [] and outbox.waiting() == N
-    up.transport.key = Secret(KEY)                   # the technician provisions the right key
-    assert up.cycle() == 0 and up.status.fault == ""
+    up.reconfigure(transport=HttpTransport(hall.url, "d1", Secret(KEY), timeout=2))   # the right key
+    up.run_requests()
+    assert up.status.fault == ""                      # cleared with the new key, before any answer
+    assert up.send_batch() == 0 and up.status.fault == ""
     assert_stored_once(hall, outbox, events)
 
 
@@ -166,7 +174,7 @@ def test_wrong_tls_certificate_is_refused_and_the_ca_bundle_is_used(tmp_path, ou
         events = [outbox.append(rating(i)) for i in range(N)]
         for verify in (True, other_cert):             # system CAs, then another private CA
             up = uploader(outbox, hall.url, verify=verify)
-            delay = up.cycle()
+            delay = up.send_batch()
             assert backoff_ok(delay) and "TLS" in up.status.last_error, up.status.last_error
         assert hall.events("d1") == [] and outbox.waiting() == N
         up = uploader(outbox, hall.url, verify=cert)  # upload.ca_bundle = the hall's CA
@@ -179,7 +187,7 @@ def test_a_missing_ca_bundle_is_a_transport_error_naming_it(tmp_path, outbox, ce
     with HallServer(tmp_path / "tls.db", default_key=KEY, tls=(cert, key)) as hall:
         outbox.append(rating(0))
         up = uploader(outbox, hall.url, verify=str(tmp_path / "missing-ca.pem"))
-        assert backoff_ok(up.cycle())
+        assert backoff_ok(up.send_batch())
         assert "missing-ca.pem" in up.status.last_error and outbox.waiting() == 1
 
 
@@ -226,10 +234,14 @@ def test_a_dead_letter_is_kept_visible_and_retried_only_on_command(hall, outbox)
     up = uploader(outbox, hall.url, heartbeat_s=300)
     assert up.drain()
     assert [e["id"] for e in outbox.events("rejected")] == [bad["id"]]
-    assert up.status.rejected == 1 and up.cycle() > 0 and len(posts(hall)) == 1
-    body = up.heartbeat_body()
+    assert up.status.rejected == 1 and up.send_batch() > 0 and len(posts(hall)) == 1
+    body = up.upkeep.heartbeat_body()
     assert body["rejected"] == 1 and "dead_letters: 1" in body["faults"]
-    assert outbox.retry_rejected() == 1 and outbox.waiting() == 1
+    assert up.status.faults == ("dead_letters: 1",)
+    retried = up.retry_rejected()                     # the technician's Upload
+    assert outbox.waiting() == 0                      # handed over, not done by the caller
+    up.run_requests()
+    assert retried.result(0) == 1 and outbox.waiting() == 1 and up.status.rejected == 0
     assert [e["id"] for e in hall.events("d1")] == [good["id"]]
 
 
@@ -271,7 +283,7 @@ def test_heartbeat_is_posted_at_start_then_every_heartbeat_s(hall, outbox):
     outbox.append(rating(0, boot_id="this-boot", mono_ms=t.ms - 42_000))
     up = timed_uploader(outbox, hall.url, t, heartbeat_s=300, retain_days=0,
                         extra_faults=lambda: ["display"])
-    assert 0 < up.housekeeping() <= 300
+    assert 0 < up.upkeep.run() <= 300
     body = hall.heartbeats["d1"]
     assert set(body) == {"firmware", "uptime_s", "backlog", "oldest_pending_age_s", "rejected",
                          "last_upload_at", "clock_synced", "disk_free_bytes", "faults"}
@@ -280,11 +292,11 @@ def test_heartbeat_is_posted_at_start_then_every_heartbeat_s(hall, outbox):
     assert up.status.last_heartbeat_at
     beats = lambda: sum(1 for _, p, _ in hall.requests_log if p.endswith("/heartbeat"))  # noqa: E731
     t.advance(299)
-    up.housekeeping()
+    up.upkeep.run()
     assert beats() == 1
     t.advance(2)
     assert up.drain()
-    up.housekeeping()
+    up.upkeep.run()
     assert beats() == 2
     body = hall.heartbeats["d1"]
     assert body["backlog"] == 0 and body["oldest_pending_age_s"] == 0 and body["uptime_s"] == 301
@@ -298,7 +310,7 @@ def test_heartbeat_reports_low_storage_and_an_unsynced_clock(hall, tmp_path):
             box.append(rating(i))
         t = FakeTime(NOV25, synced=False)
         up = timed_uploader(box, hall.url, t, heartbeat_s=300, retain_days=0)
-        assert up.heartbeat()
+        assert up.upkeep.heartbeat()
         faults = hall.heartbeats["d1"]["faults"]
         assert "clock_not_synced" in faults
         assert any(f.startswith("storage_low: outbox nearly full: 8 of 10") for f in faults), faults
@@ -310,8 +322,8 @@ def test_heartbeat_reports_low_storage_and_an_unsynced_clock(hall, tmp_path):
 def test_a_failed_heartbeat_does_not_touch_the_upload_backoff(outbox):
     t = FakeTime(NOV25)
     up = timed_uploader(outbox, f"http://127.0.0.1:{free_port()}", t, heartbeat_s=300, retain_days=0)
-    assert up.heartbeat() is False
-    assert up.failures == 0 and up.status.last_heartbeat_at == ""
+    assert up.upkeep.heartbeat() is False
+    assert up.backoff.failures == 0 and up.status.last_heartbeat_at == ""
 
 
 # --- pruning ------------------------------------------------------------------------
@@ -325,15 +337,15 @@ def test_pruning_waits_for_a_synced_clock_goes_in_small_batches_and_keeps_the_ch
     undelivered = outbox.append(rating(99))          # waiting: never pruned
     t.advance(2 * 86400)
     t.is_synced = False
-    up.housekeeping()
+    up.upkeep.run()
     assert len(outbox.events()) == 8                 # clock not trusted: nothing pruned
     t.is_synced = True
     t.advance(3600)
-    assert up.housekeeping() == 1.0                  # a full batch: the next follows in a second
+    assert up.upkeep.run() == 1.0                  # a full batch: the next follows in a second
     assert len(outbox.events()) == 5
     for _ in range(3):
         t.advance(1)
-        up.housekeeping()
+        up.upkeep.run()
     assert [e["id"] for e in outbox.events()] == [undelivered["id"]]
     assert outbox.pruned_runs() == [(1, 7, events[-1]["hash"])]
     nxt = outbox.append(rating(100))
@@ -343,17 +355,17 @@ def test_pruning_waits_for_a_synced_clock_goes_in_small_batches_and_keeps_the_ch
 
 
 def test_events_delivered_before_sync_are_kept_retain_days_from_the_sync(hall, outbox):
-    t = FakeTime(datetime.datetime(1970, 1, 1, 0, 1, tzinfo=datetime.timezone.utc), synced=False)
+    t = FakeTime(datetime.datetime(1970, 1, 1, 0, 1, tzinfo=datetime.UTC), synced=False)
     outbox.append(rating(0, clock_synced=False, occurred_at="1970-01-01T00:01:00.000+00:00"))
     up = timed_uploader(outbox, hall.url, t, heartbeat_s=0, retain_days=1, prune_every_s=60)
     assert up.drain()
     assert outbox._conn.execute("SELECT delivered_at FROM events").fetchone()[0] is None
     t.now, t.is_synced = NOV25, True               # network time arrives
     t.advance(60)
-    up.housekeeping()
+    up.upkeep.run()
     assert len(outbox.events()) == 1                 # stamped with the sync time, not pruned
     t.advance(86400 + 60)
-    up.housekeeping()
+    up.upkeep.run()
     assert outbox.events() == []
 
 
@@ -446,7 +458,7 @@ def fill_disk(box):
     """Make the outbox's database file full: SQLITE_FULL for any further event."""
     limit_pages(box, 0)
     with pytest.raises(StorageError):
-        for i in range(10_000):
+        for _ in range(10_000):
             box.append({"id": str(uuid6.uuid7()), "type": "unrated", "device_id": "x"})
 
 
@@ -454,16 +466,16 @@ def fill_disk(box):
 def test_app_on_a_full_disk_shows_paused_never_thanks(make_app, caplog):
     app, factory, clock = make_app()
     tap(app, factory, 1)
-    assert isinstance(app._model, ThanksScreen)
+    assert isinstance(app.model, ThanksScreen)
     clock.mono += 10
     app.pump()
     fill_disk(app.outbox)
     before = len(app.outbox.events())
     shown = []
-    real_show = app.show
-    app.show = lambda model: (shown.append(model), real_show(model))
+    real_show = app.screen.show
+    app.screen.show = lambda model, now=0.0: (shown.append(model), real_show(model, now))
     tap(app, factory, 2)
-    assert isinstance(app._model, PausedScreen) and "存储已满" in app._model.reason
+    assert isinstance(app.model, PausedScreen) and "存储已满" in app.model.reason
     assert not any(isinstance(m, ThanksScreen) for m in shown)
     assert len(app.outbox.events()) == before and "rating not kept" in caplog.text
     assert first_break(app.outbox.events()) is None
@@ -475,11 +487,11 @@ def test_app_pauses_rating_when_the_outbox_is_full(make_app):
         tap(app, factory, n)
         clock.mono += 10
         app.pump()
-    assert isinstance(app._model, PausedScreen) and "存储已满" in app._model.reason
+    assert isinstance(app.model, PausedScreen) and "存储已满" in app.model.reason
     tap(app, factory, 3)
     assert len(app.outbox.events()) == 2              # the press is not a rating
     app.outbox.claim(2)
     app.outbox.mark_delivered([e["id"] for e in app.outbox.events()], 1.0)
     app.pump()
     tap(app, factory, 3)
-    assert isinstance(app._model, ThanksScreen) and len(app.outbox.events()) == 3
+    assert isinstance(app.model, ThanksScreen) and len(app.outbox.events()) == 3

@@ -1,17 +1,22 @@
 """The uploader against the real stand-in hall server on loopback, faults injected.
 
-Cycles are called directly: each returns the delay it asks for, which is
-checked against the configured bounds instead of being slept.
+Batches are sent directly (``send_batch``): each returns the delay it asks
+for, which is checked against the configured bounds instead of being slept.
 """
 
+import dataclasses
 import datetime
+import threading
+import time
 
 import pytest
+from test_wire import TinyServer
 
-from device.errors import TransportError
 from device.config import Secret
+from device.errors import TransportError
+from device.queue import wire
 from device.queue.transport import HttpTransport
-from device.queue.uploader import Uploader
+from device.queue.uploader import Uploader, UploadStatus
 from device.records import first_break
 from helpers import rating
 
@@ -22,7 +27,8 @@ def make_uploader(outbox, url, key=KEY, **kw):
     transport = HttpTransport(url, "d1", Secret(key), timeout=2)
     kw.setdefault("backoff_min_s", 1.0)
     kw.setdefault("backoff_max_s", 60.0)
-    return Uploader(outbox, transport, "d1", rand=lambda: 1.0, synced=lambda: True, **kw)
+    kw.setdefault("rand", lambda: 1.0)
+    return Uploader(outbox, transport, "d1", synced=lambda: True, **kw)
 
 
 def fill(outbox, n):
@@ -43,10 +49,10 @@ def test_server_error_then_recovery_stores_each_event_once(hall, outbox):
     fill(outbox, 4)
     hall.inject("status", count=2, status=500)
     up = make_uploader(outbox, hall.url)
-    delays = [up.cycle(), up.cycle()]
+    delays = [up.send_batch(), up.send_batch()]
     assert delays == [1.0, 2.0]           # exponential, within bounds
     assert outbox.counts()["pending"] == 4 and up.status.online is False
-    assert up.cycle() == 0
+    assert up.send_batch() == 0
     assert len(hall.events("d1")) == 4 and outbox.waiting() == 0
 
 
@@ -54,9 +60,9 @@ def test_reset_after_commit_is_sent_again_and_stored_once(hall, outbox):
     fill(outbox, 3)
     hall.inject("reset_after_commit", count=1)
     up = make_uploader(outbox, hall.url)
-    assert up.cycle() > 0                 # the answer was lost: retry later
+    assert up.send_batch() > 0                 # the answer was lost: retry later
     assert len(hall.events("d1")) == 3    # ... though the server has them
-    assert up.cycle() == 0                # re-sent: duplicates, acknowledged
+    assert up.send_batch() == 0                # re-sent: duplicates, acknowledged
     assert len(hall.events("d1")) == 3 and outbox.waiting() == 0
 
 
@@ -64,8 +70,8 @@ def test_malformed_answer_keeps_events_pending(hall, outbox):
     fill(outbox, 2)
     hall.inject("malformed", count=1)
     up = make_uploader(outbox, hall.url)
-    assert up.cycle() > 0 and outbox.counts()["pending"] == 2
-    assert up.cycle() == 0 and len(hall.events("d1")) == 2
+    assert up.send_batch() > 0 and outbox.counts()["pending"] == 2
+    assert up.send_batch() == 0 and len(hall.events("d1")) == 2
 
 
 def test_retry_after_is_honoured_and_capped(hall, outbox):
@@ -73,16 +79,15 @@ def test_retry_after_is_honoured_and_capped(hall, outbox):
     hall.inject("status", count=1, status=429, retry_after=7)
     hall.inject("status", count=1, status=503, retry_after=100000)
     up = make_uploader(outbox, hall.url, backoff_max_s=60)
-    assert up.cycle() == 7
-    assert up.cycle() == 60
-    assert up.cycle() == 0
+    assert up.send_batch() == 7
+    assert up.send_batch() == 60
+    assert up.send_batch() == 0
 
 
 def test_backoff_is_capped_and_never_zero(tmp_path, outbox):
     fill(outbox, 1)
-    up = make_uploader(outbox, "http://127.0.0.1:9", backoff_min_s=0.5, backoff_max_s=4)
-    up.rand = lambda: 0.0
-    delays = [up.cycle() for _ in range(8)]
+    up = make_uploader(outbox, "http://127.0.0.1:9", backoff_min_s=0.5, backoff_max_s=4, rand=lambda: 0.0)
+    delays = [up.send_batch() for _ in range(8)]
     assert all(0.25 <= d <= 4 for d in delays), delays
     assert max(delays) <= 4 and outbox.waiting() == 1
 
@@ -90,7 +95,7 @@ def test_backoff_is_capped_and_never_zero(tmp_path, outbox):
 def test_wrong_key_is_an_auth_fault_retried_slowly(hall, outbox):
     fill(outbox, 1)
     up = make_uploader(outbox, hall.url, key="wrong")
-    delay = up.cycle()
+    delay = up.send_batch()
     assert up.status.fault == "auth" and delay >= 60 / 4
     assert outbox.waiting() == 1 and hall.events("d1") == []
 
@@ -122,7 +127,7 @@ def test_batch_too_large_is_halved(hall, outbox):
     fill(outbox, 8)
     hall.inject("status", count=1, status=413)
     up = make_uploader(outbox, hall.url, batch_size=8)
-    assert up.cycle() == 0 and up.batch_limit == 4
+    assert up.send_batch() == 0 and up.batch_limit == 4
     assert up.drain() and len(hall.events("d1")) == 8
 
 
@@ -130,7 +135,7 @@ def test_corrected_time_is_sent_for_unsynced_events_of_this_boot(hall, outbox):
     outbox.append(rating(0, clock_synced=False, boot_id="this-boot", mono_ms=5_000,
                          occurred_at="1970-01-01T00:00:05.000+00:00"))
     outbox.append(rating(1, clock_synced=False, boot_id="earlier-boot", mono_ms=5_000))
-    now = datetime.datetime(2026, 11, 25, 10, 0, 0, tzinfo=datetime.timezone.utc)
+    now = datetime.datetime(2026, 11, 25, 10, 0, 0, tzinfo=datetime.UTC)
     up = make_uploader(outbox, hall.url, boot_id="this-boot")
     up.wall, up.monotonic_ms = (lambda: now), (lambda: 65_000)
     assert up.drain()
@@ -142,10 +147,119 @@ def test_corrected_time_is_sent_for_unsynced_events_of_this_boot(hall, outbox):
 
 def test_transport_names_the_server_it_cannot_reach():
     transport = HttpTransport("http://127.0.0.1:9", "d1", Secret("s"), timeout=1)
-    with pytest.raises(TransportError, match="127.0.0.1:9"):
-        transport.request("POST", "/api/v1/evaluations", {"events": []})
+    with pytest.raises(TransportError, match=r"127\.0\.0\.1:9"):
+        transport.request("POST", wire.evaluations_path(), {"events": []})
 
 
 def test_secret_never_shows_itself():
     s = Secret("topsecret")
     assert "topsecret" not in repr(s) and "topsecret" not in str(s) and "topsecret" not in f"{s}"
+
+
+# --- a lowercase Retry-After from a real HTTP server ----------------------------------
+
+def test_a_lowercase_retry_after_from_a_real_server_is_honoured(outbox):
+    tiny = TinyServer()   # the stand-in hall server always spells it "Retry-After"
+    try:
+        tiny.reply(503, {"content-type": "application/json", "retry-after": "7"}, b'{"error":"busy"}')
+        fill(outbox, 1)
+        up = make_uploader(outbox, tiny.url, backoff_min_s=1, backoff_max_s=60)
+        assert up.send_batch() == 7                           # not a jittered backoff
+        assert up.status.last_error == "503: server asks to wait 7 s"
+        tiny.reply(429, {"retry-after": "100000"})
+        assert up.send_batch() == 60                          # capped at backoff_max_s
+        assert outbox.waiting() == 1 and outbox.counts()["delivered"] == 0
+    finally:
+        tiny.close()
+
+
+# --- the worker owns its state ------------------------------------------------------------
+
+class Recording:
+    """A transport that notes which thread used it and whether it was closed."""
+
+    def __init__(self, inner):
+        self.inner, self.threads, self.closed = inner, set(), False
+        self.base_url = inner.base_url
+
+    def request(self, *args, **kw):
+        self.threads.add(threading.current_thread().name)
+        return self.inner.request(*args, **kw)
+
+    def close(self):
+        self.closed = True
+        self.inner.close()
+
+
+def wait_for(predicate, seconds=10):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_the_status_is_an_immutable_snapshot(hall, outbox):
+    up = make_uploader(outbox, hall.url)
+    before = up.status
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        before.fault = ""
+    fill(outbox, 2)
+    assert up.send_batch() == 0
+    assert before == UploadStatus() and before.online is None      # a reader's copy never changes
+    assert up.status.online is True and up.status.delivered == 2
+
+
+def test_reconfigure_takes_effect_on_the_uploaders_own_thread(hall, outbox):
+    events = fill(outbox, 3)
+    dead = Recording(HttpTransport("http://127.0.0.1:9", "d1", Secret(KEY), timeout=1))
+    up = Uploader(outbox, dead, "old-id", backoff_min_s=30, backoff_max_s=60, heartbeat_s=0,
+                  retain_days=0, synced=lambda: True)
+    up.start()
+    try:
+        wait_for(lambda: up.status.online is False)                 # refused, in a 15-30 s backoff
+        good = Recording(HttpTransport(hall.url, "d1", Secret(KEY), timeout=2))
+        up.reconfigure(transport=good, device_id="d1")
+        wait_for(lambda: outbox.waiting() == 0)                    # the backoff was cut short
+    finally:
+        up.stop(timeout=5)
+    assert dead.closed and dead.threads == {"uploader"} and good.threads == {"uploader"}
+    assert [e["id"] for e in hall.events("d1")] == [e["id"] for e in events]
+    assert up.status.online is True and up.status.last_error == "" and up.status.backlog == 0
+
+
+def test_dead_letters_are_retried_by_the_uploader_not_by_the_caller(hall, outbox):
+    fill(outbox, 1)
+    bad = outbox.append(rating(9, level="excellent"))
+    up = make_uploader(outbox, hall.url, heartbeat_s=0, retain_days=0)
+    assert up.drain() and outbox.count("rejected") == 1
+    calls = []
+    real = outbox.retry_rejected
+    outbox.retry_rejected = lambda: (calls.append(threading.current_thread().name), real())[1]
+    up.start()
+    try:
+        retried = up.retry_rejected()
+        assert retried.result(timeout=10) == 1
+        wait_for(lambda: outbox.count("rejected") == 1 and outbox.waiting() == 0)   # refused again
+    finally:
+        up.stop(timeout=5)
+    assert calls == ["uploader"]
+    assert [e["id"] for e in outbox.events("rejected")] == [bad["id"]]
+
+
+def test_the_uplink_check_runs_on_the_uploaders_thread(hall, outbox):
+    up = make_uploader(outbox, hall.url, heartbeat_s=0, retain_days=0)
+    assert up.check_uplink(timeout=5)["error"] == "uplink_off"   # not started: no key
+    up.start()
+    try:
+        result = up.check_uplink(timeout=10)
+    finally:
+        up.stop(timeout=5)
+    assert result["ok"] is True and result["status"] == 200 and result["server"] == hall.url
+    assert hall.heartbeats["d1"]["backlog"] == 0
+    assert KEY not in str(result)
+
+
+def test_the_heartbeat_path_is_the_contracts(hall, outbox):
+    up = make_uploader(outbox, hall.url, heartbeat_s=300, retain_days=0)
+    assert up.upkeep.heartbeat()
+    assert [p for _, p, _ in hall.requests_log] == [wire.heartbeat_path("d1")]

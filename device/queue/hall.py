@@ -1,22 +1,34 @@
 """What the hall server tells the device: its assignment, and service sessions.
 
-One thread fetches ``GET /api/v1/devices/{id}/assignment`` (with
-``If-None-Match``) at start and every few minutes, and in ``hall`` mode
-long-polls ``GET /api/v1/devices/{id}/session?wait=N`` in between. Both turn
-into inputs on the app's queue; the last assignment is kept in a file so a
-device that reboots with no network still shows who is serving.
+One worker thread (:class:`HallLink`) fetches the assignment
+(:func:`wire.assignment_path`, conditional on its ``ETag``) at start and
+every few minutes, and in ``hall`` mode long-polls for sessions
+(:func:`wire.session_path`) in between. Both turn into inputs on the app's
+queue; the last assignment is kept in a file so a device that reboots with
+no network still shows who is serving.
 """
+
+from __future__ import annotations
 
 import dataclasses
 import json
 import logging
 import os
-import threading
+import queue
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from device.clock import Clocks
+from device.config import Config
 from device.errors import TransportError
 from device.levels import Level
+from device.queue import wire
+from device.queue.transport import Backoff, Transport
 from device.state import SessionOpened
+from device.worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +44,14 @@ class Assignment:
     staff_dept: str
     qr_url: str
     #: ``((level_name, code, text), ...)``
-    reasons: tuple
+    reasons: tuple[tuple[str, str, str], ...]
     reasons_version: str
     etag: str = ""
 
     @classmethod
-    def from_json(cls, data, etag=""):
+    def from_json(cls, data: Any, etag: str = "") -> Assignment:
         """Parse the server's answer; ``ValueError`` naming the field when it is wrong."""
-        def text(obj, key, where, required=True):
+        def text(obj: Any, key: str, where: str, required: bool = True) -> str:
             value = obj.get(key, "") if isinstance(obj, dict) else None
             if value is None or (required and value == ""):
                 raise ValueError(f"assignment: {where}.{key} is missing")
@@ -66,16 +78,16 @@ class Assignment:
             staff_dept=text(staff, "dept", "staff", False), qr_url=qr_url, reasons=tuple(reasons),
             reasons_version=str(data.get("reasons_version") or ""), etag=etag)
 
-    def reasons_by_level(self):
+    def reasons_by_level(self) -> dict[Level, tuple[tuple[str, str], ...]]:
         """``{Level: ((code, text), ...)}``: at most four per 差评 level."""
-        out = {}
+        out: dict[Level, tuple[tuple[str, str], ...]] = {}
         for level_name, code, text in self.reasons:
             level = Level(level_name)
             if level.is_bad and len(out.get(level, ())) < 4:
-                out[level] = out.get(level, ()) + ((code, text),)
+                out[level] = (*out.get(level, ()), (code, text))
         return out
 
-    def apply_to(self, config):
+    def apply_to(self, config: Config) -> Config:
         """A new Config with this assignment in place of the configured identity."""
         reasons = self.reasons_by_level()
         return dataclasses.replace(
@@ -90,7 +102,7 @@ class Assignment:
                 dissatisfied=tuple(f"{c} {t}" for c, t in reasons.get(Level.DISSATISFIED, ())),
                 very_dissatisfied=tuple(f"{c} {t}" for c, t in reasons.get(Level.VERY_DISSATISFIED, ()))))
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -101,7 +113,7 @@ class AssignmentChanged:
     assignment: Assignment
 
 
-def load_assignment(path):
+def load_assignment(path: str | os.PathLike[str]) -> Assignment | None:
     """The last assignment kept on disk, or None."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -115,7 +127,7 @@ def load_assignment(path):
         return None
 
 
-def save_assignment(path, assignment):
+def save_assignment(path: str | os.PathLike[str], assignment: Assignment) -> None:
     """Keep the assignment across reboots: write, fsync, rename (never a torn file)."""
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -125,22 +137,46 @@ def save_assignment(path, assignment):
     os.replace(tmp, path)
 
 
-class HallLink:
-    """The thread that asks the hall server for the assignment and for sessions.
+@dataclass(frozen=True)
+class HallLinkStatus:
+    """What the hall link shows of itself (a snapshot)."""
+
+    online: bool | None = None      # None until the first answer or failure
+    last_error: str = ""
+    etag: str = ""                  # of the assignment the device has
+    assignments: int = 0            # assignments received since start
+    sessions: int = 0               # sessions opened by the hall since start
+
+
+class HallLink(Worker[HallLinkStatus]):
+    """The worker that asks the hall server for the assignment and for sessions.
+
+    Its cycle is one assignment fetch when due and, in ``hall`` mode, one
+    long poll; results go onto the app's queue. Other threads only read
+    :attr:`status` or hand it a :meth:`reconfigure`.
 
     Args:
-        transport: an ``HttpTransport`` of its own (requests sessions are not shared
-            between threads).
+        transport: a transport of its own (requests' sessions are not shared
+            between threads); the hall link owns it from now on.
         device_id: this device.
         events: the app's input queue.
         hall_mode: long-poll sessions (``session.source = "hall"``).
         etag: of the assignment the device already has.
+        poll_wait_s: how long the server may hold a long poll.
+        assignment_every_s: how often the assignment is fetched.
+        retry_min_s, retry_max_s: the bounds of the delay after a failure.
+        clocks, monotonic: the clock (seconds) that times the fetches.
+        rand: jitter for the retry delay.
     """
 
     POLL_WAIT_S = 25
 
-    def __init__(self, transport, device_id, events, *, hall_mode, etag="", poll_wait_s=POLL_WAIT_S,
-                 assignment_every_s=300.0, retry_min_s=2.0, retry_max_s=60.0):
+    def __init__(self, transport: Transport, device_id: str, events: queue.Queue[Any], *, hall_mode: bool,
+                 etag: str = "", poll_wait_s: float = POLL_WAIT_S, assignment_every_s: float = 300.0,
+                 retry_min_s: float = 2.0, retry_max_s: float = 60.0, clocks: Clocks | None = None,
+                 monotonic: Callable[[], float] | None = None,
+                 rand: Callable[[], float] = random.random) -> None:
+        super().__init__("hall-link", HallLinkStatus(etag=etag))
         self.transport = transport
         self.device_id = device_id
         self.events = events
@@ -148,59 +184,69 @@ class HallLink:
         self.etag = etag
         self.poll_wait_s = poll_wait_s
         self.assignment_every_s = assignment_every_s
-        self.retry_min_s = retry_min_s
-        self.retry_max_s = retry_max_s
-        self._failures = 0
-        self._stop = threading.Event()
-        self._thread = None
+        self.backoff = Backoff(retry_min_s, retry_max_s, rand)
+        self.monotonic = monotonic or (clocks.monotonic if clocks else time.monotonic)
+        #: Monotonic seconds at which the assignment is fetched next (now: at start).
+        self.next_assignment = 0.0
 
-    def start(self):
-        self._thread = threading.Thread(target=self.run, name="hall-link", daemon=True)
-        self._thread.start()
-        return self
+    def reconfigure(self, *, transport: Transport | None = None, device_id: str | None = None) -> None:
+        """Use a new transport (server, key) or device id, and fetch the assignment again.
 
-    def stop(self, timeout=None):
-        self._stop.set()
+        Taken up when the current long poll ends (at most ``poll_wait_s``);
+        the hall link closes the transport it replaces.
+        """
+        self.hand_over(lambda: self._apply(transport, device_id))
+
+    def _apply(self, transport: Transport | None, device_id: str | None) -> None:
+        if transport is not None and transport is not self.transport:
+            old, self.transport = self.transport, transport
+            old.close()
+        if device_id is not None:
+            self.device_id = device_id
+        self.next_assignment = 0.0
+        self.backoff.reset()
+
+    def on_stop(self) -> None:
         self.transport.close()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
-    def run(self):
-        import time
+    def cycle(self) -> float:
+        """Fetch the assignment when due, then one long poll (``hall`` mode).
 
-        next_assignment = 0.0
-        while not self._stop.is_set():
-            try:
-                if time.monotonic() >= next_assignment:
-                    self.fetch_assignment()
-                    next_assignment = time.monotonic() + self.assignment_every_s
-                if self.hall_mode:
-                    self.poll_session()
-                else:
-                    self._stop.wait(max(0.0, next_assignment - time.monotonic()))
-                self._failures = 0
-            except TransportError as e:
-                self._wait_after_failure(str(e))
-            except Exception:  # a hostile answer must never end the link
-                logger.exception("hall link: unexpected error")
-                self._wait_after_failure("unexpected error")
+        Returns:
+            Seconds until the next cycle: 0 after a poll, the time until the
+            next fetch otherwise, a growing delay after a failure.
+        """
+        try:
+            if self.monotonic() >= self.next_assignment:
+                self.fetch_assignment()
+                self.next_assignment = self.monotonic() + self.assignment_every_s
+            if self.hall_mode:
+                self.poll_session()
+        except TransportError as e:
+            return self._after_failure(str(e))
+        except Exception:  # a hostile answer must never end the link
+            logger.exception("hall link: unexpected error")
+            return self._after_failure("unexpected error")
+        self.backoff.reset()
+        if self.status.online is not True:
+            self.publish(online=True, last_error="")
+        return 0.0 if self.hall_mode else max(0.0, self.next_assignment - self.monotonic())
 
-    def _wait_after_failure(self, why):
-        delay = min(self.retry_max_s, self.retry_min_s * 2 ** self._failures)
-        self._failures = min(self._failures + 1, 20)
+    def _after_failure(self, why: str) -> float:
+        delay = self.backoff.next()
+        self.publish(online=False, last_error=why)
         logger.info("hall link: %s; again in %.0f s", why, delay)
-        self._stop.wait(delay)
+        return delay
 
-    def fetch_assignment(self):
+    def fetch_assignment(self) -> Assignment | None:
         """One GET; an assignment that changed goes onto the queue. Returns it or None."""
-        headers = {"If-None-Match": self.etag} if self.etag else {}
-        reply = self.transport.request("GET", f"/api/v1/devices/{self.device_id}/assignment",
-                                       headers=headers)
+        reply = self.transport.request("GET", wire.assignment_path(self.device_id),
+                                       headers=wire.conditional(self.etag))
         if reply.status in (304, 404):
             return None
         if reply.status != 200:
             raise TransportError(f"assignment: server answered {reply.status}")
-        etag = _header(reply.headers, "ETag")
+        etag = reply.headers.get(wire.ETAG, "")
         try:
             assignment = Assignment.from_json(reply.data, etag)
         except ValueError as e:
@@ -208,12 +254,12 @@ class HallLink:
             return None
         self.etag = etag
         self.events.put(AssignmentChanged(assignment))
+        self.publish(etag=etag, assignments=self.status.assignments + 1)
         return assignment
 
-    def poll_session(self):
+    def poll_session(self) -> SessionOpened | None:
         """One long poll; an opened session goes onto the queue. Returns it or None."""
-        reply = self.transport.request(
-            "GET", f"/api/v1/devices/{self.device_id}/session?wait={self.poll_wait_s}")
+        reply = self.transport.request("GET", wire.session_path(self.device_id, self.poll_wait_s))
         if reply.status != 200:
             raise TransportError(f"session poll: server answered {reply.status}")
         data = reply.data if isinstance(reply.data, dict) else {}
@@ -223,11 +269,5 @@ class HallLink:
         fields = {f.name: session.get(f.name) for f in dataclasses.fields(SessionOpened)}
         opened = SessionOpened(**{k: str(v) if v is not None else "" for k, v in fields.items()})
         self.events.put(opened)
+        self.publish(sessions=self.status.sessions + 1)
         return opened
-
-
-def _header(headers, name):
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return ""
