@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Window Evaluator: the software of a 好差评 window evaluation device",
     python_requires=">=3.11",
-    packages=find_packages(include=["device", "device.*", "sim", "sim.*"]),
+    packages=find_packages(include=["device", "device.*", "sim", "sim.*", "provision", "provision.*"]),
     include_package_data=True,
     install_requires=[
         "gpiozero>=2.0",
@@ -40,9 +40,9 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "evaluator = device.app:main",
+            "evaluator = device.cli:main",
             "evaluator-sim = sim.cli:main",
-            "evaluator-provision = device.provision:main",
+            "evaluator-provision = provision.cli:main",
             "evaluator-verify = device.integrity:main",
         ],
     },

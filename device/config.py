@@ -7,13 +7,17 @@ lists every bad key, as Mopidy does, so a technician fixes them all at once.
 """
 
 import dataclasses
+import functools
 import os
 import tomllib
 import typing
 import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from device.errors import ConfigError
+from device.levels import Level
 
 SESSION_SOURCES = ("free", "staff_button", "hall")
 DISPLAY_MODELS = {
@@ -27,13 +31,22 @@ DISPLAY_MODELS = {
 }
 #: BCM numbers of the Pi's 40-pin header GPIOs.
 BCM_PINS = range(0, 28)
+#: How a secret is shown wherever a person could read it (console answers, Get, Status).
+MASK = "****"
+
+#: A value of one key once checked against the schema (TOML lists become tuples).
+Value = Any
+#: Settings as ``{section: {key: value}}``: a file's tables, the console's overlay, a layer.
+Layer = Mapping[str, Mapping[str, Any]]
 
 
 class Secret:
     """A string that prints as ``********`` (Mopidy's ``Secret``): the device key.
 
     Its value comes out only through :meth:`reveal`, so it never lands in a
-    repr, a log line, an exception or a console answer by accident.
+    repr, a log line, an exception or a console answer by accident. A schema
+    field typed ``Secret`` is taken from TOML text like a string, and
+    :func:`format_value` and the console show it as :data:`MASK`.
     """
 
     __slots__ = ("_value",)
@@ -59,20 +72,20 @@ class Secret:
     __str__ = __repr__
 
 
-def _check(fn, message):
+def _check(fn: Callable[[Any], bool], message: str) -> dict[str, Any]:
     """Field metadata: a validator and the message shown when it fails."""
     return {"check": fn, "message": message}
 
 
-def _positive(v):
+def _positive(v: float) -> bool:
     return v > 0
 
 
-def _non_negative(v):
+def _non_negative(v: float) -> bool:
     return v >= 0
 
 
-def _http_url(v):
+def _http_url(v: str) -> bool:
     try:
         parts = urllib.parse.urlsplit(v)
     except ValueError:
@@ -80,7 +93,7 @@ def _http_url(v):
     return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in v
 
 
-def _hhmm(v):
+def _hhmm(v: str) -> bool:
     try:
         h, m = v.split(":")
         return len(h) == 2 and len(m) == 2 and 0 <= int(h) <= 24 and 0 <= int(m) < 60
@@ -88,7 +101,7 @@ def _hhmm(v):
         return False
 
 
-def _iso_date(v):
+def _iso_date(v: str) -> bool:
     import datetime
 
     try:
@@ -177,7 +190,7 @@ class HoursSection:
         lambda v: all(_iso_date(d) for d in v), "must be dates as YYYY-MM-DD"))
 
 
-def _reason_list(v):
+def _reason_list(v: tuple[str, ...]) -> bool:
     return len(v) <= 4 and all(len(item.split(None, 1)) == 2 for item in v)
 
 
@@ -191,26 +204,26 @@ class ReasonsSection:
     very_dissatisfied: tuple[str, ...] = field(default=(), metadata=_check(
         _reason_list, 'must be at most four entries like "501 服务态度差" (code, space, text)'))
 
-    def by_level(self):
+    def by_level(self) -> dict[Level, tuple[tuple[str, str], ...]]:
         """``{Level: ((code, text), ...)}`` for the levels that have tags."""
-        from device.levels import Level
-
-        out = {}
+        out: dict[Level, tuple[tuple[str, str], ...]] = {}
         for level in (Level.DISSATISFIED, Level.VERY_DISSATISFIED):
-            items = getattr(self, level.value)
+            items: tuple[str, ...] = getattr(self, level.value)
             if items:
-                out[level] = tuple(tuple(item.split(None, 1)) for item in items)
+                out[level] = tuple((code, text) for code, text in (item.split(None, 1) for item in items))
         return out
 
 
 @dataclass(frozen=True)
 class QrSection:
-    url: str = field(default="https://hcp.example.org/w/01", metadata=_check(_http_url, "must be an http(s) URL with a host"))
+    url: str = field(default="https://hcp.example.org/w/01",
+                     metadata=_check(_http_url, "must be an http(s) URL with a host"))
 
 
 @dataclass(frozen=True)
 class UploadSection:
-    server: str = field(default="http://127.0.0.1:8080", metadata=_check(_http_url, "must be an http(s) URL with a host"))
+    server: str = field(default="http://127.0.0.1:8080",
+                        metadata=_check(_http_url, "must be an http(s) URL with a host"))
     batch_size: int = field(default=250, metadata=_check(lambda v: 1 <= v <= 1000, "must be 1 to 1000"))
     heartbeat_s: float = field(default=300.0, metadata=_check(_non_negative, "must be >= 0 (0: no heartbeat)"))
     timeout_s: float = field(default=10.0, metadata=_check(_positive, "must be > 0"))
@@ -261,29 +274,139 @@ class Config:
     log: LogSection = LogSection()
 
 
-def sections():
+def sections() -> dict[str, type]:
     """``{name: section class}`` in schema order."""
-    return {f.name: f.type for f in dataclasses.fields(Config)}
+    return dict(typing.get_type_hints(Config))
 
 
-def parse_override(text):
-    """Split ``section.key=value``; the value is read as TOML, else as a string.
+@functools.cache
+def _schema() -> dict[str, Any]:
+    """``{"section.key": type}`` of every key, in schema order."""
+    return {f"{name}.{key}": hint for name, cls in sections().items()
+            for key, hint in typing.get_type_hints(cls).items()}
 
-    So ``buttons.pins=[5,6,13,19,26]`` is a list and ``staff.name=李四`` a string.
+
+def key_names() -> tuple[str, ...]:
+    """Every ``section.key`` of the schema, in schema order."""
+    return tuple(_schema())
+
+
+def _hint(key: str) -> Any:
+    """The type of ``section.key``.
+
+    Raises:
+        ConfigError: naming the section or key when the schema has no such thing.
+    """
+    section, dot, name = key.partition(".")
+    if not dot or not section or not name:
+        raise ConfigError([(key, "a key looks like section.key")])
+    if section not in sections():
+        raise ConfigError([(section, "unknown section")])
+    hint = _schema().get(key)
+    if hint is None:
+        raise ConfigError([(key, "unknown key")])
+    return hint
+
+
+def parse_value(key: str, text: str) -> Value:
+    """One value of ``section.key`` as a technician types it (``Set``, ``--set``, a CSV cell).
+
+    Text is read as TOML where that gives a value (``45``, ``true``,
+    ``[5, 6, 13, 19, 26]``, ``"quoted"``); for a string key, text that does
+    not start with a quote is taken as it is, so ``欧阳 娜娜`` needs no quotes.
+    The result is checked against the key's type: integers widen to floats,
+    lists become tuples.
+
+    Raises:
+        ConfigError: naming the key: unknown, the wrong type, unbalanced
+            quotes or control characters.
+    """
+    hint = _hint(key)
+    text = text.strip()
+    value: Any
+    if hint in (str, Secret) and not text.startswith(('"', "'")):
+        value = text
+    else:
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            if hint in (str, Secret):
+                raise ConfigError([(key, "unbalanced quotes")]) from None
+            value = text
+    if isinstance(value, str) and not value.isprintable():
+        raise ConfigError([(key, "control characters are not allowed")])
+    return convert_value(key, value)
+
+
+def convert_value(key: str, value: Any) -> Value:
+    """Check a value already read from TOML (a profile, a file) against the key's type.
+
+    Raises:
+        ConfigError: naming the key: unknown, or the wrong type.
+    """
+    hint = _hint(key)
+    ok, converted = _convert(value, hint)
+    if not ok:
+        raise ConfigError([(key, f"must be {_type_name(hint)}, not {_shown(value)}")])
+    return converted
+
+
+def format_value(key: str, value: Any) -> str:
+    """``value`` of ``section.key`` as TOML text, which :func:`parse_value` reads back.
+
+    Used for the settings overlay file and by the provisioning command's
+    ``Set`` lines. A :class:`Secret` is written as :data:`MASK`: secrets live
+    in files of their own, never in settings text.
+    """
+    try:
+        ok, converted = _convert(value, _hint(key))
+    except ConfigError:
+        ok, converted = False, value
+    return _toml(converted if ok else value)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, Secret):
+        return _toml(MASK)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return '"' + "".join(_TOML_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if _is_control(c) else c)
+                         for c in str(value)) + '"'
+
+
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _is_control(c: str) -> bool:
+    return ord(c) < 0x20 or ord(c) == 0x7F
+
+
+def _shown(value: Any) -> str:
+    """A wrong value as a problem message quotes it (never a secret's text)."""
+    return MASK if isinstance(value, Secret) else repr(value)
+
+
+def parse_override(text: str) -> tuple[str, str, Value]:
+    """Split and read ``section.key=value`` (``--set``); the value as :func:`parse_value` reads it.
+
+    So ``buttons.pins=[5,6,13,19,26]`` is a tuple and ``staff.name=李四`` a string.
+
+    Raises:
+        ConfigError: naming the key.
     """
     name, sep, raw = text.partition("=")
+    name = name.strip()
     if not sep or "." not in name:
         raise ConfigError([(text, "an override must look like section.key=value")])
-    section, _, key = name.strip().partition(".")
-    raw = raw.strip()
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return section, key, value
+    section, _, key = name.partition(".")
+    return section, key, parse_value(name, raw)
 
 
-def read_toml(path):
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a TOML file into a dict; malformed TOML is a ConfigError naming the file."""
     try:
         with open(path, "rb") as f:
@@ -296,25 +419,36 @@ def read_toml(path):
         raise ConfigError([(str(path), f"cannot be read: {e.strerror}")]) from None
 
 
-def load(paths=(), overrides=()):
-    """Build the configuration from defaults, files and ``section.key=value`` overrides.
+def _merge(raw: dict[str, dict[str, Any]], layer: Layer, problems: list[tuple[str, str]]) -> None:
+    for section, values in layer.items():
+        if not isinstance(values, Mapping):
+            problems.append((section, "must be a [section] table"))
+            continue
+        raw.setdefault(section, {}).update(values)
+
+
+def load(paths: Iterable[str | os.PathLike[str]] = (), overrides: Iterable[str] = (),
+         layers: Iterable[Layer] = ()) -> Config:
+    """Build the configuration from its layers, each over the one before.
+
+    The defaults in the code, then the TOML files in ``paths``, then the
+    ``section.key=value`` texts in ``overrides`` (``--set``), then each dict
+    in ``layers`` (``{section: {key: value}}``, such as the overlay a
+    technician committed over the console) as it is: never rendered to TOML
+    text and read again.
 
     Raises:
         ConfigError: listing every bad key at once.
     """
-    raw = {}
-    problems = []
+    raw: dict[str, dict[str, Any]] = {}
+    problems: list[tuple[str, str]] = []
     for path in paths:
         try:
             data = read_toml(path)
         except ConfigError as e:
             problems.extend(e.problems)
             continue
-        for section, values in data.items():
-            if not isinstance(values, dict):
-                problems.append((section, "must be a [section] table"))
-                continue
-            raw.setdefault(section, {}).update(values)
+        _merge(raw, data, problems)
     for text in overrides:
         try:
             section, key, value = parse_override(text)
@@ -322,6 +456,8 @@ def load(paths=(), overrides=()):
             problems.extend(e.problems)
             continue
         raw.setdefault(section, {})[key] = value
+    for layer in layers:
+        _merge(raw, layer, problems)
     config, more = build(raw)
     problems.extend(more)
     if problems:
@@ -329,10 +465,10 @@ def load(paths=(), overrides=()):
     return config
 
 
-def build(raw):
+def build(raw: Layer) -> tuple[Config, list[tuple[str, str]]]:
     """Validate a ``{section: {key: value}}`` dict; returns ``(Config, problems)``."""
-    problems = []
-    built = {}
+    problems: list[tuple[str, str]] = []
+    built: dict[str, Any] = {}
     schema = sections()
     for section in raw:
         if section not in schema:
@@ -340,7 +476,7 @@ def build(raw):
     for name, cls in schema.items():
         values = raw.get(name, {})
         hints = typing.get_type_hints(cls)
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for key, value in values.items():
             full = f"{name}.{key}"
             if key not in hints:
@@ -348,14 +484,14 @@ def build(raw):
                 continue
             ok, converted = _convert(value, hints[key])
             if not ok:
-                problems.append((full, f"must be {_type_name(hints[key])}, not {value!r}"))
+                problems.append((full, f"must be {_type_name(hints[key])}, not {_shown(value)}"))
                 continue
             kwargs[key] = converted
         for f in dataclasses.fields(cls):
             value = kwargs.get(f.name, f.default)
             check = f.metadata.get("check")
             if check and not check(value):
-                problems.append((f"{name}.{f.name}", f"{f.metadata['message']} (got {value!r})"))
+                problems.append((f"{name}.{f.name}", f"{f.metadata['message']} (got {_shown(value)})"))
         built[name] = cls(**kwargs)
     d = built["display"]
     if d.model in DISPLAY_MODELS and not (d.width and d.height):
@@ -366,7 +502,7 @@ def build(raw):
     return config, problems
 
 
-def _convert(value, hint):
+def _convert(value: Any, hint: Any) -> tuple[bool, Any]:
     """Check a TOML value against a field type; ints widen to float, lists to tuples."""
     if hint is bool:
         return isinstance(value, bool), value
@@ -377,22 +513,27 @@ def _convert(value, hint):
         return ok, float(value) if ok else value
     if hint is str:
         return isinstance(value, str), value
+    if hint is Secret:
+        if isinstance(value, Secret):
+            return True, value
+        return isinstance(value, str), Secret(value) if isinstance(value, str) else value
     if typing.get_origin(hint) is tuple:
         (item, _) = typing.get_args(hint)
-        if not isinstance(value, list):
+        if not isinstance(value, (list, tuple)):
             return False, value
         items = [_convert(v, item) for v in value]
         return all(ok for ok, _ in items), tuple(v for _, v in items)
     raise TypeError(f"unsupported config type {hint}")
 
 
-def _type_name(hint):
+def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is tuple:
         return f"a list of {_type_name(typing.get_args(hint)[0])}"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Secret: "a string"}
+    return names[hint]
 
 
-def _cross_checks(config):
+def _cross_checks(config: Config) -> list[tuple[str, str]]:
     problems = []
     pins = config.buttons.pins
     if len(set(pins)) != len(pins):
@@ -412,18 +553,7 @@ def _cross_checks(config):
     return problems
 
 
-def to_toml_value(value):
-    """Render a config value as TOML (for ``config.toml`` and the console)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, tuple):
-        return "[" + ", ".join(to_toml_value(v) for v in value) + "]"
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
-
-
-def as_dict(config):
-    """``{section: {key: value}}`` of a Config."""
-    return {name: dataclasses.asdict(getattr(config, name)) for name in sections()}
+def as_dict(config: Config) -> dict[str, dict[str, Any]]:
+    """``{section: {key: value}}`` of a Config (secrets stay :class:`Secret`)."""
+    return {name: {f.name: getattr(getattr(config, name), f.name) for f in dataclasses.fields(cls)}
+            for name, cls in sections().items()}

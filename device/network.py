@@ -1,22 +1,21 @@
-"""Wi-Fi for Improv provisioning: NetworkManager on the Pi, a fake elsewhere.
+"""Wi-Fi for Improv provisioning: NetworkManager on the Pi.
 
-A backend has three methods: ``connect(ssid, password)`` (raises
-:class:`NetworkError` on failure), ``scan() -> list[WifiNetwork]`` and
-``is_connected() -> bool``. The Wi-Fi password is never logged, never put
-into an error message and never kept after the attempt.
+A backend (:class:`WifiBackend`) has three methods: ``connect(ssid,
+password)`` (raises :class:`~device.errors.NetworkError` on failure),
+``scan() -> list[WifiNetwork]`` and ``is_connected() -> bool``. The Wi-Fi
+password is never logged, never put into an error message and never kept
+after the attempt. The simulator's stand-in is ``sim.wifi.FakeNetworkBackend``.
 """
 
 import logging
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from device.errors import EvaluatorError
+from device.errors import NetworkError
 
 logger = logging.getLogger(__name__)
-
-
-class NetworkError(EvaluatorError, ConnectionError):
-    """The network could not be joined or queried."""
 
 
 @dataclass(frozen=True)
@@ -26,13 +25,28 @@ class WifiNetwork:
     secured: bool
 
 
-def _scrub(text, secret):
+class WifiBackend(Protocol):
+    """What Improv provisioning needs of the Wi-Fi."""
+
+    def connect(self, ssid: str, password: str) -> None:
+        """Join ``ssid``; raises NetworkError (without the password in it) on failure."""
+
+    def scan(self) -> list[WifiNetwork]:
+        """The networks in reach, strongest first."""
+
+    def is_connected(self) -> bool:
+        """Whether a Wi-Fi network is joined now."""
+
+
+def _scrub(text: str, secret: str) -> str:
     return text.replace(secret, "****") if secret else text
 
 
-def _split_terse(line):
+def _split_terse(line: str) -> list[str]:
     """Split a line of ``nmcli -t`` output, where ``\\:`` is a literal colon."""
-    fields, current, escaped = [], [], False
+    fields: list[str] = []
+    current: list[str] = []
+    escaped = False
     for ch in line:
         if escaped:
             current.append(ch)
@@ -62,12 +76,13 @@ class NmcliBackend:
         run: ``subprocess.run`` (injected by tests).
     """
 
-    def __init__(self, interface="", timeout_s=45.0, run=subprocess.run):
+    def __init__(self, interface: str = "", timeout_s: float = 45.0,
+                 run: Callable[..., Any] = subprocess.run) -> None:
         self.interface = interface
         self.timeout_s = timeout_s
         self._run = run
 
-    def _nmcli(self, args, secret="", timeout=None):
+    def _nmcli(self, args: list[str], secret: str = "", timeout: float | None = None) -> str:
         try:
             result = self._run(["nmcli", *args], capture_output=True, text=True,
                                timeout=timeout or self.timeout_s + 15, check=False)
@@ -80,9 +95,9 @@ class NmcliBackend:
         if result.returncode != 0:
             message = _scrub((result.stderr or result.stdout or "").strip(), secret)
             raise NetworkError(f"nmcli failed ({result.returncode}): {message[:200]}")
-        return result.stdout
+        return str(result.stdout)
 
-    def connect(self, ssid, password):
+    def connect(self, ssid: str, password: str) -> None:
         args = ["--wait", str(int(self.timeout_s)), "device", "wifi", "connect", ssid]
         if password:
             args += ["password", password]
@@ -92,10 +107,10 @@ class NmcliBackend:
         self._nmcli(args, secret=password)
         logger.info("joined Wi-Fi %r", ssid)
 
-    def scan(self):
+    def scan(self) -> list[WifiNetwork]:
         out = self._nmcli(["-t", "-f", "SSID,SIGNAL,SECURITY", "device", "wifi", "list", "--rescan", "auto"],
                           timeout=30)
-        best = {}
+        best: dict[str, WifiNetwork] = {}
         for line in out.splitlines():
             fields = _split_terse(line)
             if len(fields) < 3 or not fields[0]:
@@ -111,40 +126,10 @@ class NmcliBackend:
                 best[network.ssid] = network
         return sorted(best.values(), key=lambda n: -n.rssi)
 
-    def is_connected(self):
+    def is_connected(self) -> bool:
         try:
             out = self._nmcli(["-t", "-f", "TYPE,STATE", "device"], timeout=10)
         except NetworkError as e:
             logger.warning("cannot read the Wi-Fi state: %s", e)
             return False
         return any(_split_terse(line)[:2] == ["wifi", "connected"] for line in out.splitlines())
-
-
-class FakeNetworkBackend:
-    """Wi-Fi for the simulator and tests: networks with known passwords.
-
-    Args:
-        networks: ``{ssid: password}`` that can be joined.
-        rssi: ``{ssid: dBm}`` for the scan (default -60).
-    """
-
-    def __init__(self, networks=None, rssi=None):
-        self.networks = dict(networks or {"HallNet": "hall-password"})
-        self.rssi = dict(rssi or {})
-        self.connected_to = None
-        #: SSIDs tried, in order (never the passwords).
-        self.attempts = []
-
-    def connect(self, ssid, password):
-        self.attempts.append(ssid)
-        if self.networks.get(ssid) != password:
-            self.connected_to = None
-            raise NetworkError(f"cannot join Wi-Fi {ssid!r}: no such network or wrong password")
-        self.connected_to = ssid
-        logger.info("joined Wi-Fi %r (simulated)", ssid)
-
-    def scan(self):
-        return [WifiNetwork(ssid, self.rssi.get(ssid, -60), bool(pw)) for ssid, pw in self.networks.items()]
-
-    def is_connected(self):
-        return self.connected_to is not None

@@ -22,18 +22,20 @@ import os
 import secrets
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from device import config as config_mod
-from device.errors import ConfigError, EvaluatorError
+from device.errors import ConfigError, SettingsError
 
 logger = logging.getLogger(__name__)
 
+#: The overlay as ``{section: {key: value}}``.
+Overlay = dict[str, dict[str, Any]]
+StrPath = str | os.PathLike[str]
 
-class SettingsError(EvaluatorError, OSError):
-    """A settings, key or PIN file could not be written or read."""
 
-
-def fsync_dir(path):
+def fsync_dir(path: StrPath) -> None:
     """Flush a folder's entries (a rename is only durable once its folder is)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
@@ -42,7 +44,7 @@ def fsync_dir(path):
         os.close(fd)
 
 
-def write_atomic(path, data, mode=0o600):
+def write_atomic(path: StrPath, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` (bytes) so a power cut leaves old or new.
 
     Args:
@@ -56,7 +58,7 @@ def write_atomic(path, data, mode=0o600):
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
+    tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
         try:
@@ -81,7 +83,7 @@ def write_atomic(path, data, mode=0o600):
                 pass
 
 
-def remove_durably(path):
+def remove_durably(path: StrPath) -> None:
     """Delete a file (if it exists) and flush its folder."""
     path = os.fspath(path)
     try:
@@ -93,14 +95,7 @@ def remove_durably(path):
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
-def _plain(value):
-    """TOML lists come back as lists; the renderer wants the config's tuples."""
-    if isinstance(value, list):
-        return tuple(_plain(v) for v in value)
-    return value
-
-
-def render_overlay(overlay):
+def render_overlay(overlay: Mapping[str, Mapping[str, Any]]) -> str:
     """TOML text of a ``{section: {key: value}}`` overlay, sections in schema order."""
     lines = ["# Settings provisioned over the serial console. Written by the device;",
              "# applied after config.toml and --set. Edit with the console, not by hand.", ""]
@@ -111,20 +106,17 @@ def render_overlay(overlay):
             continue
         lines.append(f"[{section}]")
         for key in sorted(values):
-            lines.append(f"{key} = {config_mod.to_toml_value(_plain(values[key]))}")
+            lines.append(f"{key} = {config_mod.format_value(f'{section}.{key}', values[key])}")
         lines.append("")
     return "\n".join(lines)
 
 
-def overlay_overrides(overlay):
-    """The overlay as ``section.key=value`` texts for :func:`device.config.load`."""
-    return [f"{section}.{key}={config_mod.to_toml_value(_plain(value))}"
-            for section, values in overlay.items() if isinstance(values, dict)
-            for key, value in values.items()]
-
-
 class SettingsStore:
     """The settings overlay on top of the device's configuration files.
+
+    The overlay is the last layer of the configuration: defaults, the files in
+    ``base_paths``, the ``--set`` texts in ``overrides``, then the overlay as a
+    dict (:func:`device.config.load`'s ``layers``).
 
     Args:
         path: the overlay file (e.g. ``DATA/settings.toml``).
@@ -132,12 +124,12 @@ class SettingsStore:
         overrides: ``section.key=value`` overrides applied before it.
     """
 
-    def __init__(self, path, base_paths=(), overrides=()):
+    def __init__(self, path: StrPath, base_paths: Iterable[StrPath] = (), overrides: Iterable[str] = ()) -> None:
         self.path = os.fspath(path)
         self.base_paths = list(base_paths)
         self.overrides = list(overrides)
 
-    def read(self):
+    def read(self) -> Overlay:
         """The overlay as ``{section: {key: value}}``; empty if there is none.
 
         Raises:
@@ -151,25 +143,25 @@ class SettingsStore:
             raise ConfigError(bad)
         return data
 
-    def build(self, overlay):
+    def build(self, overlay: Mapping[str, Mapping[str, Any]]) -> config_mod.Config:
         """The configuration with ``overlay`` in place of the stored one.
 
         Raises:
             ConfigError: listing every bad key (files, overrides and overlay alike).
         """
-        return config_mod.load(self.base_paths, self.overrides + overlay_overrides(overlay))
+        return config_mod.load(self.base_paths, self.overrides, layers=[overlay])
 
-    def load(self):
+    def load(self) -> config_mod.Config:
         """The configuration the device runs: files, overrides, then the stored overlay."""
         return self.build(self.read())
 
-    def save(self, overlay):
+    def save(self, overlay: Mapping[str, Mapping[str, Any]]) -> None:
         """Replace the overlay file atomically (mode 0600: it may name internal hosts)."""
         text = render_overlay(overlay)
         write_atomic(self.path, text.encode("utf-8"), mode=0o600)
         logger.info("settings saved to %s", self.path)
 
-    def clear(self):
+    def clear(self) -> None:
         """Remove the overlay (factory reset)."""
         remove_durably(self.path)
 
@@ -182,7 +174,7 @@ SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
 PIN_MIN, PIN_MAX = 4, 32
 
 
-def check_pin_format(pin):
+def check_pin_format(pin: str) -> str | None:
     """Why ``pin`` cannot be a PIN, or ``None`` if it can."""
     if not PIN_MIN <= len(pin) <= PIN_MAX:
         return f"a PIN has {PIN_MIN} to {PIN_MAX} characters"
@@ -191,7 +183,7 @@ def check_pin_format(pin):
     return None
 
 
-def _hash(pin, salt, params):
+def _hash(pin: str, salt: bytes, params: Mapping[str, int]) -> bytes:
     return hashlib.scrypt(pin.encode("utf-8"), salt=salt, n=params["n"], r=params["r"],
                           p=params["p"], dklen=32)
 
@@ -226,14 +218,15 @@ class PinStore:
         max_delay_s: ... up to this.
     """
 
-    def __init__(self, path, clock=time.time, free_tries=3, base_delay_s=30.0, max_delay_s=3600.0):
+    def __init__(self, path: StrPath, clock: Callable[[], float] = time.time, free_tries: int = 3,
+                 base_delay_s: float = 30.0, max_delay_s: float = 3600.0) -> None:
         self.path = os.fspath(path)
         self.clock = clock
         self.free_tries = free_tries
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
 
-    def _read(self):
+    def _read(self) -> dict[str, Any] | None:
         try:
             with open(self.path, encoding="utf-8") as f:
                 data = json.load(f)
@@ -248,15 +241,15 @@ class PinStore:
             logger.error("PIN file %s is unreadable (%s); console stays locked", self.path, e)
             return {"damaged": True}
 
-    def _write(self, data):
+    def _write(self, data: Mapping[str, Any]) -> None:
         write_atomic(self.path, json.dumps(data, sort_keys=True).encode("utf-8"), mode=0o600)
 
-    def is_set(self):
+    def is_set(self) -> bool:
         """True once a PIN was set (a factory-new device has none)."""
         # Existence alone: a damaged file counts as set, so the console fails closed.
         return os.path.exists(self.path)
 
-    def set(self, pin):
+    def set(self, pin: str) -> None:
         """Store a new PIN (salted scrypt hash); clears failures.
 
         Raises:
@@ -271,13 +264,13 @@ class PinStore:
                      "hash": _hash(pin, salt, SCRYPT).hex(), "failures": 0, "locked_until": 0.0})
         logger.info("console PIN changed")
 
-    def delay_for(self, failures):
+    def delay_for(self, failures: int) -> float:
         """The wait after ``failures`` failed tries in a row."""
         if failures < self.free_tries:
             return 0.0
         return min(self.max_delay_s, self.base_delay_s * 2 ** (failures - self.free_tries))
 
-    def retry_after(self, data=None):
+    def retry_after(self, data: Mapping[str, Any] | None = None) -> float:
         """Seconds until a try is checked again (0 if it would be now)."""
         data = self._read() if data is None else data
         if not data:
@@ -288,7 +281,7 @@ class PinStore:
         wait = min(wait, self.delay_for(int(data.get("failures", 0))))
         return max(0.0, wait)
 
-    def verify(self, pin):
+    def verify(self, pin: str) -> PinVerdict:
         """Check a PIN try, counting failures and locking out after too many.
 
         Returns:
@@ -317,11 +310,11 @@ class PinStore:
         logger.warning("wrong console PIN (%d failed tries in a row)", failures)
         return PinVerdict(ok=False, retry_after_s=delay, failures=failures)
 
-    def tries_left(self):
+    def tries_left(self) -> int:
         """Failed tries still allowed before the lockout starts."""
         data = self._read() or {}
         return max(0, self.free_tries - int(data.get("failures", 0)))
 
-    def clear(self):
+    def clear(self) -> None:
         """Forget the PIN (factory reset)."""
         remove_durably(self.path)

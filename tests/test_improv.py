@@ -13,14 +13,14 @@ import pytest
 import serial
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from device import improv
-from device.console import Console
-from device.drivers.serial_port import PtyPort
-from device.network import FakeNetworkBackend, NetworkError, NmcliBackend
-from device.settings import PinStore, SettingsStore
-
 from test_console import FakeDeviceControl, ask
+
+from device.console import Console, improv
+from device.errors import ImprovError, NetworkError
+from device.network import NmcliBackend
+from device.settings import PinStore, SettingsStore
+from sim.pty_port import PtyPort
+from sim.wifi import FakeNetworkBackend
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -61,13 +61,13 @@ def test_state_error_and_result_frames_byte_for_byte():
     (b"IMPRO", "not an Improv frame"),
 ])
 def test_bad_frames_are_refused(frame, why):
-    with pytest.raises(improv.ImprovError, match=why):
+    with pytest.raises(ImprovError, match=why):
         improv.decode_frame(frame)
 
 
 @pytest.mark.parametrize("data", [b"", b"\x01", b"\x01\x05\x00", b"\x01\x01\x05"])
 def test_bad_rpc_packets_are_refused(data):
-    with pytest.raises(improv.ImprovError):
+    with pytest.raises(ImprovError):
         rpc = improv.parse_rpc(data)
         improv.parse_wifi_settings(rpc.payload)
 
@@ -91,7 +91,7 @@ def test_decoding_random_bytes_fails_only_with_improv_error(data):
     for fn in (improv.decode_frame, improv.decode_strings, improv.parse_rpc):
         try:
             fn(data)
-        except improv.ImprovError:
+        except ImprovError:
             pass
 
 

@@ -3,11 +3,11 @@
 import os
 
 import pytest
-
-from device import provision
-from device.drivers.serial_port import PtyPort
-
 from test_console import KEY, PIN, Rig
+
+import provision
+from provision.cli import main
+from sim.pty_port import PtyPort
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,7 +53,7 @@ def profile(tmp_path):
 
 
 def run(capsys, *args):
-    code = provision.main([str(a) for a in args])
+    code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     assert KEY not in out + err and PIN not in out + err
     return code, out, err
@@ -79,7 +79,7 @@ def test_profile_is_applied_committed_read_back_and_tested(rig, profile, capsys)
 def test_one_row_of_a_hall_csv(rig, tmp_path, capsys):
     hall = tmp_path / "hall.csv"
     hall.write_bytes(HALL_CSV.encode("gb18030"))  # as Excel saves it on a Chinese Windows
-    code, out, err = run(capsys, "--port", rig.port.path, "--csv", hall, "--window", "012", "--no-tests")
+    code, _out, err = run(capsys, "--port", rig.port.path, "--csv", hall, "--window", "012", "--no-tests")
     assert code == 0, err
     config = rig.device.config
     assert (config.device.id, config.staff.name, config.device.channel) == ("WE-0012", "欧阳娜娜", "PJQ")

@@ -13,11 +13,12 @@ import time
 
 import pytest
 
+import provision
 from device import clock
-from device import provision
 from device.ui.care import apply_shift, shift_cycle
 from device.ui.models import IdleScreen, Indicators
 from device.ui.screens import render
+from provision.cli import main
 
 KEY = "factory-key"
 NEW_KEY = "hall-12-key-7f3a9c"
@@ -74,7 +75,7 @@ def test_provisioning_round_trip_over_the_pty(tmp_path, hall, capsys):
         '[staff]\nno = "0777"\nname = "王小明"\n', encoding="utf-8")
 
     sim = Sim(tmp_path, hall, "--device-key", KEY)
-    code = provision.main(["--port", sim.console, "--profile", str(profile), "--pin", PIN,
+    code = main(["--port", sim.console, "--profile", str(profile), "--pin", PIN,
                            "--timeout", "15"])
     report = capsys.readouterr()
     assert code == 0, report.out + report.err
@@ -99,7 +100,7 @@ def test_provisioning_round_trip_over_the_pty(tmp_path, hall, capsys):
 
     # Once the PIN is set, a change without it is refused.
     third = Sim(tmp_path, hall)
-    code = provision.main(["--port", third.console, "--profile", str(profile), "--timeout", "15",
+    code = main(["--port", third.console, "--profile", str(profile), "--timeout", "15",
                            "--no-tests"])
     assert code == provision.EXIT_PIN
     third.finish("")

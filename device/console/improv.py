@@ -9,14 +9,16 @@ where the checksum is the sum of every byte before it, modulo 256. Clients
 the device does the same, so that a terminal user sees frames on lines of
 their own and Improv clients can skip JSON lines up to the newline.
 
-Everything here is pure: the console reads frames off the port and decides
-what to answer; this module only turns bytes into values and back.
+Everything here is pure: the console reads frames off the port and
+:mod:`device.console.improv_rpc` decides what to answer; this module only
+turns bytes into values and back.
 """
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from device.errors import EvaluatorError
+from device.errors import ImprovError
 
 HEADER = b"IMPROV"
 VERSION = 1
@@ -57,18 +59,6 @@ class Command(enum.IntEnum):
     REQUEST_SCAN = 0x04
 
 
-class ImprovError(EvaluatorError, ValueError):
-    """A frame or RPC that cannot be used.
-
-    Attributes:
-        code: the :class:`Error` to report to the client.
-    """
-
-    def __init__(self, message, code=Error.INVALID_RPC):
-        super().__init__(message)
-        self.code = code
-
-
 @dataclass(frozen=True)
 class Frame:
     type: int
@@ -81,12 +71,12 @@ class Rpc:
     payload: bytes
 
 
-def checksum(data):
+def checksum(data: bytes) -> int:
     """Sum of ``data``'s bytes modulo 256 (the byte that ends every frame)."""
     return sum(data) & 0xFF
 
 
-def encode_frame(packet_type, data=b""):
+def encode_frame(packet_type: int, data: bytes = b"") -> bytes:
     """One frame, without the trailing newline.
 
     Raises:
@@ -99,12 +89,12 @@ def encode_frame(packet_type, data=b""):
     return body + bytes([checksum(body)])
 
 
-def frame_length(prefix):
+def frame_length(prefix: bytes | bytearray) -> int:
     """Total length of the frame whose first :data:`PREFIX_LEN` bytes are ``prefix``."""
     return PREFIX_LEN + prefix[PREFIX_LEN - 1] + 1
 
 
-def decode_frame(frame):
+def decode_frame(frame: bytes | bytearray) -> Frame:
     """Check a whole frame (header to checksum) and return its type and data.
 
     Raises:
@@ -122,7 +112,7 @@ def decode_frame(frame):
     return Frame(frame[7], frame[PREFIX_LEN:-1])
 
 
-def encode_strings(strings):
+def encode_strings(strings: Iterable[str]) -> bytes:
     """Strings as Improv sends them: each one UTF-8 with a length byte before it."""
     out = bytearray()
     for s in strings:
@@ -134,13 +124,13 @@ def encode_strings(strings):
     return bytes(out)
 
 
-def decode_strings(data):
+def decode_strings(data: bytes) -> list[str]:
     """The inverse of :func:`encode_strings`.
 
     Raises:
         ImprovError: a length runs past the end, or a string is not UTF-8.
     """
-    strings = []
+    strings: list[str] = []
     i = 0
     while i < len(data):
         n = data[i]
@@ -154,12 +144,12 @@ def decode_strings(data):
     return strings
 
 
-def encode_rpc(command, payload=b""):
+def encode_rpc(command: int, payload: bytes = b"") -> bytes:
     """The data of an RPC command frame (what a client sends)."""
     return bytes([int(command), len(payload)]) + bytes(payload)
 
 
-def parse_rpc(data):
+def parse_rpc(data: bytes) -> Rpc:
     """Split an RPC command frame's data into command and payload.
 
     Raises:
@@ -172,7 +162,7 @@ def parse_rpc(data):
     return Rpc(data[0], bytes(data[2:]))
 
 
-def parse_wifi_settings(payload):
+def parse_wifi_settings(payload: bytes) -> tuple[str, str]:
     """``(ssid, password)`` from the Send Wi-Fi settings payload.
 
     Raises:
@@ -187,15 +177,17 @@ def parse_wifi_settings(payload):
     return ssid, password
 
 
-def state_frame(state):
+def state_frame(state: int) -> bytes:
+    """Tell the client the provisioning state."""
     return encode_frame(PacketType.CURRENT_STATE, bytes([int(state)]))
 
 
-def error_frame(error):
+def error_frame(error: int) -> bytes:
+    """Tell the client the error state (``Error.NONE`` clears it)."""
     return encode_frame(PacketType.ERROR_STATE, bytes([int(error)]))
 
 
-def result_frame(command, strings=()):
+def result_frame(command: int, strings: Iterable[str] = ()) -> bytes:
     """An RPC result: the command answered, then the strings."""
     body = encode_strings(strings)
     return encode_frame(PacketType.RPC_RESULT, bytes([int(command), len(body)]) + body)
@@ -209,23 +201,23 @@ class ImprovState:
     given), so the client hears of every change and nothing else.
     """
 
-    def __init__(self, state=State.AUTHORIZED):
+    def __init__(self, state: int = State.AUTHORIZED) -> None:
         self.state = State(state)
         self.error = Error.NONE
         #: True once a client spoke Improv on this port; before that no unasked
         #: frames are sent, so a terminal user does not see binary noise.
         self.client_seen = False
 
-    def set_state(self, state, force=False):
-        state = State(state)
-        if state == self.state and not force:
+    def set_state(self, state: int, force: bool = False) -> bytes | None:
+        new = State(state)
+        if new == self.state and not force:
             return None
-        self.state = state
-        return state_frame(state)
+        self.state = new
+        return state_frame(new)
 
-    def set_error(self, error, force=False):
-        error = Error(error)
-        if error == self.error and not force:
+    def set_error(self, error: int, force: bool = False) -> bytes | None:
+        new = Error(error)
+        if new == self.error and not force:
             return None
-        self.error = error
-        return error_frame(error)
+        self.error = new
+        return error_frame(new)

@@ -1,0 +1,133 @@
+"""Reading and staging settings: ``Get``, ``Set``, the short names, ``DeviceKey``.
+
+``StaffName`` reads a setting, ``StaffName 李四`` stages a new value;
+``Set``/``Get`` reach every ``section.key`` of the schema, ``Window`` and
+``Staff`` read or stage two at once. Values are read by
+:func:`device.config.parse_value`, as ``--set`` reads them. The device key
+is write-only: reads answer ``****``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from device import config as config_mod
+from device.config import MASK, Secret
+from device.console.commands import Answer, Command, Context, Needs, jsonable
+from device.console.staging import key_file_set
+from device.errors import CommandRefused, ConfigError
+
+#: Short names for the settings a technician sets most; ``Set``/``Get`` reach every key.
+SETTINGS = {
+    "deviceid": "device.id",
+    "windowno": "device.window_no",
+    "windowname": "device.window_name",
+    "channel": "device.channel",
+    "staffno": "staff.no",
+    "staffname": "staff.name",
+    "staffdept": "staff.dept",
+    "server": "upload.server",
+    "source": "session.source",
+    "sessionsource": "session.source",
+    "display": "display.model",
+    "displaymodel": "display.model",
+    "qrurl": "qr.url",
+}
+#: Commands that read or stage two settings at once: ``Window 12 综合受理``.
+PAIRS = {"window": ("device.window_no", "device.window_name"), "staff": ("staff.no", "staff.name")}
+#: A device key's length, in characters.
+KEY_MIN, KEY_MAX = 16, 256
+
+
+def _current(ctx: Context, full_key: str) -> Any:
+    section, _, key = full_key.partition(".")
+    return jsonable(config_mod.as_dict(ctx.device.current_config())[section][key])
+
+
+def _check_key(full_key: str) -> None:
+    if full_key not in config_mod.key_names():
+        raise CommandRefused("unknown_key", f"no configuration key {full_key!r}; send Get for the list")
+
+
+def _parse(full_key: str, text: str) -> Any:
+    try:
+        return config_mod.parse_value(full_key, text)
+    except ConfigError as e:
+        raise CommandRefused("invalid_value", "; ".join(f"{k}: {m}" for k, m in e.problems), key=full_key) from None
+
+
+def _read_answer(ctx: Context, full_key: str) -> Answer:
+    answer: Answer = {"ok": True, "key": full_key, "value": _current(ctx, full_key)}
+    if full_key in ctx.staging.values:
+        answer["staged"] = jsonable(ctx.staging.values[full_key])
+    return answer
+
+
+def _setting(full_key: str, ctx: Context, arg: str) -> Answer:
+    if not arg:
+        return _read_answer(ctx, full_key)
+    value = _parse(full_key, arg)
+    ctx.staging.stage({full_key: value})
+    return {"ok": True, "key": full_key, "staged": jsonable(value)}
+
+
+def _pair(keys: tuple[str, str], ctx: Context, arg: str) -> Answer:
+    if not arg:
+        answer: Answer = {"ok": True, "values": {k: _current(ctx, k) for k in keys}}
+        staged = {k: jsonable(ctx.staging.values[k]) for k in keys if k in ctx.staging.values}
+        if staged:
+            answer["staged"] = staged
+        return answer
+    first, _, rest = arg.partition(" ")
+    values = {keys[0]: _parse(keys[0], first)}
+    if rest.strip():
+        values[keys[1]] = _parse(keys[1], rest.strip())
+    ctx.staging.stage(values)
+    return {"ok": True, "staged": {k: jsonable(v) for k, v in values.items()}}
+
+
+def _get(ctx: Context, arg: str) -> Answer:
+    if not arg:
+        answer: Answer = {"ok": True, "config": jsonable(config_mod.as_dict(ctx.device.current_config()))}
+        if ctx.staging.values:
+            answer["staged"] = jsonable(ctx.staging.values)
+        return answer
+    full_key = arg.split(maxsplit=1)[0].lower()
+    _check_key(full_key)
+    return _read_answer(ctx, full_key)
+
+
+def _set(ctx: Context, arg: str) -> Answer:
+    full_key, _, text = arg.partition(" ")
+    full_key = full_key.lower()
+    if not full_key:
+        raise CommandRefused("missing_value", "use: Set section.key value")
+    _check_key(full_key)
+    if not text.strip():
+        raise CommandRefused("missing_value", f"use: Set {full_key} value")
+    value = _parse(full_key, text)
+    ctx.staging.stage({full_key: value})
+    return {"ok": True, "key": full_key, "staged": jsonable(value)}
+
+
+def _device_key(ctx: Context, arg: str) -> Answer:
+    if not arg:
+        answer: Answer = {"ok": True, "key": "device_key", "value": MASK, "set": key_file_set(ctx)}
+        if ctx.staging.key is not None:
+            answer["staged"] = MASK
+        return answer
+    if not (KEY_MIN <= len(arg) <= KEY_MAX and arg.isascii() and arg.isprintable() and " " not in arg):
+        raise CommandRefused("invalid_value", f"a device key has {KEY_MIN} to {KEY_MAX} printable ASCII "
+                             "characters without spaces")
+    ctx.staging.stage_key(Secret(arg))
+    return {"ok": True, "key": "device_key", "staged": MASK}
+
+
+COMMANDS = {
+    **{name: Command(functools.partial(_setting, key), Needs.TO_CHANGE) for name, key in SETTINGS.items()},
+    **{name: Command(functools.partial(_pair, keys), Needs.TO_CHANGE) for name, keys in PAIRS.items()},
+    "get": Command(_get, log_argument=True),
+    "set": Command(_set, Needs.ALWAYS, log_argument=True),
+    "devicekey": Command(_device_key, Needs.TO_CHANGE),
+}

@@ -1,0 +1,126 @@
+"""Apply a profile: set every value, commit, read back, run the self-tests, report."""
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from device import config as config_mod
+from device.errors import ProvisionError
+from provision import EXIT_OK, EXIT_PIN, EXIT_READBACK, EXIT_REJECTED, EXIT_TEST, EXIT_TIMEOUT, EXIT_WRONG_DEVICE
+from provision.session import DeviceSession
+
+
+def _same(expected: Any, got: Any) -> bool:
+    if isinstance(expected, (tuple, list)):
+        return isinstance(got, list) and len(got) == len(expected) and all(
+            _same(e, g) for e, g in zip(expected, got, strict=True))
+    if isinstance(expected, (int, float)) and not isinstance(expected, bool):
+        return isinstance(got, (int, float)) and not isinstance(got, bool) and float(expected) == float(got)
+    return bool(expected == got)
+
+
+def provision(session: DeviceSession, values: Mapping[str, Any], key: str | None, *, pin: str | None = None,
+              new_pin: str | None = None, expect_device: str | None = None, tests: bool = True,
+              restart: bool = False, out: Callable[[str], None] = print) -> int:
+    """Apply, commit, read back and test; print the report through ``out``.
+
+    Returns:
+        0 when everything passed.
+
+    Raises:
+        ProvisionError: the first thing that went wrong, with its exit code.
+    """
+    session.sync()
+    status = session.ask("Status")
+    if not status.get("ok") or "device_id" not in status:
+        raise ProvisionError(EXIT_TIMEOUT, "the device did not answer Status as a Window Evaluator console")
+    found = status["device_id"]
+    if expect_device and found != expect_device:
+        raise ProvisionError(EXIT_WRONG_DEVICE, f"wrong device: expected {expect_device}, found {found}")
+    out(f"device {found}, firmware {status.get('firmware', '?')}")
+
+    if status.get("pin_set") and not status.get("authorized"):
+        if not pin:
+            raise ProvisionError(EXIT_PIN, "the device has a PIN: give --pin (or set EVALUATOR_PIN)")
+        answer = session.ask(f"Auth {pin}", what="Auth")
+        if not answer.get("ok"):
+            raise ProvisionError(EXIT_PIN, f"PIN refused: {answer.get('message', answer.get('error'))}")
+
+    session.ask("Discard")
+    for full_key, value in values.items():
+        wire = config_mod.format_value(full_key, value)
+        answer = session.ask(f"Set {full_key} {wire}", what=f"Set {full_key}")
+        if not answer.get("ok"):
+            session.ask("Discard")
+            if answer.get("error") == "not_authorized":
+                raise ProvisionError(EXIT_PIN, f"the device refused the change: {answer.get('message')}")
+            raise ProvisionError(EXIT_REJECTED, f"the device rejected {full_key}: {answer.get('message')}")
+    if key:
+        answer = session.ask(f"DeviceKey {key}", what="DeviceKey")
+        if not answer.get("ok"):
+            session.ask("Discard")
+            raise ProvisionError(EXIT_REJECTED, f"the device rejected the device key: {answer.get('message')}")
+
+    commit = session.ask("Commit")
+    if not commit.get("ok"):
+        problems = "".join(f"\n  {p['key']}: {p['message']}" for p in commit.get("problems", []))
+        session.ask("Discard")
+        raise ProvisionError(EXIT_REJECTED, f"commit refused: {commit.get('message')}{problems}")
+
+    mismatches = []
+    out("")
+    out("read back:")
+    for full_key, value in values.items():
+        answer = session.ask(f"Get {full_key}")
+        got = answer.get("value")
+        good = answer.get("ok") and _same(value, got)
+        out(f"  {'ok  ' if good else 'DIFF'} {full_key} = {json.dumps(got, ensure_ascii=False)}")
+        if not good:
+            sent = config_mod.format_value(full_key, value)
+            mismatches.append(f"{full_key}: sent {json.dumps(sent, ensure_ascii=False)}, "
+                              f"device has {json.dumps(got, ensure_ascii=False)}")
+    if key:
+        answer = session.ask("DeviceKey")
+        good = bool(answer.get("ok") and answer.get("set"))
+        out(f"  {'ok  ' if good else 'DIFF'} device key: {'set' if good else 'NOT set'} (never shown)")
+        if not good:
+            mismatches.append("device key: the device reports none")
+
+    pin_note = "unchanged"
+    if new_pin or (pin and not status.get("pin_set")):
+        answer = session.ask(f"Pin {new_pin or pin}", what="Pin")
+        if not answer.get("ok"):
+            raise ProvisionError(EXIT_REJECTED, f"the device refused the new PIN: {answer.get('message')}")
+        pin_note = "changed" if status.get("pin_set") else "set (the device was factory-new)"
+    out(f"  PIN: {pin_note}")
+    if mismatches:
+        raise ProvisionError(EXIT_READBACK, "values read back differ:\n  " + "\n  ".join(mismatches))
+
+    failed = []
+    if tests:
+        out("")
+        out("self-tests:")
+        display = session.ask("Test display")
+        out(f"  display: {'pattern shown, check the screen' if display.get('ok') else display.get('message')}")
+        if not display.get("ok"):
+            failed.append("display")
+        uplink = session.ask("Test uplink", timeout=max(session.timeout, 30.0))
+        if uplink.get("ok"):
+            out(f"  uplink: {uplink.get('server', '')} answered {uplink.get('status')} "
+                f"in {uplink.get('elapsed_ms', '?')} ms")
+        else:
+            out(f"  uplink: FAILED: {uplink.get('message', uplink.get('error'))}")
+            failed.append("uplink")
+
+    restart_needed = commit.get("restart_needed") or []
+    out("")
+    if restart_needed:
+        if restart:
+            session.ask("Restart")
+            out(f"restarted the device to apply {', '.join(restart_needed)}")
+        else:
+            out(f"restart needed to apply {', '.join(restart_needed)} (send Restart, or use --restart)")
+    if failed:
+        raise ProvisionError(EXIT_TEST, f"settings committed, but self-tests failed: {', '.join(failed)}")
+    out(f"provisioned {found}: {len(values)} settings{' and the device key' if key else ''} committed")
+    return EXIT_OK
