@@ -32,7 +32,8 @@ demo: setup
 sim: setup
 	$(PY) -m sim $(ARGS)
 
-test: setup
+# The linter and the type checker first: code that fails them does not land.
+test: setup lint
 	$(PY) -m pytest -q
 
 # The linter and the type checker (ruff.toml, mypy.ini); part of `make test`.

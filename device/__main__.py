@@ -2,6 +2,6 @@
 
 import sys
 
-from device.app import main
+from device.cli import main
 
 sys.exit(main())

@@ -1,42 +1,47 @@
-"""The console's view of the running device (``console.DeviceControl``).
+"""What the console may ask of the device, and the supervisor's answer to it.
 
-The console runs in its own thread. Anything that touches the state
-machine, the configuration or the screen is handed to the app's loop as a
-:class:`Call` and waited for, so the loop stays the only thread that changes
-them; the outbox has its own lock and is read directly.
+The console runs in its own thread and changes nothing itself. Anything that
+touches the state machine, the configuration, the screen or the outbox goes
+to the device's loop as a command (:mod:`device.loop`) and is waited for; what
+the console reads comes from snapshots the loop and the workers publish. In
+recovery (the device did not start) the supervisor answers what it can and
+builds the device again when settings are committed.
 """
 
-import dataclasses
+from __future__ import annotations
+
 import logging
 import os
 import queue
 import threading
 import typing
+from typing import TYPE_CHECKING, Any
 
 from device import __version__
 from device import config as config_mod
 from device.config import Secret
-from device.console import uplink_check  # moves to the wire contract
-from device.queue.transport import HttpTransport
+from device.errors import DeviceUnavailable
+
+if TYPE_CHECKING:
+    from device.app import App
+    from device.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
-
-#: Sections and keys that only take effect when the program starts again.
-RESTART_KEYS = ("display.", "buttons.", "console.", "outbox.", "log.", "session.source")
 
 
 class DeviceControl(typing.Protocol):
     """Everything the console asks of the device. Methods are called from the
     console's thread; an implementation hands work to the device's own loop
-    where it must (see the module's wiring notes in the report)."""
+    where it must. In recovery, what needs the parts that did not start raises
+    :class:`~device.errors.DeviceUnavailable`."""
 
     def current_config(self) -> config_mod.Config:
         """The configuration last committed (what reads answer)."""
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """Device state for ``Status``: uptime, backlog, online, faults ... never secrets."""
 
-    def queue(self) -> dict:
+    def queue(self) -> dict[str, Any]:
         """Outbox counts for ``Queue``: pending, sending, delivered, rejected, oldest ..."""
 
     def upload_now(self) -> None:
@@ -46,10 +51,10 @@ class DeviceControl(typing.Protocol):
         """Take a committed configuration (and a new device key, if one was
         committed) into use; return the keys that only take effect after a restart."""
 
-    def test_display(self) -> dict | None:
+    def test_display(self) -> dict[str, Any] | None:
         """Show a test pattern for a few seconds; optionally describe it."""
 
-    def test_uplink(self) -> dict:
+    def test_uplink(self) -> dict[str, Any]:
         """Send a signed heartbeat and report the answer (see :func:`uplink_check`)."""
 
     def button_test(self, active: bool) -> None:
@@ -67,126 +72,136 @@ class DeviceControl(typing.Protocol):
         undelivered rating) and restart."""
 
 
-@dataclasses.dataclass(eq=False)
-class Call:
-    """An input for the app's loop: run ``fn`` there and hand back its result."""
 
-    fn: object
-    done: threading.Event = dataclasses.field(default_factory=threading.Event)
-    result: object = None
-    error: BaseException | None = None
+class SupervisorControl(DeviceControl):
+    """:class:`DeviceControl` over the supervisor and the app it runs (if any)."""
 
-    def run(self):
-        try:
-            self.result = self.fn()
-        except BaseException as e:  # handed back to the waiting thread
-            self.error = e
-        finally:
-            self.done.set()
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self._button_sink: queue.Queue[int] | None = None
 
-    def wait(self, timeout=10.0):
-        if not self.done.wait(timeout):
-            raise TimeoutError("the device loop did not answer in time")
-        if self.error is not None:
-            raise self.error
-        return self.result
+    def _app(self, what: str) -> App:
+        app = self.supervisor.app
+        if app is None:
+            faults = ", ".join(f.code for f in self.supervisor.faults) or "starting"
+            raise DeviceUnavailable(f"{what} needs the running device; it is in {self.supervisor.mode} ({faults})")
+        return app
 
+    def _on_loop(self, command: Any, what: str, timeout: float = 10.0) -> Any:
+        from device.loop import Command
 
-class AppControl(DeviceControl):
-    """DeviceControl over the current :class:`~device.app.App` (replaced on restart)."""
+        assert isinstance(command, Command)
+        self._app(what).events.put(command)
+        return command.wait(timeout)
 
-    def __init__(self, app=None):
-        self.app = app
+    def current_config(self) -> config_mod.Config:
+        return self.supervisor.config
 
-    def _on_loop(self, fn, timeout=10.0):
-        call = Call(fn)
-        self.app.events.put(call)
-        return call.wait(timeout)
-
-    def current_config(self):
-        return self.app.committed_config
-
-    def status(self):
-        app = self.app
-        status = app.uploader.status
+    def status(self) -> dict[str, Any]:
+        sup = self.supervisor
+        answer: dict[str, Any] = {"firmware": __version__, **sup.status()}
+        app = sup.app
+        if app is None:
+            return answer
+        loop, upload = app.loop.status, app.uploader.status
         counts = app.outbox.counts()
-        return {
-            "device_id": app.config.device.id,
-            "firmware": __version__,
-            "uptime_s": round(app.monotonic() - app.started),
-            "window": app.config.device.window_no,
-            "staff": app.config.staff.no,
-            "source": app.rules.source,
-            "screen": app.state.screen,
+        answer.update({
+            "uptime_s": round(app.clocks.monotonic() - app.loop.started),
+            "window": loop.window_no,
+            "staff": loop.staff_no,
+            "source": loop.source,
+            "screen": loop.screen,
             "backlog": counts["pending"] + counts["sending"],
             "rejected": counts["rejected"],
-            "online": status.online,
-            "last_upload_at": status.last_upload_at,
-            "last_error": status.last_error,
-            "faults": app.faults(),
-            "clock_synced": app.clock_synced(),
-            "ignored_presses": app.state.ignored,
-        }
+            "online": upload.online,
+            "last_upload_at": upload.last_upload_at,
+            "last_error": upload.last_error,
+            "clock_synced": loop.clock_synced,
+            "ignored_presses": loop.ignored_presses,
+        })
+        answer["faults"] += [{"code": code.split(":")[0], "message": code, "fix": ""}
+                             for code in app.uplink.faults() + _loop_faults(loop)]
+        return answer
 
-    def queue(self):
-        counts = self.app.outbox.counts()
-        oldest = self.app.outbox.oldest_waiting()
+    def queue(self) -> dict[str, Any]:
+        outbox = self._app("Queue").outbox
+        counts: dict[str, Any] = dict(outbox.counts())
+        oldest = outbox.oldest_waiting()
         counts["oldest_pending_seq"] = oldest["seq"] if oldest else None
         return counts
 
-    def upload_now(self):
-        # A technician's Upload is also the command that sends dead letters again.
-        retried = self.app.outbox.retry_rejected()
-        if retried:
-            logger.info("technician asked to send %d rejected events again", retried)
-        self.app.uploader.wake(force=True)
+    def upload_now(self) -> None:
+        from device.loop import UploadNow
 
-    def apply(self, config, key=None):
-        return self._on_loop(lambda: self.app.reconfigure(config, key))
+        self._on_loop(UploadNow(), "Upload")
 
-    def test_display(self):
-        self._on_loop(self.app.show_test_pattern)
-        return {"pattern": "checkerboard", "seconds": self.app.TEST_PATTERN_S}
+    def apply(self, config: config_mod.Config, key: Secret | None = None) -> list[str]:
+        from device.loop import Reconfigure
 
-    def test_uplink(self):
-        app = self.app
-        c = app.config.upload
-        transport = HttpTransport(c.server, app.config.device.id, app.key, timeout=c.timeout_s,
-                                  verify=c.ca_bundle or c.verify_tls)
+        # What reads answer from now on: the configuration as committed.
+        self.supervisor.config = config
+        if self.supervisor.app is None:
+            # In recovery a commit is the repair: build the device again with it.
+            self.supervisor.request_rebuild()
+            return []
+        restart: list[str] = self._on_loop(Reconfigure(config, key), "Commit")
+        return restart
+
+    def test_display(self) -> dict[str, Any] | None:
+        from device.loop import ShowTestPattern
+
+        result: dict[str, Any] = self._on_loop(ShowTestPattern(), "Test display")
+        return result
+
+    def test_uplink(self) -> dict[str, Any]:
+        from device.checks import load_key
+        from device.queue.health import uplink_check
+
+        app = self.supervisor.app
+        if app is not None and app.uploader.running:
+            # The same signed path the uploader uses, on its own thread.
+            return app.uploader.check_uplink(timeout=30.0)
+        config = self.supervisor.config
+        transport = self.supervisor.transport_for(config, load_key(config.upload.key_file))
+        faults = [f.code for f in self.supervisor.faults]
         try:
-            return uplink_check(transport, app.config.device.id, app.uploader.heartbeat_body())
+            return uplink_check(transport, config.device.id, {"faults": faults})
         finally:
             transport.close()
 
-    def button_test(self, active):
-        self._on_loop(lambda: self.app.set_button_test(queue.Queue() if active else None))
+    def button_test(self, active: bool) -> None:
+        from device.loop import SetButtonTest
 
-    def wait_button(self, timeout):
-        q = self.app.button_test
-        if q is None:
+        self._button_sink = queue.Queue() if active else None
+        self._on_loop(SetButtonTest(self._button_sink), "Test buttons")
+
+    def wait_button(self, timeout: float) -> int | None:
+        sink = self._button_sink
+        if sink is None:
             return None
         try:
-            return q.get(timeout=timeout)
+            return sink.get(timeout=timeout)
         except queue.Empty:
             return None
 
-    def restart(self):
-        # After the console has written its answer: give it a moment, then stop.
-        threading.Timer(0.2, self.app.request_restart).start()
+    def restart(self) -> None:
+        # After the console has written its answer: give it a moment, then rebuild.
+        threading.Timer(0.2, self.supervisor.request_rebuild).start()
 
-    def factory_reset(self):
+    def factory_reset(self) -> None:
+        path = os.path.join(os.path.dirname(os.path.abspath(self.supervisor.config.outbox.path)),
+                            "assignment.json")
         try:
-            os.remove(self.app.assignment_path)
+            os.remove(path)
         except FileNotFoundError:
             pass
         self.restart()
 
 
-def needs_restart(old, new):
-    """Keys whose change only a restart applies."""
-    from device.config import as_dict
-
-    before, after = as_dict(old), as_dict(new)
-    changed = [f"{s}.{k}" for s in after for k in after[s] if after[s][k] != before[s][k]]
-    return [k for k in changed if k.startswith(RESTART_KEYS)]
-
+def _loop_faults(status: Any) -> list[str]:
+    faults = []
+    if status.display_fault:
+        faults.append(f"display: {status.display_fault}")
+    if status.assignment_fault:
+        faults.append(f"assignment: {status.assignment_fault}")
+    return faults

@@ -7,8 +7,22 @@ event's ``hash`` (64 zeros before ``seq`` 1). Anyone holding the events can
 then tell that one was deleted or edited.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import uuid6
+
+from device.clock import Clocks, iso
+
+if TYPE_CHECKING:
+    from device.config import Config
+    from device.levels import Level
+    from device.state import Session
 
 GENESIS_HASH = "0" * 64
 
@@ -23,24 +37,24 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 _OUTSIDE_HASH = SEND_TIME_FIELDS | {"hash"}
 
 
-def canonical_json(obj):
+def canonical_json(obj: Any) -> str:
     """Keys sorted, no whitespace, UTF-8 without ASCII escaping."""
     return _CANONICAL.encode(obj)
 
 
-def hashed_json(event):
+def hashed_json(event: dict[str, Any]) -> str:
     """The canonical JSON the ``hash`` is taken over: the event without ``hash`` and send-time fields."""
     if not _OUTSIDE_HASH.isdisjoint(event):
         event = {k: v for k, v in event.items() if k not in _OUTSIDE_HASH}
     return _CANONICAL.encode(event)
 
 
-def event_hash(event):
+def event_hash(event: dict[str, Any]) -> str:
     """The ``hash`` an event must carry, computed from its other fields."""
     return hashlib.sha256(hashed_json(event).encode("utf-8")).hexdigest()
 
 
-def seal_text(fields, seq, prev_hash):
+def seal_text(fields: dict[str, Any], seq: int, prev_hash: str) -> tuple[dict[str, Any], str]:
     """Seal like :func:`seal`, also returning the exact text that was hashed.
 
     Returns:
@@ -53,12 +67,12 @@ def seal_text(fields, seq, prev_hash):
     return event, text
 
 
-def seal(fields, seq, prev_hash):
+def seal(fields: dict[str, Any], seq: int, prev_hash: str) -> dict[str, Any]:
     """Return a new event: ``fields`` plus ``seq``, ``prev_hash`` and ``hash``."""
     return seal_text(fields, seq, prev_hash)[0]
 
 
-def first_break(events):
+def first_break(events: Iterable[dict[str, Any]]) -> tuple[Any, str] | None:
     """Check a device's events in ``seq`` order.
 
     Returns:
@@ -76,3 +90,75 @@ def first_break(events):
             return (seq, "hash does not match the event's contents")
         expected_seq, prev = seq + 1, event["hash"]
     return None
+
+
+def new_id() -> str:
+    """A new event or session id: a UUIDv7, so ids sort by the time they were made."""
+    return str(uuid6.uuid7())
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Whose event it is: the device, the window and the staff member on duty."""
+
+    device_id: str
+    window_no: str
+    staff_no: str
+    staff_name: str
+    channel: str
+
+    @classmethod
+    def from_config(cls, config: Config) -> Origin:
+        return cls(config.device.id, config.device.window_no, config.staff.no, config.staff.name,
+                   config.device.channel)
+
+
+class RecordFactory:
+    """Makes the fields of every event the device keeps: the one place they are made.
+
+    The outbox adds ``seq``, ``prev_hash`` and ``hash`` when it seals them.
+
+    Args:
+        clocks: the :class:`~device.clock.Clocks` that stamp every event.
+        new_id: makes event ids (injectable for tests).
+    """
+
+    def __init__(self, clocks: Clocks, new_id: Callable[[], str] = new_id) -> None:
+        self.clocks = clocks
+        self.new_id = new_id
+
+    def base(self, event_type: str, origin: Origin, session: Session | None) -> dict[str, Any]:
+        """Fields every event has, and the session's when there is one."""
+        c = self.clocks
+        fields: dict[str, Any] = {
+            "id": self.new_id(),
+            "type": event_type,
+            "device_id": origin.device_id,
+            "window_no": origin.window_no,
+            "staff_no": origin.staff_no,
+            "staff_name": origin.staff_name,
+            "occurred_at": iso(c.wall()),
+            "clock_synced": c.is_synced(),
+            "boot_id": c.boot_id,
+            "mono_ms": c.mono_ms(),
+        }
+        if session is not None:
+            fields.update(session_id=session.session_id, ticket=session.ticket,
+                          project_no=session.project_no, task_code=session.task_code,
+                          task_name=session.task_name)
+        return fields
+
+    def rating(self, origin: Origin, level: Level, session: Session | None, suspect: bool) -> dict[str, Any]:
+        fields = self.base("rating", origin, session)
+        fields.update(level=level.value, satisfaction=level.satisfaction, channel=origin.channel,
+                      assess_number=1, suspect=suspect)
+        return fields
+
+    def unrated(self, origin: Origin, session: Session) -> dict[str, Any]:
+        return self.base("unrated", origin, session)
+
+    def detail(self, origin: Origin, rating_id: str, reason_codes: Iterable[str], reasons_version: str,
+               session: Session | None) -> dict[str, Any]:
+        fields = self.base("detail", origin, session)
+        fields.update(rating_id=rating_id, reason_codes=list(reason_codes), reasons_version=reasons_version)
+        return fields

@@ -6,6 +6,8 @@ hall server (or to ``--server URL``). Driven by the keyboard on a TTY, by
 ``--script FILE``, or by script lines on stdin.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import logging
@@ -16,19 +18,24 @@ import sys
 import tempfile
 import threading
 import urllib.parse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from device import app as device_app
 from device import config as config_mod
-from device.app import new_session_request
-from device.control import AppControl
-from device.drivers.serial_port import PtyPort
+from device.cli import install_signal_handlers, setup_logging
 from device.errors import ConfigError, EvaluatorError
-from device.network import FakeNetworkBackend
+from device.hardware import staff_request
 from device.settings import SettingsStore
+from device.supervisor import Supervisor
 from sim import script as script_mod
-from sim.hall_server import HallServer
+from sim.hall import HallServer
 from sim.hardware import make_sim_hardware
 from sim.network import NetworkLink
+from sim.pty_port import PtyPort
+from sim.wifi import FakeNetworkBackend
+
+if TYPE_CHECKING:
+    from device.app import App
 
 logger = logging.getLogger("sim")
 
@@ -51,7 +58,7 @@ wait 2
 DEMO_OVERRIDES = ["session.min_interval_s=2", "session.thanks_s=1.5", "session.suspect_window_s=5"]
 
 
-def parse_args(argv):
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="evaluator-sim", description=__doc__.splitlines()[0])
     parser.add_argument("--config", action="append", default=[], metavar="PATH",
                         help="a TOML configuration file (may be given more than once)")
@@ -73,7 +80,7 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def prepare_key(data_dir, given):
+def prepare_key(data_dir: str, given: str | None) -> tuple[str, str]:
     """The device key file in the data folder (mode 0600); made up if none is given."""
     path = os.path.join(data_dir, "device.key")
     if given is not None:
@@ -89,7 +96,7 @@ def prepare_key(data_dir, given):
     return path, key
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.script and args.demo:
         print("evaluator-sim: give --script or --demo, not both", file=sys.stderr)
@@ -97,7 +104,11 @@ def main(argv=None):
     commands = None
     if args.script or args.demo:
         try:
-            text = DEMO_SCRIPT if args.demo else open(args.script, encoding="utf-8").read()
+            if args.demo:
+                text = DEMO_SCRIPT
+            else:
+                with open(args.script, encoding="utf-8") as f:
+                    text = f.read()
             commands = script_mod.parse(text)
         except OSError as e:
             print(f"evaluator-sim: cannot read script {args.script}: {e.strerror}", file=sys.stderr)
@@ -120,7 +131,7 @@ def main(argv=None):
     key_path, key = prepare_key(data_dir, args.device_key)
 
     log_level = "WARNING" if interactive else "INFO"
-    device_app.setup_logging(log_level)
+    setup_logging(log_level)
 
     hall = None
     if args.server:
@@ -137,7 +148,8 @@ def main(argv=None):
     link = NetworkLink(target_host, target_port)
     server_url = f"{scheme}://{link.address[0]}:{link.address[1]}"
 
-    overrides = user_overrides + [
+    overrides = [
+        *user_overrides,
         f"outbox.path={json.dumps(os.path.join(data_dir, 'outbox.db'))}",
         f"upload.key_file={json.dumps(key_path)}",
         f"upload.server={json.dumps(server_url)}",
@@ -145,7 +157,7 @@ def main(argv=None):
     ]
     store = SettingsStore(os.path.join(data_dir, "settings.toml"), args.config, overrides)
     stop = threading.Event()
-    device_app.install_signal_handlers(stop)
+    install_signal_handlers(stop)
     terminal = None
     if interactive:
         from sim.terminal import TerminalScreen
@@ -153,8 +165,9 @@ def main(argv=None):
     port = PtyPort()
     try:
         config = store.load()
+        events: queue.Queue[Any] = queue.Queue()
         hardware, factory = make_sim_hardware(
-            config, queue.Queue(), new_session_request, frames_dir=args.frames,
+            config, events, staff_request, frames_dir=args.frames,
             on_frame=terminal.show if terminal else None)
     except EvaluatorError as e:
         print(f"evaluator-sim: {e}", file=sys.stderr)
@@ -163,9 +176,13 @@ def main(argv=None):
     print(f"device {config.device.id}, window {config.device.window_no}, data in {data_dir}", flush=True)
     print(f"console: {port.path}", flush=True)
 
-    control = AppControl()
+    # The simulated pins and panel stay for the whole run (the script drives
+    # these pins); display and button settings apply at the next start.
+    supervisor = Supervisor(store, lambda _config: hardware, events=events, console_port=port,
+                            network=FakeNetworkBackend(), rebuild_hardware=False)
+    control = supervisor
     driver = script_mod.Driver(factory, config, link, stop, hall=hall)
-    outcome = {}
+    outcome: dict[str, Any] = {}
     if commands is not None:
         feeder = threading.Thread(
             target=_run_script, args=(commands, driver, control, stop, args.drain_timeout, outcome),
@@ -179,10 +196,7 @@ def main(argv=None):
     feeder.start()
     rc = 0
     try:
-        # The simulated pins and panel stay for the whole run (the script drives
-        # these pins); display and button settings apply at the next start.
-        device_app.serve(store, lambda _config: hardware, stop, console_port=port,
-                         network=FakeNetworkBackend(), control=control, rebuild_hardware=False)
+        supervisor.run(stop)
     except EvaluatorError as e:
         print(f"evaluator-sim: {e}", file=sys.stderr)
         rc = 2 if isinstance(e, ConfigError) else 1
@@ -209,20 +223,20 @@ def main(argv=None):
     return rc
 
 
-def _close(link, hall, port):
+def _close(link: NetworkLink, hall: HallServer | None, port: Any) -> None:
     link.close()
     port.close()
     if hall is not None:
         hall.close()
 
 
-def _current_app(control, stop):
+def _current_app(control: Supervisor, stop: threading.Event) -> App | None:
     """The running app, once the device has started (None if it stopped first)."""
     script_mod.sleep_until(lambda: control.app is not None or stop.is_set(), 30)
     return control.app
 
 
-def _wait_delivered(control, stop, timeout):
+def _wait_delivered(control: Supervisor, stop: threading.Event, timeout: float) -> int:
     """Every queued input handled, then every event delivered (or timeout)."""
     app = _current_app(control, stop)
     if app is None:
@@ -232,7 +246,8 @@ def _wait_delivered(control, stop, timeout):
     return 0 if delivered else app.outbox.waiting()
 
 
-def _run_script(commands, driver, control, stop, drain_timeout, outcome):
+def _run_script(commands: list[script_mod.Command], driver: script_mod.Driver, control: Supervisor,
+                stop: threading.Event, drain_timeout: float, outcome: dict[str, Any]) -> None:
     try:
         _current_app(control, stop)
         for command in commands:
@@ -247,7 +262,8 @@ def _run_script(commands, driver, control, stop, drain_timeout, outcome):
         stop.set()
 
 
-def _run_stdin(driver, control, stop, drain_timeout, outcome):
+def _run_stdin(driver: script_mod.Driver, control: Supervisor, stop: threading.Event, drain_timeout: float,
+               outcome: dict[str, Any]) -> None:
     """Script lines from a pipe; a bad line is reported and skipped."""
     _current_app(control, stop)
     for number, line in enumerate(sys.stdin, start=1):
@@ -264,7 +280,7 @@ def _run_stdin(driver, control, stop, drain_timeout, outcome):
     stop.set()
 
 
-def _run_keys(driver, terminal, link, stop):
+def _run_keys(driver: script_mod.Driver, terminal: Any, link: NetworkLink, stop: threading.Event) -> None:
     from sim.terminal import raw_keys
 
     keymap = {str(n): n for n in range(1, 6)}
@@ -282,7 +298,7 @@ def _run_keys(driver, terminal, link, stop):
                 stop.set()
 
 
-def print_table(events):
+def print_table(events: list[dict[str, Any]]) -> None:
     """What the hall server stored, as a short table."""
     print()
     print("The stand-in hall server stored:")

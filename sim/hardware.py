@@ -1,7 +1,12 @@
 """The simulated hardware: gpiozero MockFactory pins and a luma ``dummy`` display."""
 
+from __future__ import annotations
+
 import logging
 import os
+import queue
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from gpiozero.pins.mock import MockFactory
 from luma.core.device import dummy
@@ -10,13 +15,19 @@ from device.drivers.buttons import Buttons
 from device.drivers.display import Display
 from device.hardware import Hardware
 
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from device.config import Config
+
 logger = logging.getLogger(__name__)
 
 
 class SimDisplay(Display):
     """The dummy panel, which keeps every frame; saves PNGs and tells a watcher."""
 
-    def __init__(self, panel, frames_dir=None, on_frame=None):
+    def __init__(self, panel: dummy, frames_dir: str | None = None,
+                 on_frame: Callable[[Image.Image], None] | None = None) -> None:
         super().__init__(panel)
         self.frames_dir = frames_dir
         self.on_frame = on_frame
@@ -24,7 +35,7 @@ class SimDisplay(Display):
         if frames_dir:
             os.makedirs(frames_dir, exist_ok=True)
 
-    def show(self, image):
+    def show(self, image: Image.Image) -> None:
         super().show(image)
         self.count += 1
         frame = self.device.image
@@ -34,7 +45,9 @@ class SimDisplay(Display):
             self.on_frame(frame)
 
 
-def make_sim_hardware(config, events, make_staff_event, *, frames_dir=None, on_frame=None):
+def make_sim_hardware(config: Config, events: queue.Queue[Any], make_staff_event: Callable[[], Any], *,
+                      frames_dir: str | None = None,
+                      on_frame: Callable[[Image.Image], None] | None = None) -> tuple[Hardware, MockFactory]:
     """Returns ``(Hardware, MockFactory)``; the factory's pins are the buttons."""
     factory = MockFactory()
     staff_pin = config.buttons.staff_pin if config.session.source == "staff_button" else None

@@ -9,9 +9,22 @@
     # comment        ignored, as are blank lines
 """
 
+from __future__ import annotations
+
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from gpiozero.pins.mock import MockFactory
+
+    from device.config import Config
+    from sim.network import NetworkLink
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +39,11 @@ class ScriptError(ValueError):
 @dataclass(frozen=True)
 class Command:
     verb: str
-    arg: object = None
+    arg: Any = None
     line: int = 0
 
 
-def parse_line(text, number=0):
+def parse_line(text: str, number: int = 0) -> Command | None:
     """One script line to a Command, or None for a blank or comment line."""
     words = text.split("#", 1)[0].split()
     if not words:
@@ -59,9 +72,10 @@ def parse_line(text, number=0):
                       "(expected press N, staff, wait SECONDS, network up|down, session [TICKET])")
 
 
-def parse(text):
+def parse(text: str) -> list[Command]:
     """A whole script; every bad line is reported at once."""
-    commands, errors = [], []
+    commands: list[Command] = []
+    errors: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
         try:
             command = parse_line(line, number)
@@ -83,10 +97,11 @@ class Driver:
         config: the device configuration (for pin numbers and debounce).
         link: the :class:`~sim.network.NetworkLink`, or None.
         stop: a threading.Event that cuts waits short.
-        hall: the embedded :class:`~sim.hall_server.HallServer`, or None.
+        hall: the embedded :class:`~sim.hall.HallServer`, or None.
     """
 
-    def __init__(self, factory, config, link, stop, hall=None):
+    def __init__(self, factory: MockFactory, config: Config, link: NetworkLink | None, stop: threading.Event,
+                 hall: Any = None) -> None:
         self.factory = factory
         self.config = config
         self.link = link
@@ -94,7 +109,7 @@ class Driver:
         self.hall = hall
         self.sessions = 0
 
-    def tap(self, pin):
+    def tap(self, pin: int) -> None:
         p = self.factory.pin(pin)
         p.drive_low()
         self.stop.wait(HOLD_S)
@@ -102,7 +117,7 @@ class Driver:
         # Let the contact rest beyond the debounce time before the next press.
         self.stop.wait(self.config.buttons.bounce_ms / 1000 + 0.02)
 
-    def run(self, command):
+    def run(self, command: Command) -> None:
         logger.info("script: %s %s", command.verb, "" if command.arg is None else command.arg)
         if command.verb == "press":
             self.tap(self.config.buttons.pins[command.arg - 1])
@@ -127,7 +142,7 @@ class Driver:
                 self.link.up()
 
 
-def sleep_until(predicate, timeout, interval=0.05):
+def sleep_until(predicate: Callable[[], T], timeout: float, interval: float = 0.05) -> T:
     """Poll ``predicate`` until true or ``timeout`` seconds pass; returns its last value."""
     end = time.monotonic() + timeout
     while True:

@@ -21,7 +21,7 @@ def events():
 @pytest.fixture
 def hall(request, tmp_path):
     """The stand-in hall server on a free loopback port; the test module's KEY signs."""
-    from sim.hall_server import HallServer
+    from sim.hall import HallServer
 
     server = HallServer(tmp_path / "hall.db", default_key=getattr(request.module, "KEY", "test-key"))
     server.start()
@@ -42,8 +42,10 @@ def outbox(tmp_path):
 def make_app(tmp_path):
     """Build Apps on simulated hardware with a controlled clock: ``make_app(*overrides)``."""
     from device import config as config_mod
-    from device.app import App, new_session_request
+    from device.app import App
+    from device.clock import Clocks
     from device.config import Secret
+    from device.hardware import staff_request
     from helpers import Clock
     from sim.hardware import make_sim_hardware
 
@@ -52,10 +54,10 @@ def make_app(tmp_path):
     def make(*overrides):
         config = config_mod.load(overrides=[
             f"outbox.path=\"{tmp_path / 'outbox.db'}\"", "buttons.bounce_ms=0", *overrides])
-        hardware, factory = make_sim_hardware(config, queue.Queue(), new_session_request)
+        hardware, factory = make_sim_hardware(config, queue.Queue(), staff_request)
         clock = Clock()
-        app = App(config, hardware, Secret(""), monotonic=clock.monotonic, wall=lambda: clock.wall,
-                  synced=lambda: True)
+        app = App(config, hardware, Secret(""),
+                  clocks=Clocks(monotonic=clock.monotonic, wall=lambda: clock.wall, synced=lambda: True))
         made.append((app, hardware))
         app.pump()
         return app, factory, clock

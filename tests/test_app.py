@@ -3,16 +3,17 @@
 import pytest
 
 from device import config as config_mod
-from device.app import check_screens
+from device.checks import check_screens
 from device.errors import ConfigError
 from device.ui.models import IdleScreen, ReasonsScreen, ServiceScreen, ThanksScreen
 from helpers import PINS, WEDNESDAY, tap
 
+
 def test_a_tap_is_kept_then_thanked(make_app):
-    app, factory, clock = make_app()
-    assert isinstance(app._model, IdleScreen)
+    app, factory, _ = make_app()
+    assert isinstance(app.model, IdleScreen)
     tap(app, factory, 2)
-    assert isinstance(app._model, ThanksScreen)
+    assert isinstance(app.model, ThanksScreen)
     (event,) = app.outbox.events()
     assert event["level"] == "satisfied" and event["satisfaction"] == 4
 
@@ -57,8 +58,8 @@ def test_reasons_after_a_bad_rating_become_a_detail_event(make_app):
     tap(app, factory, 4)
     clock.advance(3.1)
     app.pump()
-    assert isinstance(app._model, ReasonsScreen)
-    assert app._model.reasons == (("401", "办事效率低"), ("402", "等候时间长"))
+    assert isinstance(app.model, ReasonsScreen)
+    assert app.model.reasons == (("401", "办事效率低"), ("402", "等候时间长"))
     tap(app, factory, 2)
     rating, detail = app.outbox.events()
     assert detail["type"] == "detail" and detail["rating_id"] == rating["id"]
@@ -72,8 +73,8 @@ def test_holding_1_and_5_shows_the_service_screen_and_rates_nothing(make_app):
     app.pump()
     clock.advance(5.1)
     app.pump()
-    assert isinstance(app._model, ServiceScreen)
-    text = " ".join(app._model.lines)
+    assert isinstance(app.model, ServiceScreen)
+    text = " ".join(app.model.lines)
     assert "WE-0001" in text and "0.1.0" in text
     factory.pin(PINS[0]).drive_high()
     factory.pin(PINS[4]).drive_high()
@@ -114,7 +115,7 @@ def test_a_display_failure_does_not_stop_rating(make_app):
     display.show = real_show
     clock.advance(11)
     tap(app, factory, 2)
-    assert isinstance(app._model, ThanksScreen)
+    assert isinstance(app.model, ThanksScreen)
     assert [e["level"] for e in app.outbox.events()] == ["very_satisfied", "satisfied"]
 
 
@@ -125,7 +126,7 @@ def test_the_wal_is_checkpointed_when_idle_not_on_the_way_to_thanks(make_app):
     app.outbox.checkpoint = lambda: copied.append(real()) or copied[-1]
     clock.advance(31)
     tap(app, factory, 1)         # the press and its thanks: no checkpoint on that path
-    assert copied == [] and isinstance(app._model, ThanksScreen)
+    assert copied == [] and isinstance(app.model, ThanksScreen)
     clock.advance(4)
     app.pump()                   # idle again: now the checkpoint runs
     assert len(copied) == 1 and copied[0] > 0
@@ -146,8 +147,8 @@ def test_a_console_restart_rebuilds_the_hardware_with_the_committed_settings(tmp
     import queue
     import threading
 
-    from device.app import serve
     from device.settings import SettingsStore
+    from device.supervisor import Supervisor
     from sim.hardware import make_sim_hardware
 
     store = SettingsStore(tmp_path / "settings.toml", overrides=[f"outbox.path=\"{tmp_path / 'o.db'}\""])
@@ -159,16 +160,38 @@ def test_a_console_restart_rebuilds_the_hardware_with_the_committed_settings(tmp
         if len(made) == 1:
             # A technician committed a new panel, then asked for a restart.
             store.save({"display": {"model": "ssd1322"}})
-            threading.Timer(0.3, lambda: control.app.request_restart()).start()
+            threading.Timer(0.3, supervisor.request_rebuild).start()
         else:
             threading.Timer(0.3, stop.set).start()
         return hardware
 
-    from device.control import AppControl
-
-    control = AppControl()
+    supervisor = Supervisor(store, make_hardware)
     safety = threading.Timer(10, stop.set)   # a regression ends in the assertion, not a hang
     safety.start()
-    serve(store, make_hardware, stop, control=control)
+    supervisor.run(stop)
     safety.cancel()
     assert made == [("ssd1306", (128, 64)), ("ssd1322", (256, 64))]
+
+
+def test_a_rating_never_reenters_the_loops_handler(make_app):
+    """The commit's outcome goes on the loop's own queue: handled after, never inside, the press."""
+    app, factory, _ = make_app()
+    loop = app.loop
+    depth, deepest, handled = [0], [0], []
+    real = loop._handle_one
+
+    def counting(event):
+        depth[0] += 1
+        deepest[0] = max(deepest[0], depth[0])
+        handled.append(type(event).__name__)
+        try:
+            real(event)
+        finally:
+            depth[0] -= 1
+
+    loop._handle_one = counting
+    tap(app, factory, 1)
+    assert isinstance(app.model, ThanksScreen)
+    assert deepest[0] == 1
+    # The outcome came after the release that caused it, as an input of its own.
+    assert handled.index("RatingCommitted") == handled.index("ButtonReleased") + 1

@@ -1,0 +1,118 @@
+"""``evaluator`` / ``python -m device``: the device program on a Raspberry Pi.
+
+Parses the arguments, sets up logging (the only place that does), opens the
+serial console and hands everything to the :class:`~device.supervisor.Supervisor`.
+A configuration that cannot be loaded does not stop the program: the
+supervisor starts in recovery with the console up, so a technician can
+repair it over the cable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from device import config as config_mod
+from device.errors import ConfigError, EvaluatorError
+from device.hardware import staff_request
+
+logger = logging.getLogger(__name__)
+
+#: Where the installed device keeps its configuration.
+SYSTEM_CONFIG = "/etc/window-evaluator/config.toml"
+
+
+def parse_args(argv: Sequence[str] | None, prog: str = "evaluator",
+               description: str = "Window Evaluator device") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", action="append", default=[], metavar="PATH",
+                        help="a TOML configuration file (may be given more than once)")
+    parser.add_argument("--set", action="append", default=[], dest="overrides",
+                        metavar="SECTION.KEY=VALUE", help="override one configuration key")
+    parser.add_argument("--check", action="store_true",
+                        help="check the configuration (and the committed settings) as a start would, then exit: "
+                             "0 if it would start, 2 naming every bad key")
+    return parser
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT only set the stop flag; the loop ends cleanly."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The device: the console first, then the rest under the supervisor."""
+    args = parse_args(argv).parse_args(argv)
+    if not args.config and os.path.exists(SYSTEM_CONFIG):
+        args.config = [SYSTEM_CONFIG]
+    if args.check:
+        return check(args.config, args.overrides)
+    try:
+        config = config_mod.load(args.config, args.overrides)
+    except ConfigError as e:
+        # Still start: the console comes up on the default port, in recovery,
+        # so the device can be repaired over the cable.
+        print(f"evaluator: {e}\nevaluator: starting in recovery", file=sys.stderr)
+        config = config_mod.load()
+    setup_logging(config.log.level)
+
+    from device.drivers.serial_port import open_serial
+    from device.errors import SerialPortError
+    from device.hardware import make_pi_hardware
+    from device.network import NmcliBackend
+    from device.settings import SettingsStore
+    from device.supervisor import Supervisor
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    store = SettingsStore(config.console.settings_path, args.config, args.overrides)
+    try:
+        port = open_serial(config.console.port, config.console.baudrate)
+    except SerialPortError as e:
+        logger.warning("no technician console: %s", e)
+        port = None
+    events: queue.Queue[Any] = queue.Queue()
+    Supervisor(store, lambda c: make_pi_hardware(c, events, staff_request), events=events,
+               console_port=port, network=NmcliBackend()).run(stop)
+    return 0
+
+
+def check(paths: list[str], overrides: list[str]) -> int:
+    """``evaluator --check``: what a start would find wrong with the configuration, without starting."""
+    from device.checks import check_screens, check_storage
+    from device.settings import SettingsStore
+    from device.supervisor import configured_size
+
+    try:
+        config = config_mod.load(paths, overrides)
+        config = SettingsStore(config.console.settings_path, paths, overrides).load()
+        problems = []
+        for run in (lambda: check_screens(config, configured_size(config)), lambda: check_storage(config)):
+            try:
+                run()
+            except ConfigError as e:
+                problems += e.problems
+        if problems:
+            raise ConfigError(problems)
+    except EvaluatorError as e:
+        print(f"evaluator: {e}", file=sys.stderr)
+        return 2
+    print("evaluator: the configuration would start")
+    return 0
