@@ -106,11 +106,13 @@ class Origin:
     staff_no: str
     staff_name: str
     channel: str
+    #: The staff member's department, for the hall's roll-up per department.
+    staff_dept: str = ""
 
     @classmethod
     def from_config(cls, config: Config) -> Origin:
         return cls(config.device.id, config.device.window_no, config.staff.no, config.staff.name,
-                   config.device.channel)
+                   config.device.channel, config.staff.dept)
 
 
 class RecordFactory:
@@ -137,6 +139,7 @@ class RecordFactory:
             "window_no": origin.window_no,
             "staff_no": origin.staff_no,
             "staff_name": origin.staff_name,
+            "staff_dept": origin.staff_dept,
             "occurred_at": iso(c.wall()),
             "clock_synced": c.is_synced(),
             "boot_id": c.boot_id,
