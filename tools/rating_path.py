@@ -22,8 +22,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from device import config as config_mod  # noqa: E402  (the repository root is on the path only now)
-from sim.hardware import make_sim_hardware  # noqa: E402
+from device import config as config_mod
+from sim.hardware import make_sim_hardware
 
 KEY = "path-trace-key"
 #: Modules that are infrastructure rather than steps of a rating (logging helpers, type-only modules).
