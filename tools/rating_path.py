@@ -13,6 +13,7 @@ module) once: the figures in docs/ARCHITECTURE.md.
 
 from __future__ import annotations
 
+import importlib
 import os
 import queue
 import sys
@@ -78,11 +79,11 @@ def make_app(config: Any) -> tuple[Any, Any, Any]:
         from device.config import Secret
         from device.hardware import staff_request
     except ImportError:  # the code before the redesign: one App, clocks as arguments
-        from device.app import App, new_session_request  # type: ignore[attr-defined]
-        from device.queue.transport import Secret  # type: ignore[attr-defined,no-redef]
-
-        hardware, factory = make_sim_hardware(config, queue.Queue(), new_session_request)
-        return App(config, hardware, Secret(KEY), synced=lambda: True), hardware, factory  # type: ignore[call-arg]
+        old_app: Any = importlib.import_module("device.app")
+        old_transport: Any = importlib.import_module("device.queue.transport")
+        hardware, factory = make_sim_hardware(config, queue.Queue(), old_app.new_session_request)
+        app = old_app.App(config, hardware, old_transport.Secret(KEY), synced=lambda: True)
+        return app, hardware, factory
     hardware, factory = make_sim_hardware(config, queue.Queue(), staff_request)
     app = App(config, hardware, Secret(KEY), clocks=Clocks(synced=lambda: True), make_transport=http_transport)
     return app, hardware, factory
@@ -90,9 +91,10 @@ def make_app(config: Any) -> tuple[Any, Any, Any]:
 
 def main() -> int:
     try:
-        from sim.hall import HallServer
-    except ImportError:
-        from sim.hall_server import HallServer  # type: ignore[import-not-found,no-redef]
+        hall_module: Any = importlib.import_module("sim.hall")
+    except ImportError:  # the code before the redesign
+        hall_module = importlib.import_module("sim.hall_server")
+    HallServer = hall_module.HallServer
     with tempfile.TemporaryDirectory() as tmp:
         hall = HallServer(os.path.join(tmp, "hall.db"), default_key=KEY)
         hall.start()
