@@ -8,14 +8,21 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo sim test lint bench soak soak-crash gallery clean
+.PHONY: setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage
 
-setup: $(STAMP) $(FONT)
+TMUX := /usr/bin/tmux
+
+setup: $(STAMP) $(FONT) $(TMUX)
 
 # WenQuanYi Bitmap Song: the crisp CJK bitmap font (PCF, 12 and 16 px).
 $(FONT):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y xfonts-wqy
+
+# tmux: tests/test_terminal.py runs the interactive demo in it at 80x24 and 120x40 and reads the screen.
+$(TMUX):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y tmux
 
 $(STAMP): setup.py
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
@@ -46,6 +53,17 @@ bench: setup
 	$(PY) bench/bench_outbox.py
 	$(PY) bench/bench_uplink.py
 	$(PY) bench/bench_device.py
+	$(PY) bench/bench_bus.py
+
+# The production program on the fake Pi for every display model x interface x rotation (40 child processes).
+fakepi-matrix: setup
+	$(PY) -m pytest -q -m slow tests/test_fakepi.py
+
+# The damage matrix, a line per case: damaged storage (lost WAL, flipped page, truncated file, poison row),
+# a true ENOSPC (a loop-mounted ext4 when run as root), a moved outbox, FactoryReset, bad values,
+# and 50 commits with the device key killed at random (tests/test_damage.py runs the same cases, 6 kills).
+damage: setup
+	$(PY) tools/damage.py
 
 # Power-cut soak: the simulator SIGKILLed during a press storm (CYCLES=200).
 soak soak-crash: setup

@@ -7,6 +7,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["device", "device.*", "sim", "sim.*", "provision", "provision.*"]),
     include_package_data=True,
+    package_data={"sim.hall": ["holidays.toml"]},
     install_requires=[
         "gpiozero>=2.0",
         "luma.oled>=3.13",
@@ -14,9 +15,13 @@ setup(
         "Pillow>=10",
         "qrcode>=7.4",
         "sqlite-utils>=3.35",
-        "requests>=2.31",
+        # RFC 9421 HTTP Message Signatures both ways on the uplink (contract v2); brings cryptography.
+        "http-message-signatures>=3.0",
         "pyserial>=3.5",
         "uuid6>=2024.1.12",
+        # The stand-in hall's working days (statutory holidays, 调休) and China time where the OS has no tz data.
+        "chinese-calendar>=1.11",
+        "tzdata",
     ],
     extras_require={
         # Pin libraries gpiozero picks on a Pi; never needed to import or test elsewhere.
@@ -24,10 +29,13 @@ setup(
             "lgpio>=0.2; platform_machine=='aarch64' or platform_machine=='armv7l'",
             "smbus2>=0.4; sys_platform=='linux'",
             "spidev>=3.6; sys_platform=='linux'",
+            # RPi.GPIO's API over lgpio: luma's spi() drives the panel's DC and RST through it.
+            "rpi-lgpio>=0.6; platform_machine=='aarch64' or platform_machine=='armv7l'",
         ],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.2",
+            "requests>=2.31",  # the hall server's tests speak HTTP to it as any client would
             "hypothesis>=6.100",
             "zxing-cpp>=2.2",
             "ruff>=0.6",

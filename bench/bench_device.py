@@ -1,13 +1,16 @@
 """Device budgets, measured in one run on this machine (not a test).
 
-    python bench/bench_device.py [--presses N] [--latency-presses N] [--idle-seconds S]
+    python bench/bench_device.py [--presses N] [--latency-presses N] [--rounds R] [--idle-seconds S]
 
 Prints:
 - press -> durable commit -> thank-you frame, p50/p99, against a baseline of
   one raw durable SQLite insert (WAL, synchronous=FULL) plus one render of
-  the thank-you frame drawn from scratch: the budget is p99 within 1.5x of
+  the thank-you frame drawn from scratch: the budget is p99 within 1.1x of
   the baseline p99 (the device reuses frames it has drawn before, as it does
-  in service: five thank-you frames, one per level);
+  in service: five thank-you frames, one per level). Between presses, out of
+  the timed part, the uploader's work is done as in service: the rating is
+  claimed, marked delivered, and the uploader's passive checkpoint runs, so
+  the WAL, the witness and the checkpoints are what a device in a hall has;
 - start to first frame of the simulator process (budget < 1 s);
 - idle CPU of the simulator process (budget < 1 % of a core);
 - resident memory over N simulated presses (budget < 60 MB, flat).
@@ -47,7 +50,8 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 def make_app(data_dir: str) -> tuple[App, Hardware]:
     config = config_mod.load(overrides=[
-        f"outbox.path=\"{os.path.join(data_dir, 'outbox.db')}\"", "session.min_interval_s=0"])
+        f"outbox.path=\"{os.path.join(data_dir, 'outbox.db')}\"", 'session.source="free"',
+        "session.min_interval_s=0", "session.suspect_count=1000000"])
     hardware, _ = make_sim_hardware(config, queue.Queue(), staff_request)
     return App(config, hardware, Secret(""), clocks=Clocks(synced=lambda: True)), hardware
 
@@ -58,7 +62,14 @@ def press(app: App, button: int) -> None:
     app.loop.refresh()
 
 
-def bench_latency(n: int) -> tuple[list[float], list[float]]:
+def deliver(app: App) -> None:
+    """What the uploader's thread does after a press (untimed): claim, acknowledge, passive checkpoint."""
+    batch = app.outbox.claim(250)
+    app.outbox.mark_delivered([e["id"] for e in batch], time.time())
+    app.outbox.checkpoint(passive=True)
+
+
+def bench_latency(n: int, uploader: bool = True) -> tuple[list[float], list[float]]:
     """Press to thank-you frame, against raw insert + render, interleaved."""
     with tempfile.TemporaryDirectory() as tmp:
         app, hardware = make_app(tmp)
@@ -75,7 +86,10 @@ def bench_latency(n: int) -> tuple[list[float], list[float]]:
             t0 = time.perf_counter()
             press(app, level.button)
             t1 = time.perf_counter()
-            assert app.model == ThanksScreen(level)
+            assert isinstance(app.model, ThanksScreen), app.model
+            if uploader:
+                deliver(app)
+            t1b = time.perf_counter()
             raw.execute("BEGIN")
             raw.execute("INSERT INTO t (body) VALUES (?)", (body,))
             raw.execute("COMMIT")
@@ -84,7 +98,7 @@ def bench_latency(n: int) -> tuple[list[float], list[float]]:
             screens.draw_layout(screens.layout(model, hardware.size))
             t2 = time.perf_counter()
             device.append(t1 - t0)
-            baseline.append(t2 - t1)
+            baseline.append(t2 - t1b)
         app.outbox.close()
         hardware.close()
     return device, baseline
@@ -150,18 +164,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(n, mb, flush=True)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--latency-presses", type=int, default=500)
+    parser.add_argument("--latency-presses", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the press measurement")
     parser.add_argument("--presses", type=int, default=100_000, help="presses for the memory run")
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
 
-    device, baseline = bench_latency(args.latency_presses)
-    d99, b99 = percentile(device, 99), percentile(baseline, 99)
-    print(f"press -> thank-you frame ({args.latency_presses} presses): "
-          f"p50 {statistics.median(device) * 1e3:.2f} ms, p99 {d99 * 1e3:.2f} ms")
-    print(f"baseline raw durable insert + render:     "
-          f"p50 {statistics.median(baseline) * 1e3:.2f} ms, p99 {b99 * 1e3:.2f} ms")
-    print(f"  ratio p99 device/baseline: {d99 / b99:.2f} (budget <= 1.5)")
+    # p99 on a shared disk is a handful of fsync outliers: several rounds, the median ratio.
+    ratios = []
+    for _ in range(args.rounds):
+        device, baseline = bench_latency(args.latency_presses)
+        d99, b99 = percentile(device, 99), percentile(baseline, 99)
+        ratios.append(d99 / b99)
+        print(f"press -> thank-you frame ({args.latency_presses} presses): "
+              f"p50 {statistics.median(device) * 1e3:.2f} ms, p99 {d99 * 1e3:.2f} ms;   "
+              f"raw durable insert + render: p50 {statistics.median(baseline) * 1e3:.2f} ms, "
+              f"p99 {b99 * 1e3:.2f} ms;   ratio p99 {d99 / b99:.2f}", flush=True)
+    print(f"  ratio p99 device/baseline, median of {args.rounds} rounds: {statistics.median(ratios):.2f} "
+          "(budget <= 1.1)")
 
     first_frame, cpu, rss = bench_process(args.idle_seconds)
     shown = "never" if first_frame is None else f"{first_frame:.2f} s"

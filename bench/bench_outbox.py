@@ -1,6 +1,6 @@
-"""Outbox budget: durable enqueue and drain against persist-queue (not a test).
+"""Outbox budgets: durable enqueue and drain against persist-queue, and storage written per rating (not a test).
 
-    python bench/bench_outbox.py [--events N] [--batch B] [--dir DIR]
+    python bench/bench_outbox.py [--events N] [--batch B] [--ratings R] [--dir DIR]
 
 Both stores get the same durability: WAL and ``synchronous=FULL`` (checked),
 one commit per enqueued event. Enqueue: N events, one durable commit each,
@@ -9,6 +9,15 @@ Drain: the outbox claims a batch, then marks it delivered (two commits per
 batch); ``SQLiteAckQueue`` gets and acks each item (its own commits). The
 budget is ratio >= 1.0 for both (persist-queue time / outbox time).
 
+Storage written per delivered rating: ``/proc/self/io`` ``write_bytes``
+(what this process sent to the storage layer) from the insert to the
+acknowledgement, R ratings one at a time as at a counter, against a raw
+WAL + ``synchronous=FULL`` table getting one insert and one update of its
+state per rating. The outbox does what the device does per rating: append,
+claim, mark delivered, the uploader's passive checkpoint. The witness (the
+last committed seq kept beside the database) is measured apart, as its own
+line: the same run with its writes left out. Budget: outbox <= 1.5x raw.
+
 Run it on the storage the device uses (``--dir``): on tmpfs fsync is free and
 the figures mean little.
 """
@@ -16,7 +25,9 @@ the figures mean little.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -114,11 +125,60 @@ def run(directory: str, events: Sequence[dict[str, Any]], batch: int,
     return enqueue["outbox"], ob_drain, enqueue["pq"], pq_drain
 
 
+def write_bytes() -> int:
+    """Bytes this process has sent to the storage layer so far (Linux)."""
+    with open("/proc/self/io") as f:
+        for line in f:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    raise RuntimeError("no write_bytes in /proc/self/io")
+
+
+def storage_raw(directory: str, n: int) -> int:
+    raw = sqlite3.connect(os.path.join(directory, "raw.db"), isolation_level=None)
+    raw.execute("PRAGMA journal_mode=WAL")
+    raw.execute("PRAGMA synchronous=FULL")
+    raw.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, body TEXT, state TEXT)")
+    body = json.dumps(sample_event(0), ensure_ascii=False)
+    os.sync()
+    before = write_bytes()
+    for i in range(n):
+        raw.execute("INSERT INTO t (body, state) VALUES (?, 'pending')", (body,))
+        raw.execute("UPDATE t SET state = 'delivered' WHERE seq = ?", (i + 1,))
+    raw.close()
+    return write_bytes() - before
+
+
+def storage_outbox(directory: str, n: int, witness: bool) -> int:
+    box = Outbox(os.path.join(directory, f"outbox-{witness}.db"))
+    if not witness:
+        # The same run with the witness's writes left out: its cost is the difference.
+        box.book.witness._write = lambda: None  # type: ignore[method-assign]
+        box.book.witness.sync = lambda: None  # type: ignore[method-assign]
+    os.sync()
+    before = write_bytes()
+    for i in range(n):
+        box.append(sample_event(i))
+        box.mark_delivered([e["id"] for e in box.claim(250)], time.time())
+        box.checkpoint(passive=True)
+    box.close()
+    return write_bytes() - before
+
+
+def bench_storage(directory: str, n: int) -> tuple[float, float, float]:
+    """Bytes written per delivered rating: raw, outbox without its witness, the witness."""
+    raw = storage_raw(directory, n)
+    outbox = storage_outbox(directory, n, witness=False)
+    total = storage_outbox(directory, n, witness=True)
+    return raw / n, outbox / n, (total - outbox) / n
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=100, help="outbox claim size (upload.batch_size)")
     parser.add_argument("--rounds", type=int, default=20, help="interleaved enqueue rounds")
+    parser.add_argument("--ratings", type=int, default=2000, help="ratings for the storage measurement")
     parser.add_argument("--dir", help="where the databases go (default: a temporary folder)")
     args = parser.parse_args(argv)
     events = [sample_event(i) for i in range(args.events)]
@@ -134,6 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"ratio {pq_drain / ob_drain:5.2f} (budget >= 1.0)")
     ok = pq_enqueue / ob_enqueue >= 1.0 and pq_drain / ob_drain >= 1.0
     print("  within budget" if ok else "  OVER BUDGET")
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-storage-") as tmp:
+        raw, outbox, witness = bench_storage(tmp, args.ratings)
+    kib = 1024
+    print(f"storage written per delivered rating (/proc/self/io write_bytes, insert to acknowledgement, "
+          f"{args.ratings} ratings one at a time)")
+    print(f"  raw WAL+FULL insert + its acknowledgement update  {raw / kib:5.1f} KiB")
+    print(f"  outbox: append, claim, acknowledgement, checkpoints {outbox / kib:5.1f} KiB   "
+          f"ratio {outbox / raw:4.2f} (budget <= 1.5)")
+    print(f"  witness of the last committed seq (its own line)  +{witness / kib:4.1f} KiB   "
+          f"with it {(outbox + witness) / kib:5.1f} KiB, ratio {(outbox + witness) / raw:4.2f}")
+    print("  within budget" if outbox / raw <= 1.5 else "  OVER BUDGET")
     return 0
 
 

@@ -38,7 +38,8 @@ TransportFactory = Callable[["Config", "Secret", float], Any]
 def http_transport(config: Config, key: Secret, timeout: float) -> HttpTransport:
     """The real transport: signed HTTP(S) to ``upload.server``."""
     u = config.upload
-    return HttpTransport(u.server, config.device.id, key, timeout=timeout, verify=u.ca_bundle or u.verify_tls)
+    return HttpTransport(u.server, config.device.id, key, timeout=timeout, verify=u.ca_bundle or u.verify_tls,
+                         insecure_http=u.insecure_http)
 
 
 class UplinkWorkers:
@@ -98,7 +99,8 @@ class UplinkWorkers:
     def faults(self) -> list[str]:
         """The uplink's faults (offline, auth, storage, dead letters, clock), from its snapshot."""
         faults = [] if self.has_key else ["no_device_key"]
-        return faults + [f for f in self.uploader.status.faults if f != "no_device_key"]
+        faults += [f for f in self.uploader.status.faults if f != "no_device_key"]
+        return faults + [f for f in self.hall_link.status.faults if f not in faults]
 
     def last_upload_at(self) -> str:
         return self.uploader.status.last_upload_at
@@ -131,7 +133,8 @@ class App:
                 self.outbox, make_transport(config, key, config.upload.timeout_s), config.device.id,
                 batch_size=config.upload.batch_size, backoff_min_s=config.upload.backoff_min_s,
                 backoff_max_s=config.upload.backoff_max_s, heartbeat_s=config.upload.heartbeat_s,
-                retain_days=config.outbox.retain_days, clocks=clocks, extra_faults=self._extra_faults)
+                retain_days=config.outbox.retain_days, clocks=clocks, extra_faults=self._extra_faults,
+                heartbeat_fields=self._heartbeat_fields)
             # The hall server's assignment wins over the configured identity; the
             # last one is kept beside the outbox for a reboot without network.
             assignment_path = os.path.join(os.path.dirname(os.path.abspath(config.outbox.path)),
@@ -149,10 +152,16 @@ class App:
             self.outbox.close()
             raise
 
+    def _heartbeat_fields(self) -> dict[str, Any]:
+        """Counters of the device itself for the heartbeat (read from published snapshots)."""
+        return {"ignored_presses": self.loop.status.ignored_presses,
+                "noise_pulses": self.hardware.buttons.noise_pulses}
+
     def _extra_faults(self) -> list[str]:
         """Faults of the device itself for the heartbeat (read from published snapshots)."""
         status = self.loop.status
         faults = [] if self.uplink.has_key else ["no_device_key"]
+        faults += self.hall_link.status.faults  # session storms, answers that do not verify
         if status.display_fault:
             faults.append("display: " + status.display_fault[:120])
         if status.assignment_fault:

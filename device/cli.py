@@ -1,7 +1,9 @@
 """``evaluator`` / ``python -m device``: the device program on a Raspberry Pi.
 
 Parses the arguments, sets up logging (the only place that does), opens the
-serial console and hands everything to the :class:`~device.supervisor.Supervisor`.
+serial console and hands everything to the :class:`~device.supervisor.Supervisor`,
+telling systemd how it goes (:mod:`device.notify`). ``evaluator doctor``
+checks an installed device instead (:mod:`device.doctor`).
 A configuration that cannot be loaded does not stop the program: the
 supervisor starts in recovery with the console up, so a technician can
 repair it over the cable.
@@ -23,6 +25,7 @@ from typing import Any
 from device import config as config_mod
 from device.errors import ConfigError, EvaluatorError
 from device.hardware import staff_request
+from device.notify import Notifier
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +35,10 @@ SYSTEM_CONFIG = "/etc/window-evaluator/config.toml"
 
 def parse_args(argv: Sequence[str] | None, prog: str = "evaluator",
                description: str = "Window Evaluator device") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description,
+        epilog="evaluator doctor [--config PATH] [--set ...]: check this device's parts one by one "
+               "(panel, pins, font, data, settings, hall server, clock, console) with a fix for each")
     parser.add_argument("--config", action="append", default=[], metavar="PATH",
                         help="a TOML configuration file (may be given more than once)")
     parser.add_argument("--set", action="append", default=[], dest="overrides",
@@ -43,15 +49,23 @@ def parse_args(argv: Sequence[str] | None, prog: str = "evaluator",
     return parser
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def setup_logging(level: str, path: str | None = None) -> None:
+    """Log lines at ``level`` and above to stderr (the journal under systemd), or to the file ``path``."""
+    target: dict[str, Any] = {"filename": path} if path else {"stream": sys.stderr}
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", **target)
 
 
-def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT only set the stop flag; the loop ends cleanly."""
+def install_signal_handlers(stop: threading.Event, notifier: Notifier | None = None) -> None:
+    """SIGTERM and SIGINT only set the stop flag (and tell systemd); the loop ends cleanly.
+
+    The loop finishes the input in hand (a rating being committed is
+    committed), then the supervisor leaves 暂停服务 on the panel.
+    """
     def handler(signum: int, frame: FrameType | None) -> None:
         stop.set()
+        if notifier is not None:
+            notifier.stopping("stopping: finishing the input in hand")
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -59,6 +73,11 @@ def install_signal_handlers(stop: threading.Event) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The device: the console first, then the rest under the supervisor."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["doctor"]:
+        from device import doctor
+
+        return doctor.main(argv[1:])
     args = parse_args(argv).parse_args(argv)
     if not args.config and os.path.exists(SYSTEM_CONFIG):
         args.config = [SYSTEM_CONFIG]
@@ -80,8 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from device.settings import SettingsStore
     from device.supervisor import Supervisor
 
+    notifier = Notifier.from_environment()
     stop = threading.Event()
-    install_signal_handlers(stop)
+    install_signal_handlers(stop, notifier)
     store = SettingsStore(config.console.settings_path, args.config, args.overrides)
     try:
         port = open_serial(config.console.port, config.console.baudrate)
@@ -90,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port = None
     events: queue.Queue[Any] = queue.Queue()
     Supervisor(store, lambda c: make_pi_hardware(c, events, staff_request), events=events,
-               console_port=port, network=NmcliBackend()).run(stop)
+               console_port=port, network=NmcliBackend(), notifier=notifier).run(stop)
     return 0
 
 

@@ -1,9 +1,19 @@
-"""Time as the device knows it: wall clock, sync status, boot id, monotonic ms.
+"""Time as the device knows it: wall clock, sync status, hall time, boot id, monotonic ms.
 
 A Pi has no battery clock: it may boot in 1970 and jump when network time
-arrives. Events therefore keep the wall time together with ``clock_synced``,
-``boot_id`` and ``mono_ms`` so that the uploader can send a corrected time
-later; order is by ``seq``, never by wall time.
+arrives, and a government intranet may block NTP for good. Events therefore
+keep the wall time together with ``clock_synced``, ``boot_id`` and
+``mono_ms``; order is by ``seq``, never by wall time.
+
+Two sources make the clock trustworthy: the kernel's (NTP, timesyncd,
+chrony) and the hall's. The ``created`` of every answer that verifies as the
+hall's (DESIGN.md "Uplink contract v2") is the hall's time; the transports
+hand it to :meth:`Clocks.learn_hall_time`, and from then on a device without
+NTP tells the time by the hall (``clock_source: "hall"``), counted on the
+monotonic clock so that nothing the system clock does can move it. Once the
+clock is trustworthy, the loop appends one ``clock`` event
+(:meth:`Clocks.clock_event_due`), from which anyone holding the events dates
+every event of this boot exactly.
 
 Code never reads these module functions directly at run time: it is given a
 :class:`Clocks` (the real ones by default), so tests pass clocks they move.
@@ -15,12 +25,17 @@ import ctypes
 import ctypes.util
 import datetime
 import functools
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 _TIME_ERROR = 5  # adjtimex(2): clock not synchronised
+
+#: ``clock_source`` of a clock set by NTP (the kernel says it is synchronised).
+NTP = "ntp"
+#: ``clock_source`` of a clock told by the hall's signed answers.
+HALL = "hall"
 
 
 def wall_now() -> datetime.datetime:
@@ -46,6 +61,9 @@ def boot_id() -> str:
             return f.read().strip()
     except OSError:
         return "unknown"
+
+
+_read_boot_id = boot_id
 
 
 @functools.cache
@@ -74,41 +92,111 @@ def kernel_clock_synced() -> bool:
     return state not in (-1, _TIME_ERROR)
 
 
-def corrected_time(event: dict[str, Any], now_wall: datetime.datetime, now_mono_ms: int) -> str:
-    """Wall time at which an event of this boot really happened, from its mono_ms."""
-    delta = datetime.timedelta(milliseconds=now_mono_ms - event["mono_ms"])
-    return iso(now_wall - delta)
-
-
-@dataclass(frozen=True)
 class Clocks:
-    """The clocks one device build reads, injected everywhere (never module globals).
+    """The clocks one device process reads, injected everywhere (never module globals).
 
-    Attributes:
+    One instance lives as long as the process (the supervisor hands the same
+    one to every build), is read from every thread, and is changed only
+    through :meth:`learn_hall_time` (any thread) and
+    :meth:`clock_event_kept` (the loop).
+
+    Args:
         monotonic: seconds since boot (CLOCK_MONOTONIC on Linux).
-        wall: the local wall clock as an aware datetime.
-        synced: whether the wall clock is synchronised (NTP or the hall).
+        wall: the system's wall clock as an aware datetime.
+        synced: whether the system's wall clock is synchronised (by NTP).
         boot_id: the kernel's id of this boot.
         sync_check_s: how long one answer of ``synced`` is trusted: the kernel
             is asked at most this often, so a press never waits on it.
     """
 
-    monotonic: Callable[[], float] = time.monotonic
-    wall: Callable[[], datetime.datetime] = wall_now
-    synced: Callable[[], bool] = kernel_clock_synced
-    boot_id: str = field(default_factory=boot_id)
-    sync_check_s: float = 10.0
-    _cache: list[Any] = field(default_factory=lambda: [None, False], repr=False, compare=False)
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], datetime.datetime] = wall_now,
+                 synced: Callable[[], bool] = kernel_clock_synced, boot_id: str | None = None,
+                 sync_check_s: float = 10.0) -> None:
+        self._monotonic = monotonic
+        self._wall = wall
+        self._synced = synced
+        self.boot_id = boot_id if boot_id is not None else _read_boot_id()
+        self.sync_check_s = sync_check_s
+        self._checked: tuple[float, bool] | None = None
+        #: ``(hall Unix seconds, monotonic seconds)`` of the last verified answer; swapped whole.
+        self._hall: tuple[float, float] | None = None
+        self._lock = threading.Lock()
+        #: An event of this boot was stamped while the clock could not be trusted: a ``clock`` event will date it.
+        self._clock_event_owed = False
+
+    # --- reading -----------------------------------------------------------------
+
+    def monotonic(self) -> float:
+        """Seconds of the monotonic clock."""
+        return self._monotonic()
 
     def mono_ms(self) -> int:
         """Milliseconds of the monotonic clock."""
-        return int(self.monotonic() * 1000)
+        return int(self._monotonic() * 1000)
+
+    def ntp_synced(self) -> bool:
+        """Whether the system clock is synchronised, asked again at most every ``sync_check_s`` seconds."""
+        now = self._monotonic()
+        checked = self._checked
+        if checked is None or now - checked[0] >= self.sync_check_s:
+            checked = (now, bool(self._synced()))
+            self._checked = checked
+        return checked[1]
+
+    def source(self) -> str:
+        """``"ntp"``, ``"hall"``, or ``""`` while the clock cannot be trusted."""
+        if self.ntp_synced():
+            return NTP
+        return HALL if self._hall is not None else ""
 
     def is_synced(self) -> bool:
-        """``synced()``, asked again at most every ``sync_check_s`` seconds."""
-        checked_at, value = self._cache
-        now = self.monotonic()
-        if checked_at is None or now - checked_at > self.sync_check_s:
-            value = bool(self.synced())
-            self._cache[:] = [now, value]
-        return bool(value)
+        """Whether the wall time (:meth:`wall`) can be trusted: by NTP or by the hall."""
+        return bool(self.source())
+
+    def wall(self) -> datetime.datetime:
+        """The best wall time: the system's when NTP set it, else the hall's when known, else the system's."""
+        system = self._wall()
+        if self.ntp_synced():
+            return system
+        hall = self.hall_now()
+        if hall is None:
+            return system
+        return datetime.datetime.fromtimestamp(hall, system.tzinfo or datetime.UTC)
+
+    def hall_now(self) -> float | None:
+        """The hall's time now (Unix seconds) as learnt from its last verified answer, or None."""
+        hall = self._hall
+        if hall is None:
+            return None
+        at, mono = hall
+        return at + (self._monotonic() - mono)
+
+    # --- changing ------------------------------------------------------------------
+
+    def learn_hall_time(self, created: int) -> None:
+        """The ``created`` of an answer that verified as the hall's: the hall's time, just now.
+
+        ``created`` is whole seconds cut down, so the middle of that second is
+        taken; it is counted on from the monotonic clock, which nothing moves.
+        """
+        self._hall = (created + 0.5, self._monotonic())
+
+    def stamped_unsynced(self) -> None:
+        """An event of this boot was stamped while the clock could not be trusted (or one is known to be)."""
+        with self._lock:
+            self._clock_event_owed = True
+
+    def clock_event_due(self) -> str:
+        """The source to name in a ``clock`` event if one is owed now, else ``""``.
+
+        One is owed once the clock is trustworthy after an event of this boot
+        was stamped while it was not (:meth:`stamped_unsynced`).
+        """
+        with self._lock:
+            return self.source() if self._clock_event_owed else ""
+
+    def clock_event_kept(self) -> None:
+        """The ``clock`` event is in the outbox: none is owed until another event is stamped unsynced."""
+        with self._lock:
+            self._clock_event_owed = False

@@ -131,7 +131,8 @@ class StaffSection:
 
 @dataclass(frozen=True)
 class SessionSection:
-    source: str = field(default="free", metadata=_check(
+    #: "一次一评": by default a rating belongs to a service the staff asked it for.
+    source: str = field(default="staff_button", metadata=_check(
         lambda v: v in SESSION_SOURCES, "must be one of " + ", ".join(SESSION_SOURCES)))
     min_interval_s: float = field(default=10.0, metadata=_check(_non_negative, "must be >= 0"))
     rating_window_s: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
@@ -155,6 +156,8 @@ class ButtonsSection:
         "must be five BCM pin numbers from 0 to 27, 非常满意 first"))
     staff_pin: int = field(default=21, metadata=_check(lambda v: v in BCM_PINS, "must be a BCM pin from 0 to 27"))
     bounce_ms: int = field(default=30, metadata=_check(lambda v: 0 <= v <= 1000, "must be 0 to 1000"))
+    #: The contact must stay closed this long for a press; shorter closings are noise, counted, never rated.
+    min_press_ms: int = field(default=40, metadata=_check(lambda v: 0 <= v <= 1000, "must be 0 to 1000"))
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,9 @@ class DisplaySection:
     dim_contrast: int = field(default=32, metadata=_check(lambda v: 0 <= v <= 255, "must be 0 to 255"))
     dim_after_s: float = field(default=120.0, metadata=_check(_positive, "must be > 0"))
     shift_every_s: float = field(default=180.0, metadata=_check(_positive, "must be > 0"))
+    #: Thank with the level chosen and offer reason tags after a 差评 (a hall's explicit choice);
+    #: off, the screens never tell the staff or the queue which level a citizen chose.
+    show_level: bool = False
 
 
 @dataclass(frozen=True)
@@ -233,6 +239,9 @@ class UploadSection:
     key_file: str = "/var/lib/window-evaluator/device.key"
     verify_tls: bool = True
     ca_bundle: str = ""
+    #: Plain HTTP to a server that is not this machine: answers still signed, but nothing is private
+    #: (a standing fault while on).
+    insecure_http: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,6 +259,8 @@ class ConsoleSection:
     baudrate: int = field(default=115200, metadata=_check(_positive, "must be > 0"))
     #: What a technician commits over the console; loaded after the files and --set.
     settings_path: str = "/var/lib/window-evaluator/settings.toml"
+    #: An authorised console session ends by itself after this many seconds without input (``Lock`` ends it at once).
+    auto_lock_s: float = field(default=300.0, metadata=_check(lambda v: 10 <= v <= 86400, "must be 10 to 86400"))
 
 
 @dataclass(frozen=True)
@@ -546,11 +557,75 @@ def _cross_checks(config: Config) -> list[tuple[str, str]]:
             pin = getattr(config.display, key)
             if pin in pins:
                 problems.append((f"display.{key}", f"pin {pin} is also a rating button"))
+    problems.extend(_hardware_checks(config))
     if config.upload.ca_bundle and not os.path.isfile(config.upload.ca_bundle):
         problems.append(("upload.ca_bundle", f"no such file: {config.upload.ca_bundle}"))
     if config.upload.backoff_max_s < config.upload.backoff_min_s:
         problems.append(("upload.backoff_max_s", "must be >= upload.backoff_min_s"))
+    if _plain_http_elsewhere(config.upload.server) and not config.upload.insecure_http:
+        problems.append(("upload.server", "plain http:// only to this machine (127.0.0.1, localhost); "
+                                          "use https://, or set upload.insecure_http = true"))
     return problems
+
+
+#: Display models with no I²C interface on the chip (SPI or parallel only).
+SPI_ONLY_MODELS = ("ssd1322", "ssd1351")
+#: BCM pins of each I²C port on the 40-pin header: (SDA, SCL).
+I2C_PINS = {0: {0: "I2C0 SDA", 1: "I2C0 SCL"}, 1: {2: "I2C1 SDA", 3: "I2C1 SCL"}}
+#: BCM pins the kernel takes for each SPI port once it is enabled (every chip select of the default overlay).
+SPI_PINS = {
+    0: {7: "SPI0 CE1", 8: "SPI0 CE0", 9: "SPI0 MISO", 10: "SPI0 MOSI", 11: "SPI0 SCLK"},
+    1: {16: "SPI1 CE2", 17: "SPI1 CE1", 18: "SPI1 CE0", 19: "SPI1 MISO", 20: "SPI1 MOSI", 21: "SPI1 SCLK"},
+}
+#: Console ports that are the header's UART (GPIO 14 TXD, 15 RXD) rather than the USB gadget.
+UART_PORTS = ("/dev/serial0", "/dev/ttyS0", "/dev/ttyAMA0")
+UART_PINS = {14: "UART TXD", 15: "UART RXD"}
+
+
+def _hardware_checks(config: Config) -> list[tuple[str, str]]:
+    """The panel's interface, and pins that another function of the Pi already holds."""
+    problems = []
+    d = config.display
+    if d.interface == "i2c" and d.model in SPI_ONLY_MODELS:
+        problems.append(("display.interface", f'the {d.model} has no I2C interface: wire it to SPI and set '
+                                              f'display.interface = "spi"'))
+    taken: dict[int, str] = {}
+    if d.interface == "i2c":
+        taken.update({pin: f"{what} (display.interface = \"i2c\", display.i2c_port = {d.i2c_port})"
+                      for pin, what in I2C_PINS.get(d.i2c_port, {}).items()})
+    else:
+        taken.update({pin: f"{what} (display.interface = \"spi\", display.spi_port = {d.spi_port})"
+                      for pin, what in SPI_PINS.get(d.spi_port, {}).items()})
+    if config.console.port in UART_PORTS:
+        taken.update({pin: f"{what} (console.port = {config.console.port})" for pin, what in UART_PINS.items()})
+    used = [("buttons.pins", pin) for pin in config.buttons.pins]
+    if config.session.source == "staff_button":
+        used.append(("buttons.staff_pin", config.buttons.staff_pin))
+    if d.interface == "spi":
+        used += [("display.gpio_dc", d.gpio_dc), ("display.gpio_rst", d.gpio_rst)]
+    for key, pin in used:
+        if pin in taken:
+            problems.append((key, f"pin {pin} is {taken[pin]}"))
+    if d.interface == "spi" and config.session.source == "staff_button":
+        for key in ("gpio_dc", "gpio_rst"):
+            if getattr(d, key) == config.buttons.staff_pin:
+                problems.append((f"display.{key}", f"pin {config.buttons.staff_pin} is also the staff key"))
+    return problems
+
+
+def _plain_http_elsewhere(url: str) -> bool:
+    """Whether ``url`` is plain HTTP to a host that is not a loopback address."""
+    import ipaddress
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme.lower() != "http" or host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def as_dict(config: Config) -> dict[str, dict[str, Any]]:

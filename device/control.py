@@ -118,9 +118,12 @@ class SupervisorControl(DeviceControl):
             "last_error": upload.last_error,
             "clock_synced": loop.clock_synced,
             "ignored_presses": loop.ignored_presses,
+            "noise_pulses": app.hardware.buttons.noise_pulses,
         })
         answer["faults"] += [{"code": code.split(":")[0], "message": code, "fix": ""}
                              for code in app.uplink.faults() + _loop_faults(loop)]
+        answer["storage_damage"], damage_faults = _damage(app)
+        answer["faults"] += damage_faults
         return answer
 
     def queue(self) -> dict[str, Any]:
@@ -196,6 +199,18 @@ class SupervisorControl(DeviceControl):
         except FileNotFoundError:
             pass
         self.restart()
+
+
+def _damage(app: App) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The outbox's damage for ``Status``: its counts, and a standing fault once any was found."""
+    from device.checks import FIX_HINTS
+    from device.queue.damage import summary
+
+    damage = app.outbox.damage()
+    text = summary(damage)
+    faults = [{"code": "storage_damage", "message": f"outbox damage found: {text} (last: {damage['last']})",
+               "fix": FIX_HINTS["storage_damage"]}] if text else []
+    return damage, faults
 
 
 def _loop_faults(status: Any) -> list[str]:

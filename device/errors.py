@@ -109,3 +109,25 @@ class ProvisionError(EvaluatorError):
 
 class DeviceUnavailable(EvaluatorError, RuntimeError):
     """The device is in recovery: what was asked needs the parts that did not start."""
+
+
+class UnauthenticatedAnswer(TransportError):
+    """An answer that does not verify as the hall's answer to this request: no answer at all.
+
+    Unsigned, signed with another key, or echoing another request's nonce: a
+    captive portal, a proxy's error page or a rogue server look exactly like
+    this, and so does a device key the hall does not hold.
+    """
+
+
+class PinLibraryError(EvaluatorError, ImportError):
+    """No GPIO pin library could be loaded; the message names each one tried and why."""
+
+
+class StorageDamaged(StorageError):
+    """The outbox's database could not be opened as it was: it was kept aside and a new one started.
+
+    Raised once, so the device shows the fault (in recovery) before it goes on
+    with the new database; what could be read was copied into it and what
+    was lost is counted (``Outbox.damage()``).
+    """

@@ -52,11 +52,48 @@ def staff_request() -> StaffRequested:
 
 def make_pi_hardware(config: Config, events: queue.Queue[Any],
                      make_staff_event: Callable[[], Any]) -> Hardware:
-    """Buttons on the Pi's GPIO (gpiozero picks its pin library) and the OLED."""
+    """Buttons on the Pi's GPIO (gpiozero's pin library) and the OLED on its bus.
+
+    Raises:
+        PinLibraryError: no pin library loads (the supervisor starts in recovery).
+        DisplayError: the bus cannot be opened or the panel does not answer.
+    """
+    from device.drivers.buttons import Buttons
+    from device.drivers.display import Display
+    from device.drivers.pins import open_pin_factory
+    from device.errors import EvaluatorError, PinLibraryError
+
+    # The pin library first: lgpio's working directory is settled before luma's
+    # GPIO module (rpi-lgpio, for SPI's DC/RST) loads lgpio too.
+    factory = open_pin_factory()
+    b = config.buttons
+    staff_pin = b.staff_pin if config.session.source == "staff_button" else None
+    try:
+        buttons = Buttons(b.pins, events, staff_pin=staff_pin, make_staff_event=make_staff_event,
+                          pin_factory=factory, bounce_s=b.bounce_ms / 1000, min_press_s=b.min_press_ms / 1000)
+    except EvaluatorError:
+        raise
+    except Exception as e:
+        # A library that loads but cannot drive the lines (no gpiochip, a line another program holds).
+        raise PinLibraryError(f"{type(factory).__name__} cannot set up the button pins "
+                              f"{', '.join(map(str, b.pins))}: {type(e).__name__}: {e}") from e
+    try:
+        panel = open_panel(config)
+    except BaseException:
+        buttons.close()
+        raise
+    return Hardware(buttons, Display(panel, config.display.model), panel.size, events)
+
+
+def open_panel(config: Config) -> Any:
+    """The configured panel on its I²C or SPI bus (luma's own bus classes).
+
+    Raises:
+        DisplayError: naming the bus and the model.
+    """
     from luma.core.interface.serial import i2c, spi
 
-    from device.drivers.buttons import Buttons
-    from device.drivers.display import Display, make_panel
+    from device.drivers.display import make_panel
     from device.errors import DisplayError
 
     d = config.display
@@ -66,10 +103,15 @@ def make_pi_hardware(config: Config, events: queue.Queue[Any],
         else:
             bus = spi(port=d.spi_port, device=d.spi_device, gpio_DC=d.gpio_dc, gpio_RST=d.gpio_rst)
     except Exception as e:  # luma raises its own DeviceNotFoundError / DevicePermissionError
-        raise DisplayError(f"cannot open the {d.interface} bus for the {d.model} display: {e}") from e
-    panel = make_panel(d.model, bus, width=d.width, height=d.height, rotate=d.rotate)
-    staff_pin = config.buttons.staff_pin if config.session.source == "staff_button" else None
-    buttons = Buttons(config.buttons.pins, events, staff_pin=staff_pin,
-                      make_staff_event=make_staff_event, bounce_s=config.buttons.bounce_ms / 1000)
-    display = Display(panel)
-    return Hardware(buttons, display, panel.size, events)
+        hint = (" (luma drives DC and RST through RPi.GPIO: install rpi-lgpio, the pi extra)"
+                if isinstance(e, ImportError) else "")
+        raise DisplayError(f"cannot open the {d.interface} bus for the {d.model} display: "
+                           f"{type(e).__name__}: {e}{hint}") from e
+    try:
+        return make_panel(d.model, bus, width=d.width, height=d.height, rotate=d.rotate)
+    except BaseException:
+        try:
+            bus.cleanup()
+        except Exception:
+            pass
+        raise

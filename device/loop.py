@@ -15,6 +15,7 @@ immutable snapshot) and never write its objects.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import queue
 import threading
@@ -24,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from device import state as st
-from device.checks import check_screens
-from device.errors import ConfigError, StorageError
+from device.checks import check_screens, fit_to_screen, qr_fits
+from device.errors import StorageError
 from device.queue.hall import Assignment, AssignmentChanged, save_assignment
 from device.records import Origin, RecordFactory
 from device.screen import Screen, test_pattern
@@ -179,6 +180,7 @@ class Loop:
         self.started = clocks.monotonic()
         self.last_activity = self.started
         self._checkpointed_at = self.started
+        self._clock_checked = False
         self.status = LoopStatus()
 
     def _use(self, config: Config) -> None:
@@ -223,6 +225,18 @@ class Loop:
                 if event is not None:
                     # Lets a driver wait (queue.join) until its inputs are handled.
                     self.events.task_done()
+        self.stopping()
+
+    def stopping(self) -> None:
+        """The loop ends (restart, rebuild, shutdown): a session still open ends as one ``unrated`` event.
+
+        Nothing after this would take the session's press; a new build starts
+        with no session, so without this the service would vanish from the records.
+        """
+        try:
+            self.handle(st.Stopping())
+        except Exception:
+            logger.exception("device loop: the open session could not be recorded as unrated")
 
     def pump(self) -> None:
         """Handle every input already queued, then redraw (tests and tools)."""
@@ -241,10 +255,38 @@ class Loop:
 
     def housekeeping(self) -> None:
         """Work kept off the press path: done when the loop waited for nothing."""
+        self.keep_clock_event()
         now = self.clocks.monotonic()
         if self.state.screen == st.IDLE and now - self._checkpointed_at >= CHECKPOINT_EVERY_S:
             self._checkpointed_at = now
             self.outbox.checkpoint()
+
+    def keep_clock_event(self) -> None:
+        """Append the ``clock`` event once this boot's clock has become trustworthy (NTP or the hall).
+
+        The loop is the outbox's one writer, so the event is made here; from
+        it anyone holding the events dates every event this boot stamped
+        before the clock was set (DESIGN.md Records).
+        """
+        if not self._clock_checked:
+            # A process before this one in the same boot may have stamped events unsynced and
+            # stopped before its clock was set: the oldest waiting event tells.
+            self._clock_checked = True
+            oldest = self.outbox.oldest_waiting()
+            if oldest is not None and oldest.get("boot_id") == self.clocks.boot_id \
+                    and oldest.get("clock_synced") is False:
+                self.clocks.stamped_unsynced()
+        source = self.clocks.clock_event_due()
+        if not source:
+            return
+        try:
+            event = self.outbox.append(self.records.clock(self.origin, source))
+        except StorageError as e:
+            logger.error("clock event not kept (tried again later): %s", e)
+            return
+        self.clocks.clock_event_kept()
+        logger.info("clock set by %s: clock event kept as seq %d", source, event["seq"])
+        self.uplink.wake()
 
     def _timeout(self) -> float:
         now = self.clocks.monotonic()
@@ -276,6 +318,12 @@ class Loop:
             return
         if isinstance(event, Wake):
             return
+        if isinstance(event, st.SessionOpened) and event.qr_url and not qr_fits(event.qr_url, self.screen.size):
+            # A session's QR from outside that the panel cannot show: the window's own QR instead, reported.
+            self._assignment_fault = f"session {event.session_id}: its qr_url is too long for the display " \
+                                     f"({len(event.qr_url)} characters); the window's QR is shown"
+            logger.warning("%s", self._assignment_fault)
+            event = dataclasses.replace(event, qr_url="")
         now = self.clocks.monotonic()
         if isinstance(event, st.ButtonPressed | st.ButtonReleased):
             if self._button_test is not None:
@@ -375,14 +423,15 @@ class Loop:
     def _apply_assignment(self, assignment: Assignment, save: bool = True) -> bool:
         """Show the hall's window, staff, QR and reasons, if the screen can show them."""
         config = assignment.apply_to(self.committed_config)
-        try:
-            check_screens(config, self.screen.size)
-        except ConfigError as e:
-            self._assignment_fault = f"assignment not shown: {e}"
-            logger.error("assignment from the hall server not applied: %s", e)
-            return False
-        self._assignment_fault = ""
-        self._use(config)
+        # Values from outside never stop the device: what the screen cannot show gets a fallback
+        # (device.checks.fit_to_screen) and is reported; the records keep the hall's values as sent.
+        shown, problems = fit_to_screen(config, self.screen.size, fallback=self.committed_config)
+        self._assignment_fault = ("assignment shown with fallbacks: " + "; ".join(
+            f"{key}: {message}" for key, message in problems)) if problems else ""
+        if problems:
+            logger.warning("%s", self._assignment_fault)
+        self._use(shown)
+        self.origin = Origin.from_config(config)
         if save and self.assignment_path:
             try:
                 save_assignment(self.assignment_path, assignment)

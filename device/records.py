@@ -1,10 +1,11 @@
 """The event record: fields, canonical JSON and the hash chain.
 
 Every fact the device learns is an append-only event. ``hash`` is the hex
-SHA-256 of the event's canonical JSON without ``hash`` itself and without the
-fields the uploader adds at sending time; ``prev_hash`` is the previous
-event's ``hash`` (64 zeros before ``seq`` 1). Anyone holding the events can
-then tell that one was deleted or edited.
+SHA-256 of the event's canonical JSON without ``hash`` itself; ``prev_hash``
+is the previous event's ``hash`` (64 zeros before ``seq`` 1). Anyone holding
+the events can then tell that one was deleted or edited. Nothing is added to
+an event after it is sealed: an event stamped before the clock was set is
+dated later by its boot's ``clock`` event, never by changing it.
 """
 
 from __future__ import annotations
@@ -26,15 +27,11 @@ if TYPE_CHECKING:
 
 GENESIS_HASH = "0" * 64
 
-#: Added by the uploader when sending, so outside the hash.
-SEND_TIME_FIELDS = frozenset({"corrected_at"})
-
-EVENT_TYPES = ("rating", "detail", "unrated")
+EVENT_TYPES = ("rating", "detail", "unrated", "clock")
 
 
 # One encoder for every event: json.dumps would build a new one per call.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-_OUTSIDE_HASH = SEND_TIME_FIELDS | {"hash"}
 
 
 def canonical_json(obj: Any) -> str:
@@ -43,9 +40,9 @@ def canonical_json(obj: Any) -> str:
 
 
 def hashed_json(event: dict[str, Any]) -> str:
-    """The canonical JSON the ``hash`` is taken over: the event without ``hash`` and send-time fields."""
-    if not _OUTSIDE_HASH.isdisjoint(event):
-        event = {k: v for k, v in event.items() if k not in _OUTSIDE_HASH}
+    """The canonical JSON the ``hash`` is taken over: the event without ``hash``."""
+    if "hash" in event:
+        event = {k: v for k, v in event.items() if k != "hash"}
     return _CANONICAL.encode(event)
 
 
@@ -132,6 +129,9 @@ class RecordFactory:
     def base(self, event_type: str, origin: Origin, session: Session | None) -> dict[str, Any]:
         """Fields every event has, and the session's when there is one."""
         c = self.clocks
+        synced = c.is_synced()
+        if not synced:
+            c.stamped_unsynced()  # a clock event will date it once the clock can be trusted
         fields: dict[str, Any] = {
             "id": self.new_id(),
             "type": event_type,
@@ -141,7 +141,7 @@ class RecordFactory:
             "staff_name": origin.staff_name,
             "staff_dept": origin.staff_dept,
             "occurred_at": iso(c.wall()),
-            "clock_synced": c.is_synced(),
+            "clock_synced": synced,
             "boot_id": c.boot_id,
             "mono_ms": c.mono_ms(),
         }
@@ -164,4 +164,18 @@ class RecordFactory:
                session: Session | None) -> dict[str, Any]:
         fields = self.base("detail", origin, session)
         fields.update(rating_id=rating_id, reason_codes=list(reason_codes), reasons_version=reasons_version)
+        return fields
+
+    def clock(self, origin: Origin, source: str) -> dict[str, Any]:
+        """The ``clock`` event: at this boot's ``mono_ms`` the trusted wall time was ``synced_at``.
+
+        With it anyone holding the events dates every event of this boot
+        exactly: ``synced_at - (clock.mono_ms - event.mono_ms)``.
+
+        Args:
+            origin: the device and who is on duty.
+            source: ``"ntp"`` or ``"hall"`` (:meth:`Clocks.clock_event_due <device.clock.Clocks.clock_event_due>`).
+        """
+        fields = self.base("clock", origin, None)
+        fields.update(source=source, synced_at=fields["occurred_at"])
         return fields

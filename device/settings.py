@@ -7,22 +7,30 @@
 * :class:`SettingsStore` keeps the settings overlay, a TOML file of the keys
   provisioned over the console. It is applied after ``config.toml`` and
   after ``--set`` overrides: what a technician committed last is what the
-  device runs.
+  device runs. :meth:`SettingsStore.commit` writes the overlay and a new
+  device key as one unit: both are staged beside their files, a small
+  journal naming the renames (never the key) is the commit point, and a
+  start after a power cut finishes or forgets the commit
+  (:meth:`SettingsStore.recover`), removing every stray temporary file, so
+  no copy of a key outlives a commit.
 * :class:`PinStore` keeps the console PIN as a salted scrypt hash, with the
   count of failed tries and the lockout, in a JSON file beside the device
   key. The lockout is persisted so a reboot does not reset it.
 """
 
 import dataclasses
+import errno
 import hashlib
 import hmac
 import json
 import logging
 import os
+import re
 import secrets
+import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from device import config as config_mod
@@ -95,6 +103,67 @@ def remove_durably(path: StrPath) -> None:
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
+def scrub(path: StrPath) -> bool:
+    """Overwrite a file with zeros, flush, and delete it (a temporary copy of a secret); True if it was there."""
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            size = os.fstat(fd).st_size
+            os.pwrite(fd, b"\0" * size, 0)
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise SettingsError(f"cannot remove {path}: {e.strerror}") from None
+    return True
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` (mode 0600, replaced if there) and flush it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _rename(src: str, dst: str) -> None:
+    """Move ``src`` to ``dst``; across filesystems by copy, flush, replace and delete."""
+    try:
+        os.replace(src, dst)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        tmp = dst + ".next"
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o600)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+        scrub(src)
+    fsync_dir(os.path.dirname(os.path.abspath(dst)))
+
+
+#: What ``write_atomic`` names its temporary files: ``.<name>.<random>.tmp``.
+_TEMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{6,}\.tmp$")
+
+
 def render_overlay(overlay: Mapping[str, Mapping[str, Any]]) -> str:
     """TOML text of a ``{section: {key: value}}`` overlay, sections in schema order."""
     lines = ["# Settings provisioned over the serial console. Written by the device;",
@@ -128,6 +197,8 @@ class SettingsStore:
         self.path = os.fspath(path)
         self.base_paths = list(base_paths)
         self.overrides = list(overrides)
+        # An interrupted commit is finished (or forgotten) before the settings are first read.
+        self._recovered = False
 
     def read(self) -> Overlay:
         """The overlay as ``{section: {key: value}}``; empty if there is none.
@@ -135,6 +206,9 @@ class SettingsStore:
         Raises:
             ConfigError: the file is malformed.
         """
+        if not self._recovered:
+            self._recovered = True
+            self.recover()
         if not os.path.exists(self.path):
             return {}
         data = config_mod.read_toml(self.path)
@@ -164,6 +238,134 @@ class SettingsStore:
     def clear(self) -> None:
         """Remove the overlay (factory reset)."""
         remove_durably(self.path)
+
+    # --- a commit of settings and key as one unit ---------------------------------
+
+    @property
+    def journal(self) -> str:
+        """The commit journal: the renames that make a commit, written once everything is staged."""
+        return self.path + ".commit"
+
+    def commit(self, overlay: Mapping[str, Mapping[str, Any]] | None, key: tuple[str, bytes] | None = None,
+               move: tuple[str, str] | None = None) -> None:
+        """Write the overlay, a new device key and/or a moved key file as one unit.
+
+        Each new file is staged beside its place (``<file>.next``, mode 0600)
+        and flushed; then the journal naming the renames is written
+        atomically: that is the commit point. A power cut before it leaves
+        the old files (the staged ones are removed at the next start); after
+        it, the next start finishes the renames (:meth:`recover`).
+
+        Args:
+            overlay: the new overlay, or None to leave it.
+            key: ``(key_file, key bytes)``: a new device key.
+            move: ``(old key_file, new key_file)``: the key moves with a changed ``upload.key_file``.
+
+        Raises:
+            SettingsError: nothing was committed (staged files are removed),
+                or, when it says so, the commit will be finished at the next start.
+        """
+        if key is None and move is None:
+            if overlay is not None:
+                self.save(overlay)
+            return
+        renames: list[tuple[str, str]] = []
+        try:
+            for target in (key[0] if key is not None else None, move[1] if move is not None else None):
+                if target:
+                    os.makedirs(os.path.dirname(os.path.abspath(target)), mode=0o700, exist_ok=True)
+            if key is not None:
+                path = os.path.abspath(key[0])
+                _write_file(path + ".next", key[1])
+                renames.append((path + ".next", path))
+            elif move is not None:
+                renames.append((os.path.abspath(move[0]), os.path.abspath(move[1])))
+            if overlay is not None:
+                _write_file(self.path + ".next", render_overlay(overlay).encode("utf-8"))
+                renames.append((self.path + ".next", self.path))
+            for folder in {os.path.dirname(dst) for _, dst in renames}:
+                fsync_dir(folder)
+            write_atomic(self.journal, json.dumps({"renames": renames}).encode("utf-8"))
+        except (OSError, SettingsError) as e:
+            for src, _ in renames:
+                if src.endswith(".next"):
+                    scrub(src)
+            raise SettingsError(f"nothing changed: {getattr(e, 'strerror', None) or e}") from None
+        try:
+            self._roll_forward()
+        except OSError as e:
+            raise SettingsError(f"committed, but not all in place yet ({e.strerror or e}); "
+                                "the next start finishes it") from None
+        logger.info("settings saved to %s%s", self.path, " with the device key" if key is not None else "")
+
+    def _roll_forward(self) -> None:
+        with open(self.journal, encoding="utf-8") as f:
+            renames: Sequence[Sequence[str]] = json.load(f)["renames"]
+        for src, dst in renames:
+            if os.path.exists(src):
+                _rename(src, dst)
+        remove_durably(self.journal)
+
+    def recover(self) -> list[str]:
+        """Finish or forget an interrupted commit, and remove stray temporary files.
+
+        Called before the settings are first read. A journal means the commit
+        was made: its renames are finished. Staged ``.next`` files without a
+        journal belong to a commit that never happened: they are removed.
+        Temporary files of interrupted atomic writes of the settings, the key,
+        the PIN and the start record are overwritten and removed, so no copy
+        of a key is left anywhere but the key file.
+
+        Returns:
+            What was done, one line each (also logged).
+        """
+        done: list[str] = []
+        if os.path.exists(self.journal):
+            try:
+                self._roll_forward()
+                done.append("finished a commit interrupted by a power cut")
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                logger.error("settings commit journal %s unusable (%s); the staged files are removed", self.journal, e)
+                scrub(self.journal)
+        done += self.scrub_strays()
+        for line in done:
+            logger.warning("settings: %s", line)
+        return done
+
+    def _private_names(self) -> dict[str, set[str]]:
+        """``{folder: {file names}}`` of the files whose stray copies are ours to remove."""
+        folder = os.path.dirname(os.path.abspath(self.path))
+        names = {folder: {os.path.basename(self.path), os.path.basename(self.journal), "start.json",
+                          "settings.failed.json", "console.pin"}}
+        try:
+            key_file = os.path.abspath(self.build(self._read_raw()).upload.key_file)
+        except (ConfigError, OSError):
+            key_file = ""
+        if key_file:
+            names.setdefault(os.path.dirname(key_file), set()).update({os.path.basename(key_file), "console.pin"})
+        return names
+
+    def scrub_strays(self) -> list[str]:
+        """Remove (overwritten first) temporary and staged files of ours; returns what was removed."""
+        removed = []
+        for folder, names in self._private_names().items():
+            try:
+                entries = os.listdir(folder)
+            except OSError:
+                continue
+            for entry in entries:
+                match = _TEMP.match(entry)
+                stray = (match is not None and match["name"] in names) or (
+                    entry.endswith(".next") and entry.removesuffix(".next") in names)
+                if stray and scrub(os.path.join(folder, entry)):
+                    removed.append(f"removed the stray file {os.path.join(folder, entry)}")
+        return removed
+
+    def _read_raw(self) -> Overlay:
+        try:
+            return self.read()
+        except ConfigError:
+            return {}
 
 
 # --- the PIN ---------------------------------------------------------------

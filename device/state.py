@@ -11,6 +11,12 @@ screen can only follow a rating that is already on disk.
 A rating is one button pressed **and released with no other button down in
 between** (a "chord" of one). Two buttons at once — a palm on the keys, or a
 technician holding 1 and 5 for the service screen — never make a rating.
+
+A session (``staff_button`` or ``hall``) ends in exactly one event: the
+rating of its one press, or ``unrated`` — when its window expires, when a new
+session replaces it, when the hall closes it (:class:`SessionClosed`) or when
+the loop stops (:class:`Stopping`). No path turns an unrated session into a
+rating: default ratings are the platform's job, never the device's.
 """
 
 from __future__ import annotations
@@ -65,6 +71,18 @@ class SessionOpened:
 
 
 @dataclass(frozen=True)
+class SessionClosed:
+    """The hall server closed the session ``session_id`` before anyone rated it."""
+
+    session_id: str
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """The loop is stopping (a restart, a rebuild, a shutdown): an open session ends here."""
+
+
+@dataclass(frozen=True)
 class Tick:
     """Time passed; lets timeouts fire."""
 
@@ -106,7 +124,7 @@ class CommitRating:
 
 @dataclass(frozen=True)
 class CommitUnrated:
-    """Append an ``unrated`` event for a session that expired without a press."""
+    """Append an ``unrated`` event for a session that ended without a press."""
 
     session: Session
 
@@ -156,7 +174,7 @@ class Session:
 class Rules:
     """The parts of the configuration the state machine needs."""
 
-    source: str = "free"
+    source: str = "staff_button"
     min_interval_s: float = 10.0
     rating_window_s: float = 30.0
     thanks_s: float = 3.0
@@ -169,23 +187,33 @@ class Rules:
     suspect_window_s: float = 60.0
     #: ``{Level: ((code, text), ...)}`` as pairs, at most four per level, for 差评 only.
     reasons: tuple[tuple[Level, Reasons], ...] = ()
+    #: ``display.show_level``: thank with the level and offer reason tags after a 差评.
+    #: Off (the default), every rating is followed by the same screens, whatever its level.
+    show_level: bool = False
 
     @classmethod
     def from_config(cls, config: Config, reasons: Mapping[Level, Reasons] | None = None) -> Rules:
-        """The rules from the ``[session]`` settings and the hall's reason tags."""
+        """The rules from the ``[session]`` settings, ``display.show_level`` and the hall's reason tags."""
         s = config.session
-        names = {f.name for f in dataclasses.fields(cls)} - {"reasons"}
-        return cls(**{n: getattr(s, n) for n in names}, reasons=tuple((reasons or {}).items()))
+        names = {f.name for f in dataclasses.fields(cls)} - {"reasons", "show_level"}
+        return cls(**{n: getattr(s, n) for n in names}, reasons=tuple((reasons or {}).items()),
+                   show_level=config.display.show_level)
 
     def reasons_for(self, level: Level | None) -> Reasons:
-        """The reason tags offered after a rating of ``level`` (none for good ratings)."""
-        return dict(self.reasons).get(level, ()) if level is not None else ()
+        """The reason tags offered after a rating of ``level`` (none for good ratings).
+
+        Only with ``show_level``: tags of a 差评 on the screen would tell the
+        staff and the queue which level was chosen.
+        """
+        if not self.show_level or level is None:
+            return ()
+        return dict(self.reasons).get(level, ())
 
 
-IDLE, PROMPT, THANKS, REASONS, LATER, PAUSED, SERVICE = (
-    "idle", "prompt", "thanks", "reasons", "later", "paused", "service")
+IDLE, PROMPT, THANKS, REASONS, FOLLOWUP, LATER, PAUSED, SERVICE = (
+    "idle", "prompt", "thanks", "reasons", "followup", "later", "paused", "service")
 #: Screens that give way to idle (or the next screen) by themselves.
-TIMED = (THANKS, REASONS, LATER, PAUSED, SERVICE)
+TIMED = (THANKS, REASONS, FOLLOWUP, LATER, PAUSED, SERVICE)
 
 
 @dataclass(frozen=True)
@@ -196,7 +224,7 @@ class State:
     #: When the current timed screen gives way.
     screen_until: float = 0.0
     session: Session | None = None
-    #: Level shown on the thank-you and reasons screens.
+    #: Level shown on the thank-you and reasons screens; only kept with ``show_level``.
     level: Level | None = None
     #: The rating a reason would refer to (set while reasons may be chosen).
     rating_id: str = ""
@@ -211,7 +239,7 @@ class State:
     storage_full: str = ""
     #: Why the last commit failed (shown on the paused screen).
     fault: str = ""
-    #: QR shown on the later/paused screen; empty means the window's QR.
+    #: QR shown on the later/follow-up/paused screen; empty means the window's QR.
     later_qr: str = ""
     #: Buttons down now, every button pressed since all were last up, and when that began.
     held: frozenset[int] = frozenset()
@@ -263,20 +291,34 @@ def _expire(state: State, now: float, rules: Rules) -> tuple[State, list[Effect]
     session = state.session
     if session is not None and now >= session.deadline:
         # Nobody pressed in time: record it as unrated, never as a rating.
-        effects.append(CommitUnrated(session))
-        state = _replace(state, session=None, screen=LATER, screen_until=now + rules.later_s,
-                         later_qr=session.qr_url)
+        state, effects = _end_unrated(state, now, rules)
     if state.held == SERVICE_COMBO and state.chord == SERVICE_COMBO and state.screen != SERVICE \
             and now - state.chord_since >= rules.service_hold_s:
         state = _replace(state, screen=SERVICE, screen_until=now + rules.service_s)
     if state.screen in TIMED and state.screen_until and now >= state.screen_until:
         if state.screen == THANKS and state.rating_id and rules.reasons_for(state.level):
-            # After thanks for a 差评: offer the reasons (optional, times out).
+            # show_level: after thanks for a 差评, offer the reasons (optional, times out).
             state = _replace(state, screen=REASONS, screen_until=now + rules.reasons_s)
+        elif state.screen == THANKS and not rules.show_level:
+            # Private: every rating, whatever its level, is followed by the same
+            # screen for the same time: the QR code to add details on the phone.
+            qr = state.rating_session.qr_url if state.rating_session else ""
+            state = _replace(state, screen=FOLLOWUP, screen_until=now + rules.reasons_s, later_qr=qr,
+                             rating_session=None)
         else:
             state = _replace(state, screen=IDLE, screen_until=0.0, level=None, fault="", later_qr="",
                              rating_id="", rating_session=None)
     return state, effects
+
+
+def _end_unrated(state: State, now: float, rules: Rules) -> tuple[State, list[Effect]]:
+    """End the open session without a rating: one ``unrated`` event, then its QR to rate later."""
+    session = state.session
+    if session is None:
+        return state, []
+    state = _replace(state, session=None, screen=LATER, screen_until=now + rules.later_s,
+                     later_qr=session.qr_url, level=None, rating_id="", rating_session=None)
+    return state, [CommitUnrated(session)]
 
 
 def _on_press(state: State, event: ButtonPressed, now: float, rules: Rules) -> tuple[State, list[Effect]]:
@@ -339,11 +381,14 @@ def _choose_reason(state: State, button: int, now: float, rules: Rules) -> tuple
 
 
 def _on_committed(state: State, event: RatingCommitted, now: float, rules: Rules) -> tuple[State, list[Effect]]:
+    # Private (the default): the level is not even kept past this point, so no
+    # screen can show it; what follows is the same for every level.
+    shown = event.level if rules.show_level else None
     state = _replace(
-        state, screen=THANKS, screen_until=now + rules.thanks_s, level=event.level,
+        state, screen=THANKS, screen_until=now + rules.thanks_s, level=shown,
         lockout_until=now + rules.min_interval_s if rules.source == "free" else 0.0,
-        rating_id=event.event_id if event.level.is_bad else "", rating_session=state.committing,
-        committing=None, fault="")
+        rating_id=event.event_id if shown is not None and shown.is_bad else "",
+        rating_session=state.committing, committing=None, fault="", later_qr="")
     return state, []
 
 
@@ -359,27 +404,50 @@ def _on_commit_failed(state: State, event: CommitFailed, now: float,
 
 def _open_session(state: State, now: float, rules: Rules, **fields: Any) -> State:
     session = Session(opened_at=now, deadline=now + rules.rating_window_s, **fields)
-    return _replace(state, session=session, screen=PROMPT, screen_until=0.0, level=None, rating_id="")
+    return _replace(state, session=session, screen=PROMPT, screen_until=0.0, level=None, rating_id="",
+                    later_qr="")
 
 
 def _on_staff(state: State, event: StaffRequested, now: float, rules: Rules) -> tuple[State, list[Effect]]:
     if rules.source != "staff_button":
         return _ignore(state, 0, "staff key is not the session source")
+    effects: list[Effect] = []
     if state.session is not None:
-        # One open session at a time: a second 请评价 neither stacks nor extends.
-        return state, []
-    return _open_session(state, now, rules, session_id=event.session_id), []
+        if now - state.session.opened_at < rules.min_interval_s:
+            # A double press, or impatience: no service ends this fast. One
+            # open session at a time, and a repeat neither stacks nor extends it.
+            return state, []
+        # The staff moved on to the next service: the open one was not rated,
+        # and the next press belongs to the new service, not the old one.
+        state, effects = _end_unrated(state, now, rules)
+    return _open_session(state, now, rules, session_id=event.session_id), effects
 
 
 def _on_hall_session(state: State, event: SessionOpened, now: float,
                      rules: Rules) -> tuple[State, list[Effect]]:
-    if rules.source != "hall":
+    if rules.source != "hall" or not event.session_id:
+        # A session without an id could not bind its rating to a service.
         return state, []
-    effects: list[Effect] = []
-    if state.session is not None:
-        # The hall moved on to the next service: the open one was not rated.
-        effects.append(CommitUnrated(state.session))
+    if state.session is not None and state.session.session_id == event.session_id:
+        return state, []
+    # The hall moved on to the next service: the open one was not rated.
+    state, effects = _end_unrated(state, now, rules)
     return _open_session(state, now, rules, **dataclasses.asdict(event)), effects
+
+
+def _on_hall_closed(state: State, event: SessionClosed, now: float,
+                    rules: Rules) -> tuple[State, list[Effect]]:
+    if state.session is None or state.session.session_id != event.session_id:
+        # Rated already, expired already, or some other session: nothing is open to end.
+        return state, []
+    return _end_unrated(state, now, rules)
+
+
+def _on_stopping(state: State, event: Stopping, now: float, rules: Rules) -> tuple[State, list[Effect]]:
+    # A session cannot outlive the loop (nothing would take its press): it
+    # ends unrated now, so a restart never leaves it unaccounted for.
+    state, effects = _end_unrated(state, now, rules)
+    return _replace(state, screen=IDLE, screen_until=0.0, later_qr=""), effects
 
 
 def _on_storage(state: State, event: StorageChanged, now: float, rules: Rules) -> tuple[State, list[Effect]]:
@@ -400,6 +468,8 @@ _HANDLERS: dict[type, Callable[[State, Any, float, Rules], tuple[State, list[Eff
     ButtonReleased: _on_release,
     StaffRequested: _on_staff,
     SessionOpened: _on_hall_session,
+    SessionClosed: _on_hall_closed,
+    Stopping: _on_stopping,
     RatingCommitted: _on_committed,
     CommitFailed: _on_commit_failed,
     StorageChanged: _on_storage,

@@ -14,6 +14,12 @@ overlay that last started is remembered. When newly committed settings fail
 to start :data:`MAX_FAILED_STARTS` times in a row (across restarts of the
 process too), the supervisor goes back to the last settings that started,
 keeps the failed ones for the technician, and says so in ``Status``.
+
+Under systemd (:mod:`device.notify`) the supervisor says READY once the
+loop's first frame is up or recovery is, keeps ``systemctl status`` told of
+its mode, pings the watchdog only while the loop turns and the outbox
+answers (:meth:`Supervisor.health`), and leaves 暂停服务 on the panel when
+it is stopped.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from device import config as config_mod
 from device.checks import Fault, check_screens, check_storage, faults_from, load_key
 from device.clock import Clocks
 from device.errors import ConfigError, EvaluatorError, SettingsError
+from device.notify import Liveness, Notifier, Watchdog
 from device.settings import write_atomic
 
 if TYPE_CHECKING:
@@ -47,15 +54,25 @@ MAX_FAILED_STARTS = 3
 RETRY_S = 30.0
 
 RUNNING, RECOVERY, STARTING = "running", "recovery", "starting"
+#: What the panel says once the device has stopped (SIGTERM, a shutdown).
+STOPPED_MESSAGE = "暂停服务"
 
 
 class Either:
-    """Set when either of two events is: the app stops for a shutdown or a rebuild."""
+    """Set when either of two events is: the app stops for a shutdown or a rebuild.
 
-    def __init__(self, a: threading.Event, b: threading.Event) -> None:
+    The loop asks :meth:`is_set` once per turn (at least every second), so
+    each call is also its sign of life: ``on_poll`` is told of it.
+    """
+
+    def __init__(self, a: threading.Event, b: threading.Event,
+                 on_poll: Callable[[], None] | None = None) -> None:
         self.a, self.b = a, b
+        self.on_poll = on_poll
 
     def is_set(self) -> bool:
+        if self.on_poll is not None:
+            self.on_poll()
         return self.a.is_set() or self.b.is_set()
 
 
@@ -131,6 +148,7 @@ class Supervisor:
         retry_s: in recovery for a hardware fault, how often to try again.
         max_failed_starts: failed starts of new settings before the last good ones return.
         on_app: called with each app built (the simulator watches it).
+        notifier: tells systemd of READY, STATUS and the watchdog (:mod:`device.notify`); None outside systemd.
     """
 
     def __init__(self, store: SettingsStore, make_hardware: Callable[[Config], Hardware], *,
@@ -138,7 +156,8 @@ class Supervisor:
                  clocks: Clocks | None = None, make_transport: TransportFactory | None = None,
                  rebuild_hardware: bool = True, retry_s: float = RETRY_S,
                  max_failed_starts: int = MAX_FAILED_STARTS,
-                 on_app: Callable[[App | None], None] | None = None) -> None:
+                 on_app: Callable[[App | None], None] | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.store = store
         self.make_hardware = make_hardware
         self.events: queue.Queue[Any] = events if events is not None else queue.Queue()
@@ -164,6 +183,8 @@ class Supervisor:
         self._rebuild = threading.Event()
         self._stop = threading.Event()
         self._presence_checked = False
+        self.notifier = notifier or Notifier(None)
+        self.liveness = Liveness(self.notifier)
 
     # --- the console's requests ---------------------------------------------------
 
@@ -185,9 +206,11 @@ class Supervisor:
         if stop is not None:
             self._stop = stop
         self._open_console()
+        watchdog = Watchdog(self.notifier, self.health, describe=self.describe).start()
         try:
             while not self._stop.is_set():
                 self._rebuild.clear()
+                self.liveness.beat()
                 app = self._build()
                 self._check_presence()
                 if app is None:
@@ -197,7 +220,7 @@ class Supervisor:
                     if self.on_app is not None:
                         self.on_app(app)
                     try:
-                        app.run(Either(self._stop, self._rebuild))  # type: ignore[arg-type]
+                        app.run(Either(self._stop, self._rebuild, self._loop_turned))  # type: ignore[arg-type]
                     finally:
                         self.app = None
                         if self.on_app is not None:
@@ -208,6 +231,9 @@ class Supervisor:
                     if self.rebuild_hardware:
                         self._close_hardware()
         finally:
+            watchdog.stop()
+            if self._stop.is_set():
+                self._show_message(STOPPED_MESSAGE, keep=True)
             if self.console is not None:
                 self.console.stop()
             self._close_hardware()
@@ -226,9 +252,11 @@ class Supervisor:
         self.mode = RECOVERY
         logger.error("recovery: the console answers; faults: %s",
                      "; ".join(f"{f.code}: {f.message}" for f in self.faults))
+        self.liveness.tell(self.describe())
         retry = any(f.code in ("display", "pins", "storage", "internal") for f in self.faults)
         waited = 0.0
         while not self._stop.is_set() and not self._rebuild.is_set():
+            self.liveness.beat()
             if self._rebuild.wait(0.2):
                 break
             waited += 0.2
@@ -304,7 +332,7 @@ class Supervisor:
         if app is None:
             failures = self.starts.failed(overlay)
             logger.error("start failed (%d in a row with these settings)", failures)
-            self._show_fault()
+            self._show_message("维护中")  # under maintenance
             return None
         self.starts.started(overlay)
         return app
@@ -325,19 +353,27 @@ class Supervisor:
             "Status and the log show what failed; settings.failed.json beside the settings keeps them")
         logger.warning("went back to the last settings that started (%s)", self.reverted.message)
 
-    def _show_fault(self) -> None:
-        """Tell whoever stands at the counter that the device is under maintenance, if the panel works."""
+    def _show_message(self, message: str, keep: bool = False) -> None:
+        """Tell whoever stands at the counter (维护中, 暂停服务), if the panel works.
+
+        ``keep``: the frame stays on the panel when the hardware is closed.
+        """
         if self.hardware is None:
             return
         from device import __version__
         from device.ui.models import BootScreen
         from device.ui.screens import render
 
-        codes = " ".join(sorted({f.code for f in self.faults}))
         try:
-            self.hardware.display.show(render(BootScreen(__version__, "维护中"), self.hardware.size))
+            self.hardware.display.show(render(BootScreen(__version__, message), self.hardware.size))
         except Exception as e:
-            logger.warning("the panel cannot show the fault (%s): %s", codes, e)
+            logger.warning("the panel cannot show %s (faults: %s): %s", message,
+                           " ".join(sorted({f.code for f in self.faults})) or "none", e)
+            return
+        # luma blanks a panel when it is closed (and again at exit) unless told to keep its frame.
+        panel = getattr(self.hardware.display, "device", None)
+        if keep and panel is not None and hasattr(panel, "persist"):
+            panel.persist = True
 
     # --- the console --------------------------------------------------------------------
 
@@ -364,6 +400,37 @@ class Supervisor:
             return
         if held >= {1, 5}:
             self.console.grant_presence()
+
+    # --- systemd (device/notify.py) --------------------------------------------------------
+
+    def _loop_turned(self) -> None:
+        """The loop took a turn: a sign of life; after its first, the first frame is on the panel."""
+        self.liveness.beat()
+        self.liveness.tell(self.describe())
+
+    def describe(self) -> str:
+        """One line for ``systemctl status``."""
+        if self.mode == RECOVERY:
+            codes = ", ".join(sorted({f.code for f in self.faults})) or "none"
+            return f"recovery (faults: {codes}); the console answers, Status says what to fix"
+        return f"{self.mode}: device {self.config.device.id}, window {self.config.device.window_no}"
+
+    def health(self, now: float | None = None) -> str:
+        """``""`` while healthy, else why not; systemd's watchdog is pinged only while healthy.
+
+        Healthy: the loop (in recovery, the supervisor) turned lately, and the outbox answers a query.
+        """
+        age = self.liveness.age(now)
+        if age > self.liveness.limit_s:
+            return f"{'the device loop' if self.mode == RUNNING else 'the supervisor'} has not turned for {age:.0f} s"
+        app = self.app
+        if self.mode == RUNNING and app is not None:
+            try:
+                app.outbox.count("pending")
+            except Exception as e:
+                if not (self._stop.is_set() or self._rebuild.is_set()):  # else closed on purpose
+                    return f"the outbox does not answer: {type(e).__name__}: {e}"
+        return ""
 
     def transport_for(self, config: Config, key: Secret) -> Any:
         """A transport to the hall server as the apps make them (the console's uplink test)."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from device import state as st
 from device.levels import Level
 from device.ui.models import (
+    FOLLOWUP_MESSAGE,
     IdleScreen,
     Indicators,
     LaterScreen,
@@ -60,13 +61,16 @@ def view(state: st.State, info: View, now: float) -> Screen:
     if state.screen == st.REASONS and state.level is not None:
         seconds = max(0, int(state.screen_until - now + 0.999))
         return ReasonsScreen(state.level, info.reasons.get(state.level, ()), seconds)
-    if state.screen == st.THANKS and state.level is not None:
+    if state.screen == st.THANKS:
+        # The state keeps the level only with show_level: None is the private thank-you.
         return ThanksScreen(state.level)
     if state.screen == st.PAUSED or state.storage_full:
         reason = state.fault or state.storage_full
         return PausedScreen(reason=_paused_text(reason), qr_url=state.later_qr or ident.qr_url)
     if state.screen == st.LATER:
         return LaterScreen(qr_url=state.later_qr or ident.qr_url)
+    if state.screen == st.FOLLOWUP:
+        return LaterScreen(qr_url=state.later_qr or ident.qr_url, message=FOLLOWUP_MESSAGE)
     if state.session is not None:
         seconds = max(0, int(state.session.deadline - now + 0.999))
         return PromptScreen(ident.window_no, ident.staff_name, seconds, state.session.ticket)

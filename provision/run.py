@@ -120,6 +120,7 @@ def provision(session: DeviceSession, values: Mapping[str, Any], key: str | None
             out(f"restarted the device to apply {', '.join(restart_needed)}")
         else:
             out(f"restart needed to apply {', '.join(restart_needed)} (send Restart, or use --restart)")
+    session.ask("Lock")  # a provisioned device is never left open to changes
     if failed:
         raise ProvisionError(EXIT_TEST, f"settings committed, but self-tests failed: {', '.join(failed)}")
     out(f"provisioned {found}: {len(values)} settings{' and the device key' if key else ''} committed")

@@ -55,7 +55,8 @@ press 5
 wait 2
 """
 #: The demo compresses time: a short lockout (and burst window) so it takes seconds.
-DEMO_OVERRIDES = ["session.min_interval_s=2", "session.thanks_s=1.5", "session.suspect_window_s=5"]
+DEMO_OVERRIDES = ['session.source="free"', "session.min_interval_s=2", "session.thanks_s=1.5",
+                  "session.suspect_window_s=5"]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -130,8 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(data_dir, exist_ok=True)
     key_path, key = prepare_key(data_dir, args.device_key)
 
-    log_level = "WARNING" if interactive else "INFO"
-    setup_logging(log_level)
+    # Interactive: the terminal shows the panel; log lines would scroll it away, so they go to a file.
+    log_path = os.path.join(data_dir, "sim.log") if interactive else None
+    setup_logging("INFO", log_path)
 
     hall = None
     if args.server:
@@ -175,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if isinstance(e, ConfigError) else 1
     print(f"device {config.device.id}, window {config.device.window_no}, data in {data_dir}", flush=True)
     print(f"console: {port.path}", flush=True)
+    console_note = f"console {port.path} (picocom --echo {port.path})"
+    if terminal is not None:
+        terminal.set_status(f"{console_note}  network up")
 
     # The simulated pins and panel stay for the whole run (the script drives
     # these pins); display and button settings apply at the next start.
@@ -188,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             target=_run_script, args=(commands, driver, control, stop, args.drain_timeout, outcome),
             name="script", daemon=True)
     elif interactive:
-        feeder = threading.Thread(target=_run_keys, args=(driver, terminal, link, stop),
+        feeder = threading.Thread(target=_run_keys, args=(driver, terminal, link, stop, console_note),
                                   name="keys", daemon=True)
     else:
         feeder = threading.Thread(target=_run_stdin, args=(driver, control, stop, args.drain_timeout, outcome),
@@ -203,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         stop.set()
         _close(link, None, port)
+        if terminal is not None:
+            terminal.close()
+            print(f"log: {log_path}")
     if outcome.get("undelivered"):
         print(f"evaluator-sim: {outcome['undelivered']} events not delivered within "
               f"{args.drain_timeout:g} s", file=sys.stderr)
@@ -280,7 +288,8 @@ def _run_stdin(driver: script_mod.Driver, control: Supervisor, stop: threading.E
     stop.set()
 
 
-def _run_keys(driver: script_mod.Driver, terminal: Any, link: NetworkLink, stop: threading.Event) -> None:
+def _run_keys(driver: script_mod.Driver, terminal: Any, link: NetworkLink, stop: threading.Event,
+              console_note: str = "") -> None:
     from sim.terminal import raw_keys
 
     keymap = {str(n): n for n in range(1, 6)}
@@ -293,7 +302,7 @@ def _run_keys(driver: script_mod.Driver, terminal: Any, link: NetworkLink, stop:
                 driver.run(script_mod.Command("staff"))
             elif key == "n":
                 link.down() if link.is_up else link.up()
-                terminal.set_status("network " + ("up" if link.is_up else "DOWN"))
+                terminal.set_status(f"{console_note}  network {'up' if link.is_up else 'DOWN'}")
             elif key in ("q", "\x03", "\x04"):
                 stop.set()
 

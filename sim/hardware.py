@@ -12,7 +12,7 @@ from gpiozero.pins.mock import MockFactory
 from luma.core.device import dummy
 
 from device.drivers.buttons import Buttons
-from device.drivers.display import Display
+from device.drivers.display import Display, luma_rotation
 from device.hardware import Hardware
 
 if TYPE_CHECKING:
@@ -55,6 +55,6 @@ def make_sim_hardware(config: Config, events: queue.Queue[Any], make_staff_event
                       make_staff_event=make_staff_event, pin_factory=factory,
                       bounce_s=config.buttons.bounce_ms / 1000)
     d = config.display
-    panel = dummy(width=d.width, height=d.height, rotate=d.rotate // 90, mode="1")
+    panel = dummy(width=d.width, height=d.height, rotate=luma_rotation(d.rotate), mode="1")
     display = SimDisplay(panel, frames_dir, on_frame)
     return Hardware(buttons, display, panel.size, events), factory

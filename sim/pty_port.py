@@ -18,7 +18,7 @@ import time
 import tty
 from types import TracebackType
 
-from device.drivers.serial_port import WRITE_TIMEOUT_S
+from device.drivers.serial_port import OutputGate
 from device.errors import SerialPortError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class PtyPort:
         timeout: seconds ``read`` waits for the first byte.
     """
 
-    def __init__(self, timeout: float = 0.1) -> None:
+    def __init__(self, timeout: float = 0.1, baudrate: int = 115200) -> None:
         self.timeout: float | None = timeout
         self._master, self._slave = os.openpty()
         # Raw: without it the line discipline echoes our own output back to us.
@@ -44,6 +44,8 @@ class PtyPort:
         os.set_blocking(self._master, False)
         self.path = os.ttyname(self._slave)
         self._closed = False
+        #: Output as a UART at ``baudrate`` would send it; dropped at once when nobody reads.
+        self.gate = OutputGate(self.path, baudrate)
 
     @property
     def in_waiting(self) -> int:
@@ -74,25 +76,13 @@ class PtyPort:
             raise SerialPortError(f"cannot read console port {self.path}: {e.strerror}") from None
 
     def write(self, data: bytes) -> int:
-        """Write everything, or drop the rest if nobody reads for a while."""
+        """Send ``data`` as a UART would; what nobody takes is dropped at once (see :class:`OutputGate`)."""
         if self._closed:
             raise SerialPortError(f"console port {self.path} is closed")
-        view = memoryview(bytes(data))
-        deadline = time.monotonic() + WRITE_TIMEOUT_S
-        while view:
-            try:
-                view = view[os.write(self._master, view):]
-                continue
-            except BlockingIOError:
-                pass
-            except OSError as e:
-                raise SerialPortError(f"cannot write console port {self.path}: {e.strerror}") from None
-            left = deadline - time.monotonic()
-            if left <= 0:
-                logger.warning("console output dropped: nobody reads %s", self.path)
-                break
-            select.select([], [self._master], [], min(left, 0.1))
-        return len(data)
+        try:
+            return self.gate.write(self._master, data)
+        except OSError as e:
+            raise SerialPortError(f"cannot write console port {self.path}: {e.strerror}") from None
 
     def flush(self) -> None:
         pass

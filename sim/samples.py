@@ -3,6 +3,7 @@ the render benchmark and the golden-image tests."""
 
 from device.levels import Level
 from device.ui.models import (
+    FOLLOWUP_MESSAGE,
     BootScreen,
     IdleScreen,
     Indicators,
@@ -38,8 +39,12 @@ SAMPLES: dict[str, Screen] = {
                               storage_low=True)),
     "prompt": PromptScreen(window_no="3", staff_name="张三丰",
                            seconds_left=28, ticket="A023"),
-    "thanks": ThanksScreen(level=Level.VERY_SATISFIED),
-    "thanks_bad": ThanksScreen(level=Level.VERY_DISSATISFIED),
+    # Private (the default): one thank-you and one follow-up for every level.
+    "thanks": ThanksScreen(),
+    "followup": LaterScreen(qr_url=SESSION_URL, message=FOLLOWUP_MESSAGE),
+    # display.show_level = true: the level, and reason tags after a 差评.
+    "thanks_level": ThanksScreen(level=Level.VERY_SATISFIED),
+    "thanks_level_bad": ThanksScreen(level=Level.VERY_DISSATISFIED),
     "reasons": ReasonsScreen(level=Level.DISSATISFIED, reasons=REASONS,
                              seconds_left=15),
     "later": LaterScreen(qr_url=SESSION_URL, ticket="A023"),

@@ -40,7 +40,11 @@ def outbox(tmp_path):
 
 @pytest.fixture
 def make_app(tmp_path):
-    """Build Apps on simulated hardware with a controlled clock: ``make_app(*overrides)``."""
+    """Build Apps on simulated hardware with a controlled clock: ``make_app(*overrides)``.
+
+    The apps rate in ``session.source = "free"`` (a tap is a rating) unless an
+    override says otherwise; the product's default is ``staff_button``.
+    """
     from device import config as config_mod
     from device.app import App
     from device.clock import Clocks
@@ -53,7 +57,8 @@ def make_app(tmp_path):
 
     def make(*overrides):
         config = config_mod.load(overrides=[
-            f"outbox.path=\"{tmp_path / 'outbox.db'}\"", "buttons.bounce_ms=0", *overrides])
+            f"outbox.path=\"{tmp_path / 'outbox.db'}\"", "buttons.bounce_ms=0", 'session.source="free"',
+            *overrides])
         hardware, factory = make_sim_hardware(config, queue.Queue(), staff_request)
         clock = Clock()
         app = App(config, hardware, Secret(""),

@@ -1,8 +1,11 @@
 """Small helpers the test modules share (fixtures are in conftest.py)."""
 
 import datetime
+from dataclasses import dataclass
 
 import uuid6
+
+from device.state import ButtonPressed, ButtonReleased, CommitRating, RatingCommitted, State, step
 
 #: The default BCM pins of the five rating buttons, 非常满意 first.
 PINS = (5, 6, 13, 19, 26)
@@ -40,3 +43,30 @@ def tap(app, factory, n):
     pin.drive_low()
     pin.drive_high()
     app.pump()
+
+
+@dataclass(frozen=True)
+class Tap:
+    """A finger on one button: pressed and released at the same instant (for the pure state machine)."""
+
+    button: int
+
+
+def run(rules, script, state=None):
+    """Feed ``(time, input)`` pairs to the state machine; every rating is committed at once.
+
+    Returns:
+        ``(state, effects)``: the last state and every effect, in order.
+    """
+    state = state or State()
+    seen = []
+    for now, event in script:
+        inputs = [ButtonPressed(event.button), ButtonReleased(event.button)] if isinstance(event, Tap) else [event]
+        for item in inputs:
+            state, effects = step(state, item, now, rules)
+            seen.extend(effects)
+            for effect in effects:
+                if isinstance(effect, CommitRating):
+                    state, more = step(state, RatingCommitted(effect.level, f"r{len(seen)}"), now, rules)
+                    seen.extend(more)
+    return state, seen

@@ -5,7 +5,8 @@ import pytest
 from device import config as config_mod
 from device.checks import check_screens
 from device.errors import ConfigError
-from device.ui.models import IdleScreen, ReasonsScreen, ServiceScreen, ThanksScreen
+from device.levels import Level
+from device.ui.models import FOLLOWUP_MESSAGE, IdleScreen, LaterScreen, ReasonsScreen, ServiceScreen, ThanksScreen
 from helpers import PINS, WEDNESDAY, tap
 
 
@@ -53,7 +54,8 @@ def test_panel_dims_after_idle_and_shifts_its_frame(make_app):
 
 
 def test_reasons_after_a_bad_rating_become_a_detail_event(make_app):
-    app, factory, clock = make_app('reasons.dissatisfied=["401 办事效率低", "402 等候时间长"]',
+    app, factory, clock = make_app("display.show_level=true",
+                                   'reasons.dissatisfied=["401 办事效率低", "402 等候时间长"]',
                                    'reasons.version="2026-1"')
     tap(app, factory, 4)
     clock.advance(3.1)
@@ -127,7 +129,10 @@ def test_the_wal_is_checkpointed_when_idle_not_on_the_way_to_thanks(make_app):
     clock.advance(31)
     tap(app, factory, 1)         # the press and its thanks: no checkpoint on that path
     assert copied == [] and isinstance(app.model, ThanksScreen)
-    clock.advance(4)
+    clock.advance(3.5)
+    app.pump()                   # the follow-up QR after every rating: still on the way
+    assert copied == []
+    clock.advance(15)
     app.pump()                   # idle again: now the checkpoint runs
     assert len(copied) == 1 and copied[0] > 0
     clock.advance(1)
@@ -159,7 +164,7 @@ def test_a_console_restart_rebuilds_the_hardware_with_the_committed_settings(tmp
         made.append((config.display.model, hardware.size))
         if len(made) == 1:
             # A technician committed a new panel, then asked for a restart.
-            store.save({"display": {"model": "ssd1322"}})
+            store.save({"display": {"model": "ssd1322", "interface": "spi"}})
             threading.Timer(0.3, supervisor.request_rebuild).start()
         else:
             threading.Timer(0.3, stop.set).start()
@@ -195,3 +200,43 @@ def test_a_rating_never_reenters_the_loops_handler(make_app):
     assert deepest[0] == 1
     # The outcome came after the release that caused it, as an input of its own.
     assert handled.index("RatingCommitted") == handled.index("ButtonReleased") + 1
+
+
+def screens_after_a_rating(app, factory, clock, button):
+    """The models on the panel from the press until idle again, a second apart, with their durations."""
+    seen: list[list] = []
+    tap(app, factory, button)
+    for _ in range(40):
+        if not seen or seen[-1][0] != app.model:
+            seen.append([app.model, 0])
+        seen[-1][1] += 1
+        if isinstance(app.model, IdleScreen):
+            break
+        clock.advance(1)
+        app.pump()
+    clock.advance(30)           # past the lockout before the next level
+    app.pump()
+    return [(model, seconds) for model, seconds in seen]
+
+
+def test_by_default_every_level_is_thanked_and_followed_alike(make_app):
+    """Privacy at the counter: nothing on the panel, nor how long it stays, tells the level."""
+    app, factory, clock = make_app('reasons.dissatisfied=["401 办事效率低"]',
+                                   'reasons.very_dissatisfied=["501 态度不好"]')
+    paths = [screens_after_a_rating(app, factory, clock, button) for button in range(1, 6)]
+    assert paths[0][0] == (ThanksScreen(), 3)
+    assert paths[0][1] == (LaterScreen(qr_url=app.config.qr.url, message=FOLLOWUP_MESSAGE), 15)
+    assert len(paths[0]) == 3 and isinstance(paths[0][2][0], IdleScreen)
+    # The same screens for the same time; back at idle only the backlog mark has grown.
+    assert all(path[:-1] == paths[0][:-1] and isinstance(path[-1][0], IdleScreen) for path in paths)
+    assert [e["level"] for e in app.outbox.events()] == [level.value for level in Level]
+
+
+def test_show_level_restores_the_level_and_reasons_after_a_bad_rating_only(make_app):
+    app, factory, clock = make_app("display.show_level=true", 'reasons.dissatisfied=["401 办事效率低"]')
+    good = screens_after_a_rating(app, factory, clock, 1)
+    bad = screens_after_a_rating(app, factory, clock, 4)
+    assert [type(m) for m, _ in good] == [ThanksScreen, IdleScreen]
+    assert good[0][0] == ThanksScreen(Level.VERY_SATISFIED)
+    assert [type(m) for m, _ in bad[:2]] == [ThanksScreen, ReasonsScreen]
+    assert bad[0][0] == ThanksScreen(Level.DISSATISFIED)

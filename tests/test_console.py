@@ -108,10 +108,12 @@ def ask(tech, line, timeout=5):
 
 
 class Rig:
-    def __init__(self, tmp_path, clock=None, wall=None, pin=None):
+    def __init__(self, tmp_path, clock=None, wall=None, pin=None, extra=(), auth_idle_s=600):
         self.dir = tmp_path
         self.key_file = tmp_path / "device.key"
-        self.overrides = [f'upload.key_file="{self.key_file}"']
+        self.overrides = [f'upload.key_file="{self.key_file}"', 'session.source="free"',
+                          f'outbox.path="{tmp_path / "outbox.db"}"',
+                          f'console.settings_path="{tmp_path / "settings.toml"}"', *extra]
         self.store = SettingsStore(tmp_path / "settings.toml", [], self.overrides)
         self.device = FakeDeviceControl(self.store.load())
         self.wall = wall or Clock(1_700_000_000.0)
@@ -121,7 +123,7 @@ class Rig:
         self.clock = clock or Clock()
         self.port = PtyPort()
         self.console = Console(self.port, self.device, self.store, self.pins, network=FakeNetworkBackend(),
-                               clock=self.clock, frame_timeout=0.2, auth_idle_s=600)
+                               clock=self.clock, frame_timeout=0.2, auth_idle_s=auth_idle_s)
         self.console.start()
         self.tech = serial.Serial(self.port.path, 115200, timeout=5)
         self.sent = []
@@ -407,9 +409,142 @@ def test_uplink_check_sends_a_signed_heartbeat_to_the_hall_server(tmp_path):
         assert good["ok"] is True and good["status"] == 200
         assert hall.heartbeats["WE-0001"]["firmware"] == "t"
         bad = uplink_check(HttpTransport(hall.url, "WE-0001", "wrong-key-0123456789"), "WE-0001", {})
-        assert bad["ok"] is False and bad["status"] == 401 and "key" in bad["message"]
+        # A wrong key: the hall refuses it, and its answer cannot verify with that key either.
+        assert bad["ok"] is False and "key" in bad["message"]
         assert KEY not in json.dumps(good) + json.dumps(bad)
     finally:
         hall.stop()
     down = uplink_check(HttpTransport(hall.url, "WE-0001", KEY, timeout=1), "WE-0001", {})
     assert down["ok"] is False and down["error"] == "uplink_failed"
+
+
+# --- field survival: checks at Commit, Lock, a silent client, a reset that keeps every rating ----------
+
+RARE = "王\U00020000"  # 𠀀: the bitmap font lacks it
+
+
+def test_commit_refuses_what_would_stop_the_next_start_saying_why(rig):
+    for line in (f"StaffName {RARE}", "Set qr.url https://hall.example.org/r?w=" + "x" * 300,
+                 "Set outbox.path /proc/nope/outbox.db"):
+        assert rig.ask(line)["ok"], line
+    answer = rig.ask("Commit")
+    assert answer["ok"] is False and answer["error"] == "invalid_config"
+    problems = {p["key"]: p["message"] for p in answer["problems"]}
+    assert set(problems) == {"staff.name", "qr.url", "outbox.path"}
+    assert "U+20000" in problems["staff.name"] and "too long" in problems["qr.url"]
+    assert rig.device.applied == [] and not os.path.exists(rig.store.path)
+    # The key file and the outbox must each be a file of their own.
+    for line, key, why in ((f"Set upload.key_file {rig.dir / 'outbox.db'}", "upload.key_file", "the outbox"),
+                           (f"Set outbox.path {rig.dir / 'settings.toml'}", "outbox.path", "the settings file")):
+        assert rig.ask("Discard")["ok"] and rig.ask(line)["ok"]
+        answer = rig.ask("Commit")
+        assert answer["error"] == "invalid_config" and why in answer["message"] and key in answer["message"]
+    assert rig.ask("Discard")["ok"] and rig.ask("StaffName 王五")["ok"] and rig.ask("Commit")["ok"]
+
+
+def test_a_new_outbox_path_asks_the_outbox_to_follow(rig):
+    from device.queue.outbox import Outbox
+
+    box = Outbox(rig.dir / "outbox.db")
+    box.close()
+    moved = rig.dir / "sd2" / "outbox.db"
+    answer = rig.ask(f"Set outbox.path {moved}") and rig.ask("Commit")
+    assert answer["ok"]
+    assert (rig.dir / "sd2" / "outbox.db-move-from").read_text() == str(rig.dir / "outbox.db")
+    other = Outbox(rig.dir / "other.db")
+    other.append({"id": "x", "type": "rating"})
+    other.close()
+    refused = rig.ask(f"Set outbox.path {rig.dir / 'other.db'}") and rig.ask("Commit")
+    assert refused["error"] == "invalid_config" and "already holds an outbox with 1 events" in refused["message"]
+
+
+def test_lock_ends_the_session_and_it_locks_itself_after_auto_lock_s(tmp_path):
+    rig = Rig(tmp_path, pin=PIN, extra=["console.auto_lock_s=120"], auth_idle_s=None)
+    try:
+        assert rig.ask(f"Auth {PIN}")["authorized"]
+        rig.clock.t += 100
+        assert rig.ask("Status")["authorized"], "any input starts the idle time again"
+        rig.clock.t += 100
+        assert rig.ask("StaffNo 5")["ok"]
+        rig.clock.t += 121
+        assert rig.ask("StaffNo 6")["error"] == "not_authorized"
+        assert rig.ask(f"Auth {PIN}")["authorized"] and rig.ask("Lock")["authorized"] is False
+        assert rig.ask("Discard")["error"] == "not_authorized" and rig.ask("Upload")["error"] == "not_authorized"
+    finally:
+        rig.close()
+
+
+def test_a_client_that_never_reads_cannot_stall_the_console(rig):
+    import time
+
+    silent = serial.Serial(rig.port.path, timeout=0)
+    try:
+        started = time.monotonic()
+        for _ in range(100):
+            silent.write(b"Get\r\n")                  # about 1.5 kB of answer each, never read
+        deadline = time.monotonic() + 10
+        while rig.console.status.answered < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert rig.console.status.answered == 100
+        assert time.monotonic() - started < 3, "answers are dropped at once, not waited on"
+        assert rig.port.gate.dropped > 0
+    finally:
+        silent.close()
+    rig.tech.reset_input_buffer()
+    import time as _t
+    _t.sleep(0.1)
+    rig.tech.reset_input_buffer()
+    assert rig.ask("Status")["ok"], "a client that reads again gets whole answers"
+
+
+def test_factory_reset_keeps_every_rating_and_never_deletes_a_data_file(tmp_path):
+    from device.queue.outbox import Outbox
+    from helpers import rating
+
+    box = Outbox(tmp_path / "outbox.db")
+    events = [box.append(rating(i)) for i in range(5)]
+    box.close()
+    # A configuration file that (wrongly) names the outbox as the key file: the reset must not delete it.
+    rig = Rig(tmp_path, extra=[f'upload.key_file="{tmp_path / "outbox.db"}"'])
+    try:
+        elsewhere = tmp_path / "elsewhere" / "outbox.db"
+        rig.store.save({"outbox": {"path": str(elsewhere)}})
+        rig.device.config = rig.store.load()
+        assert rig.ask("FactoryReset yes")["factory_reset"]
+    finally:
+        rig.close()
+    box = Outbox(tmp_path / "outbox.db")
+    assert [e["id"] for e in box.events()] == [e["id"] for e in events]
+    box.close()
+
+
+def test_factory_reset_brings_a_moved_outbox_back_and_erases_the_key(rig):
+    from device.queue.outbox import Outbox
+    from helpers import rating
+
+    elsewhere = rig.dir / "elsewhere" / "outbox.db"
+    assert rig.ask(f"DeviceKey {KEY}")["ok"] and rig.ask(f"Set outbox.path {elsewhere}")["ok"]
+    assert rig.ask("Commit")["ok"]
+    box = Outbox(elsewhere)                                 # the device ran there and kept ratings
+    events = [box.append(rating(i)) for i in range(3)]
+    box.close()
+    assert rig.ask("FactoryReset yes")["factory_reset"] is True
+    assert not rig.key_file.exists()
+    box = Outbox(rig.dir / "outbox.db")                     # the next start, at the default place
+    assert [e["id"] for e in box.events()] == [e["id"] for e in events]
+    box.close()
+    for path in rig.dir.rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_a_new_key_file_place_leaves_no_key_behind(rig):
+    assert rig.ask(f"DeviceKey {KEY}")["ok"] and rig.ask("Commit")["ok"]
+    moved = rig.dir / "keys" / "device.key"
+    assert rig.ask(f"Set upload.key_file {moved}")["ok"] and rig.ask("Commit")["ok"]
+    assert moved.read_text() == KEY and not rig.key_file.exists()         # the key moved along
+    other = "another-key-0123456789abcdef"
+    rig.device.config = rig.store.load()
+    assert rig.ask(f"Set upload.key_file {rig.key_file}")["ok"] and rig.ask(f"DeviceKey {other}")["ok"]
+    assert rig.ask("Commit")["ok"]
+    assert rig.key_file.read_text() == other and not moved.exists()       # the old key is gone

@@ -70,7 +70,8 @@ class MemoryPort:
 
 
 def fed_console(tmp_path):
-    store = SettingsStore(tmp_path / "settings.toml", [], [f'upload.key_file="{tmp_path / "device.key"}"'])
+    store = SettingsStore(tmp_path / "settings.toml", [], [f'upload.key_file="{tmp_path / "device.key"}"',
+                                                           f'outbox.path="{tmp_path / "outbox.db"}"'])
     clock = Clock()
     port = MemoryPort()
     console = Console(port, FakeDeviceControl(store.load()), store, PinStore(tmp_path / "console.pin"),

@@ -6,8 +6,6 @@ the two agree on the canonical form.
 """
 
 import datetime
-import hashlib
-import hmac
 import json
 import os
 import signal
@@ -20,9 +18,10 @@ import uuid
 import pytest
 import requests
 
+from device.queue import wire
 from device.records import GENESIS_HASH, seal
-from sim.hall import HallServer, add_working_days, make_self_signed_cert
-from sim.hall.__main__ import load_keys_file
+from sim.hall import HallServer, make_self_signed_cert
+from sim.hall.auth import load_keys_file, sign_request
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -40,18 +39,26 @@ ASSIGNMENT = {
 }
 
 
-def signature(body, key=KEY):
-    return hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
-
-
 def call(server, method, path, payload=None, *, device=DEVICE, key=KEY, raw=None,
-         headers=None, **kwargs):
-    """Send one signed request; ``raw`` bytes bypass JSON encoding."""
+         headers=None, created=None, nonce=None, signed=True, **kwargs):
+    """Send one request signed as a device signs (RFC 9421); ``raw`` bytes bypass JSON encoding.
+
+    The answer carries ``.request``'s signing as ``.signed`` for :func:`verified`.
+    """
     body = raw if raw is not None else (b"" if payload is None else json.dumps(payload).encode())
-    all_headers = {"X-Device-Id": device, "X-Signature": signature(body, key),
-                   "Content-Type": "application/json", **(headers or {})}
+    nonce = nonce or os.urandom(16).hex()
+    signing = sign_request(key, device, method, server.url + path, body, created, nonce) if signed else {}
+    all_headers = {"Content-Type": "application/json", **signing, **(headers or {})}
     kwargs.setdefault("timeout", 5)
-    return requests.request(method, server.url + path, data=body, headers=all_headers, **kwargs)
+    answer = requests.request(method, server.url + path, data=body, headers=all_headers, **kwargs)
+    answer.signed = wire.SignedRequest(signing, nonce, 0)
+    return answer
+
+
+def verified(answer, key=KEY):
+    """Whether the answer is signed as the hall's answer to the request that got it."""
+    return wire.verify_answer(key, answer.signed, answer.status_code, list(answer.raw.headers.items()),
+                              answer.content).ok
 
 
 def make_chain(count, device=DEVICE, start_seq=1, prev=GENESIS_HASH, day="2024-05-03",
@@ -92,27 +99,99 @@ def server(tmp_path):
 
 def test_bad_signature_unknown_device_and_missing_headers_get_401(server):
     events = make_chain(1)
-    assert post(server, events, key="wrong").status_code == 401
-    assert post(server, events, device="WE-9999").status_code == 401
+    wrong = post(server, events, key="wrong")
+    assert wrong.status_code == 401 and wrong.json()["error"] == "bad_signature"
+    assert verified(wrong) and not verified(wrong, key="wrong")    # signed with the key the hall holds
+    stranger = post(server, events, device="WE-9999")
+    assert stranger.status_code == 401 and stranger.json()["error"] == "unknown_device"
+    assert not verified(stranger)                                 # no key to sign with
     answer = requests.post(server.url + EVALUATIONS, data=json.dumps(batch(events)), timeout=5)
-    assert answer.status_code == 401
-    assert "error" in answer.json()
+    assert answer.status_code == 401 and answer.json()["error"] == "unsigned_request"
     assert server.events() == []
 
 
-def test_default_key_serves_any_device(tmp_path):
+def test_stale_and_replayed_requests_get_a_signed_401(tmp_path):
+    offset = [0.0]
+    with HallServer(str(tmp_path / "h.db"), {DEVICE: KEY}, clock=lambda: time.time() + offset[0],
+                    capture=True) as srv:
+        events = make_chain(1)
+        first = post(srv, events)
+        assert first.status_code == 200 and verified(first)
+        (captured,) = srv.captured
+        replay = requests.post(srv.url + captured.target, data=captured.body, headers=dict(captured.headers),
+                               timeout=5)
+        assert replay.status_code == 401 and replay.json()["error"] == "replayed_request"
+        replay.signed = first.signed
+        assert verified(replay)                                   # the device can tell it from a portal
+        offset[0] = 301.0                                         # the hall's clock moves on
+        stale = post(srv, make_chain(1, start_seq=2, prev=events[0]["hash"]), created=time.time())
+        assert stale.status_code == 401 and stale.json()["error"] == "stale_request" and verified(stale)
+        assert wire.verify_answer(KEY, stale.signed, 401, list(stale.raw.headers.items()),
+                                  stale.content).hall_time >= int(time.time() + 300)
+        future = post(srv, make_chain(1, start_seq=2, prev=events[0]["hash"]), created=time.time() + 700)
+        assert future.status_code == 401 and future.json()["error"] == "stale_request"
+        assert srv.events() == events
+
+
+def test_every_answer_is_signed_for_its_request(server):
+    server.max_body = 4000
+    answers = {
+        200: post(server, make_chain(1)),
+        304: call(server, "GET", f"/api/v1/devices/{DEVICE}/assignment",
+                  headers={"If-None-Match": call(server, "GET", f"/api/v1/devices/{DEVICE}/assignment")
+                           .headers["ETag"]}),
+        400: call(server, "POST", EVALUATIONS, raw=b"not json"),
+        403: call(server, "GET", "/api/v1/devices/WE-0002/assignment"),
+        404: call(server, "GET", "/api/v1/nothing"),
+        405: call(server, "GET", EVALUATIONS),
+        413: post(server, make_chain(30)),
+    }
+    server.inject("status", status=503, retry_after=7)
+    answers[503] = post(server, make_chain(1))
+    for status, answer in answers.items():
+        assert answer.status_code == status, (status, answer.text)
+        assert verified(answer), status
+        assert answer.headers["Request-Nonce"] == answer.signed.nonce
+        assert answer.headers["Content-Digest"].startswith("sha-256=:")
+        assert 'keyid="hall"' in answer.headers["Signature-Input"]
+
+
+def test_default_key_serves_any_device_but_only_for_itself(tmp_path):
     with HallServer(str(tmp_path / "h.db"), default_key="shared") as srv:
         events = make_chain(1, device="WE-0042")
         answer = post(srv, events, device="WE-0042", key="shared")
         assert answer.status_code == 200
         assert answer.json()["accepted"] == [events[0]["id"]]
+        # Signed as WE-0043: a body speaking for WE-0042 is refused, and so are WE-0042's events.
+        impostor = call(srv, "POST", EVALUATIONS, batch(make_chain(1, device="WE-0042"), device="WE-0042"),
+                        device="WE-0043", key="shared")
+        assert impostor.status_code == 403
+        own_body = call(srv, "POST", EVALUATIONS, batch(make_chain(1, device="WE-0042"), device="WE-0043"),
+                        device="WE-0043", key="shared").json()
+        assert own_body["accepted"] == [] and "device_id" in own_body["rejected"][0]["error"]
+        assert call(srv, "GET", "/api/v1/devices/WE-0042/assignment", device="WE-0043",
+                    key="shared").status_code == 403
+
+
+def test_a_keys_file_holds_one_key_per_device_and_is_read_again_when_it_changes(tmp_path):
+    keys = tmp_path / "keys.toml"
+    keys.write_text(f'[devices]\n"{DEVICE}" = "{KEY}"\n')
+    with HallServer(str(tmp_path / "h.db"), keys_file=str(keys)) as srv:
+        assert post(srv, make_chain(1)).status_code == 200
+        other = make_chain(1, device="WE-0002")
+        assert post(srv, other, device="WE-0002", key=KEY).status_code == 401      # not in the file
+        keys.write_text(f'[devices]\n"{DEVICE}" = "{KEY}"\n"WE-0002" = "k2-only"\n')
+        os.utime(keys, (time.time() + 5, time.time() + 5))
+        assert post(srv, other, device="WE-0002", key=KEY).status_code == 401      # another's key
+        assert post(srv, other, device="WE-0002", key="k2-only").status_code == 200
 
 
 def test_auth_headers_are_read_whatever_their_case(server):
     events = make_chain(1)
     body = json.dumps(batch(events)).encode()
+    signing = sign_request(KEY, DEVICE, "POST", server.url + EVALUATIONS, body)
     answer = requests.post(server.url + EVALUATIONS, data=body, timeout=5,
-                           headers={"x-device-id": DEVICE, "x-signature": signature(body).upper()})
+                           headers={k.lower(): v for k, v in signing.items()})
     assert answer.status_code == 200
     assert answer.json()["accepted"] == [events[0]["id"]]
 
@@ -126,11 +205,11 @@ def test_body_for_another_device_is_403(server):
 def test_logs_never_show_key_or_signature(server, caplog):
     caplog.set_level("DEBUG", logger="sim.hall")
     events = make_chain(1)
-    body = json.dumps(batch(events)).encode()
-    post(server, events)
+    good = post(server, events)
     post(server, events, key="wrong")
     assert KEY not in caplog.text
-    assert signature(body) not in caplog.text
+    signature = good.request.headers["Signature"].split("=:", 1)[1].rstrip(":")
+    assert signature not in caplog.text
     assert f"POST {EVALUATIONS} 200 device={DEVICE}" in caplog.text
 
 
@@ -139,21 +218,73 @@ def test_logs_never_show_key_or_signature(server, caplog):
 def test_valid_events_accepted_then_duplicate_and_stored_once(server):
     events = make_chain(5)
     ids = [e["id"] for e in events]
+    head = {"seq": 5, "hash": events[-1]["hash"]}
     first = post(server, events)
     assert first.status_code == 200
-    assert first.json() == {"accepted": ids, "duplicate": [], "rejected": []}
+    assert first.json() == {"accepted": ids, "duplicate": [], "rejected": [], "head": head}
     again = post(server, events)
-    assert again.json() == {"accepted": [], "duplicate": ids, "rejected": []}
+    assert again.json() == {"accepted": [], "duplicate": ids, "rejected": [], "head": head}
     assert server.events() == events
-    assert server.integrity() == {DEVICE: []}
+    assert server.integrity() == {DEVICE: []} and server.flags() == []
 
 
-def test_corrected_at_is_stored_and_outside_the_hash(server):
-    events = make_chain(2)
-    events[1] = dict(events[1], corrected_at="2024-05-03T09:30:00+08:00")
-    assert post(server, events).json()["accepted"] == [e["id"] for e in events]
-    assert server.events()[1]["corrected_at"] == "2024-05-03T09:30:00+08:00"
-    assert server.integrity() == {DEVICE: []}
+def test_the_head_is_the_highest_gapless_seq_held(server):
+    chain = make_chain(6)
+    assert post(server, chain[:2] + chain[3:5]).json()["head"] == {"seq": 2, "hash": chain[1]["hash"]}
+    assert post(server, [chain[2]]).json()["head"] == {"seq": 5, "hash": chain[4]["hash"]}
+    assert server.head(DEVICE) == {"seq": 5, "hash": chain[4]["hash"]}
+    assert server.head("WE-0002") == {"seq": 0, "hash": GENESIS_HASH}
+    assert post(server, [chain[5]]).json()["head"]["seq"] == 6
+
+
+@pytest.mark.parametrize("seq", [0, -1, 2**63, 2**70, 1.5, True, "1"])
+def test_a_seq_out_of_bounds_is_rejected_never_a_500(server, seq):
+    event = dict(make_chain(1)[0], seq=seq)
+    answer = post(server, [event])
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rejected"][0]["error"].startswith("seq must be an integer from 1 to")
+    assert server.events() == []
+
+
+def test_chain_breaks_are_flagged_as_they_arrive_stored_never_dropped(server):
+    chain = make_chain(4)
+    broken = seal({k: v for k, v in chain[2].items() if k not in ("hash", "prev_hash", "seq")}, 3, "f" * 64)
+    first = post(server, [chain[0], broken]).json()
+    assert first["accepted"] == [chain[0]["id"], broken["id"]] and "flagged" not in first   # seq 2 not yet held
+    second = post(server, [chain[1]]).json()          # seq 2 arrives: seq 3 does not link to it
+    assert second["flagged"] == [{"id": broken["id"], "seq": 3, "problem": "prev_hash",
+                                  "detail": "prev_hash does not match the hash of seq 2"}]
+    reused = make_chain(1, start_seq=2, prev=chain[0]["hash"])[0]
+    edited = dict(chain[3], level="very_satisfied", satisfaction=5)
+    third = post(server, [reused, edited]).json()
+    assert {(f["seq"], f["problem"]) for f in third["flagged"]} == {(2, "duplicate_seq"), (4, "hash"),
+                                                                     (4, "prev_hash")}
+    assert len(server.events()) == 5                  # every one stored
+    assert {(f["seq"], f["problem"]) for f in server.flags(DEVICE)} == {
+        (3, "prev_hash"), (2, "duplicate_seq"), (4, "hash"), (4, "prev_hash")}
+
+
+def test_clock_events_date_every_event_of_their_boot_whichever_arrives_first(server):
+    unsynced = [seal({"id": str(uuid.uuid4()), "type": "rating", "device_id": DEVICE, "window_no": "A01",
+                      "level": "satisfied", "satisfaction": 4, "channel": "5", "assess_number": 1,
+                      "suspect": False, "occurred_at": "1970-01-01T00:00:10+00:00", "clock_synced": False,
+                      "boot_id": "b1", "mono_ms": 10_000 + i}, i + 1, GENESIS_HASH) for i in range(2)]
+    unsynced[1] = seal({k: v for k, v in unsynced[1].items() if k not in ("hash", "prev_hash", "seq")}, 2,
+                       unsynced[0]["hash"])
+    clock = seal({"id": str(uuid.uuid4()), "type": "clock", "device_id": DEVICE, "window_no": "A01",
+                  "occurred_at": "2024-05-03T09:00:00.000+08:00", "clock_synced": True, "boot_id": "b1",
+                  "mono_ms": 70_000, "source": "hall", "synced_at": "2024-05-03T09:00:00.000+08:00"},
+                 3, unsynced[1]["hash"])
+    post(server, [unsynced[0]])
+    assert server.exact_times()[unsynced[0]["id"]] is None           # undated until its clock event
+    post(server, [clock, unsynced[1]])
+    times = server.exact_times()
+    # 60 s before 09:00 China time by the monotonic clock, whatever the device's clock said.
+    assert times[unsynced[0]["id"]] == datetime.datetime(2024, 5, 3, 0, 59, 0, tzinfo=datetime.UTC)
+    assert times[unsynced[1]["id"]] == datetime.datetime(2024, 5, 3, 0, 59, 0, 1000, tzinfo=datetime.UTC)
+    assert times[clock["id"]] == datetime.datetime(2024, 5, 3, 1, 0, tzinfo=datetime.UTC)
+    bad_clock = dict(clock, id=str(uuid.uuid4()), seq=4, source="gps")
+    assert "source" in post(server, [bad_clock]).json()["rejected"][0]["error"]
 
 
 def test_concurrent_resends_store_each_event_once(server):
@@ -324,11 +455,12 @@ def test_heartbeat_is_stored(server):
 # -- faults --------------------------------------------------------------------
 
 def test_status_fault_answers_without_storing_then_clears(server):
-    server.inject("status", count=2, status=503, retry_after=7)
+    server.inject("status", count=1, status=503, retry_after=7)
+    server.inject("status", count=1, status=503, retry_after=7, retry_after_header="retry-after")
     events = make_chain(1)
     for _ in range(2):
         answer = post(server, events)
-        assert answer.status_code == 503
+        assert answer.status_code == 503 and verified(answer)
         assert answer.headers["Retry-After"] == "7"
     assert server.events() == []
     assert post(server, events).json()["accepted"] == [events[0]["id"]]
@@ -418,48 +550,7 @@ def test_tls_with_self_signed_certificate(tmp_path):
         assert post(srv, events, verify=cert).json()["duplicate"] == [events[0]["id"]]
 
 
-# -- report ----------------------------------------------------------------------
-
-def test_working_days_skip_weekends():
-    friday = datetime.date(2024, 5, 3)
-    assert add_working_days(friday, 10) == datetime.date(2024, 5, 17)
-    assert add_working_days(datetime.date(2024, 5, 4), 1) == datetime.date(2024, 5, 6)
-
-
-def test_report_counts_levels_rate_and_open_bad_ratings(server):
-    levels = ("very_satisfied", "satisfied", "satisfied", "basically_satisfied", "dissatisfied")
-    may = make_chain(5, day="2024-05-03", levels=levels)
-    late = make_chain(1, start_seq=6, prev=may[-1]["hash"], day="2024-05-31",
-                      levels=("very_dissatisfied",))
-    june = make_chain(1, start_seq=7, prev=late[0]["hash"], day="2024-06-03",
-                      levels=("dissatisfied",))
-    detail = seal({"id": str(uuid.uuid4()), "type": "detail", "device_id": DEVICE,
-                   "window_no": "A01", "rating_id": may[4]["id"], "reason_codes": ["401"],
-                   "reasons_version": "v1", "occurred_at": "2024-05-03T09:10:00+08:00"},
-                  8, june[0]["hash"])
-    post(server, may + late + june + [detail])
-
-    data = server.report_data("2024-05", today=datetime.date(2024, 5, 20))
-    window = data["windows"]["A01"]
-    assert window["counts"] == {"very_satisfied": 1, "satisfied": 2, "basically_satisfied": 1,
-                                "dissatisfied": 1, "very_dissatisfied": 1}
-    assert window["good_rate"] == pytest.approx(3 / 6)
-    open_bad = window["open_bad"]
-    assert [(b["deadline"], b["overdue"]) for b in open_bad] == [
-        (datetime.date(2024, 5, 17), True), (datetime.date(2024, 6, 14), False)]
-    assert open_bad[0]["reason_codes"] == ["401"]
-
-    text = server.report("2024-05", today=datetime.date(2024, 5, 20))
-    assert "窗口 A01" in text
-    assert "好评率 50.0% (3/6)" in text
-    assert "整改期限 2024-05-17" in text and "整改期限 2024-06-14" in text
-    assert "2024-06-03" not in text
-
-    server.resolve(may[4]["id"], note="已整改")
-    assert "2024-05-17" not in server.report("2024-05")
-    with pytest.raises(ValueError):
-        server.report("May")
-
+# -- report: tests/test_hall_report.py (the report's own module and tests) -------------
 
 # -- command line ----------------------------------------------------------------
 
@@ -481,7 +572,7 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path):
         events = make_chain(2)
         body = json.dumps(batch(events)).encode()
         answer = requests.post(url + EVALUATIONS, data=body, timeout=5,
-                               headers={"X-Device-Id": DEVICE, "X-Signature": signature(body)})
+                               headers=sign_request(KEY, DEVICE, "POST", url + EVALUATIONS, body))
         assert answer.json()["accepted"] == [e["id"] for e in events]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0

@@ -12,7 +12,15 @@ from test_wire import TinyServer
 
 from device.config import Secret
 from device.levels import Level
-from device.queue.hall import Assignment, AssignmentChanged, HallLink, load_assignment, save_assignment
+from device.queue import wire
+from device.queue.hall import (
+    Assignment,
+    AssignmentChanged,
+    HallLink,
+    SessionGuard,
+    load_assignment,
+    save_assignment,
+)
 from device.queue.transport import HttpTransport
 from device.state import SessionOpened
 
@@ -25,9 +33,10 @@ GOOD = {"window": {"no": "08", "name": "不动产登记"}, "staff": {"no": "8802
 
 pytestmark = pytest.mark.timeout(30)
 
-def link(hall, hall_mode=False):
+
+def link(hall, hall_mode=False, **kw):
     transport = HttpTransport(hall.url, "d1", Secret(KEY), timeout=5)
-    return HallLink(transport, "d1", queue.Queue(), hall_mode=hall_mode, poll_wait_s=1)
+    return HallLink(transport, "d1", queue.Queue(), hall_mode=hall_mode, poll_wait_s=1, **kw)
 
 
 def test_assignment_is_fetched_once_then_not_modified(hall):
@@ -77,7 +86,7 @@ def test_a_session_opened_by_the_hall_reaches_the_queue(hall):
 
 
 def test_an_etag_spelt_in_lower_case_is_kept_and_sent_back():
-    tiny = TinyServer()
+    tiny = TinyServer(KEY)
     try:
         tiny.reply(200, {"content-type": "application/json", "etag": '"v7"'},
                    json.dumps(GOOD, ensure_ascii=False).encode())
@@ -128,3 +137,56 @@ def test_sessions_are_long_polled_in_hall_mode_and_counted(hall):
     finally:
         hl.stop(timeout=5)
     assert opened.ticket == "B007" and hl.status.sessions == 1
+
+
+# --- what is not believed ---------------------------------------------------------------
+
+@pytest.mark.parametrize("sign", ["none", "wrong_key", "other_nonce"])
+def test_an_impostor_can_neither_assign_nor_open_a_session(hall, sign):
+    hall.set_assignment(None, GOOD)
+    hl = link(hall, hall_mode=True, retry_min_s=0.01, retry_max_s=0.02)
+    hall.inject("rogue", count=2, path="*", sign=sign)
+    assert hl.cycle() > 0                              # the assignment: no answer at all
+    hl.next_assignment = hl.monotonic() + 300
+    assert hl.cycle() > 0                              # the session poll: no answer at all
+    assert hl.events.empty() and hl.etag == ""
+    assert hl.status.online is False and "unauthenticated_answer" in hl.status.faults
+    assert hl.status.unauthenticated == 2
+    hl.next_assignment = 0
+    hl.cycle()                                         # the hall again
+    changed = hl.events.get_nowait()
+    assert changed.assignment.staff_name == "李四" and hl.status.faults == ()
+
+
+def test_a_session_id_seen_before_is_ignored(hall):
+    hl = link(hall, hall_mode=True)
+    hall.inject("session", count=3, path=wire.session_path("d1", 1).split("?")[0], session_id="s-1")
+    assert hl.poll_session().session_id == "s-1"
+    assert hl.poll_session() is None and hl.poll_session() is None
+    assert hl.events.qsize() == 1 and hl.status.sessions == 1 and hl.status.sessions_ignored == 2
+
+
+def test_a_session_storm_is_refused_and_reported_and_not_polled_flat_out(hall):
+    now = [1000.0]
+    hl = link(hall, hall_mode=True, monotonic=lambda: now[0], guard=SessionGuard(burst=3, every_s=20))
+    hl.next_assignment = 1e12
+    hall.inject("session", count=50, path=wire.session_path("d1", 1).split("?")[0])
+    waits = [hl.cycle() for _ in range(10)]            # ten sessions in no time at all
+    assert hl.events.qsize() == 3                      # the burst a staff member may need
+    assert hl.status.sessions == 3 and hl.status.sessions_refused == 7
+    assert waits[:3] == [0.0, 0.0, 0.0] and all(w >= HallLink.STORM_PAUSE_S for w in waits[3:])
+    assert any(f.startswith("session_storm") for f in hl.status.faults)
+    now[0] += 20                                       # a person's pace again
+    hl.cycle()
+    assert hl.events.qsize() == 4
+    now[0] += 400
+    hall.clear_faults()
+    hl.cycle()
+    assert hl.status.faults == ()
+
+
+def test_the_guard_refills_at_a_persons_pace():
+    guard = SessionGuard(burst=2, every_s=10)
+    assert [guard.admit(f"s{i}", 0.0) for i in range(3)] == ["", "", "storm"]
+    assert guard.admit("s3", 5.0) == "storm" and guard.admit("s4", 16.0) == ""
+    assert guard.admit("s4", 100.0) == "repeated" and guard.storming(100.0) and not guard.storming(400.0)

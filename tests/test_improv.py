@@ -1,13 +1,17 @@
-"""Improv serial: frames byte for byte, and a client written from the spec.
+"""Improv serial: frames byte for byte, and the official client's framing against the console.
 
-The client below (``SpecClient``) is written from https://www.improv-wifi.com/serial/
-and imports nothing from ``device``: it proves that a standard client can
-read the state and device info and provision Wi-Fi through the console.
+The client below (``OfficialClient``) reads and writes frames exactly as the
+official JavaScript SDK does (improv-wifi/sdk-serial-js, after the spec at
+https://www.improv-wifi.com/serial/) and imports nothing from ``device``: a
+standard client initialises, scans and provisions Wi-Fi through the console,
+and hears only the serial protocol's states and errors.
 """
 
 import logging
+import platform
 import subprocess
 import threading
+from typing import ClassVar
 
 import pytest
 import serial
@@ -16,6 +20,7 @@ from hypothesis import strategies as st
 from test_console import FakeDeviceControl, ask
 
 from device.console import Console, improv
+from device.console.improv_rpc import board_model
 from device.errors import ImprovError, NetworkError
 from device.network import NmcliBackend
 from device.settings import PinStore, SettingsStore
@@ -46,12 +51,30 @@ def test_request_state_frame_byte_for_byte():
 
 
 def test_state_error_and_result_frames_byte_for_byte():
-    assert improv.state_frame(improv.State.AUTHORIZED) == b"IMPROV\x01\x01\x01\x02" + bytes([0xE2])
-    assert improv.error_frame(improv.Error.NOT_AUTHORIZED) == b"IMPROV\x01\x02\x01\x04" + bytes([0xE5])
+    assert improv.state_frame(improv.State.READY) == b"IMPROV\x01\x01\x01\x02" + bytes([0xE2])
+    assert improv.error_frame(improv.Error.INVALID_RPC) == b"IMPROV\x01\x02\x01\x01" + bytes([0xE2])
+    assert improv.error_frame(improv.Error.UNKNOWN) == b"IMPROV\x01\x02\x01\xff" + bytes([0xE0])
     # RPC result for device info: command 03, data length, then length-prefixed strings.
     frame = improv.result_frame(improv.Command.REQUEST_INFO, ["a", "bc"])
     body = b"IMPROV\x01\x04\x07\x03\x05\x01a\x02bc"
     assert frame == body + bytes([sum(body) & 0xFF])
+
+
+def test_only_the_serial_protocols_states_and_errors_exist():
+    # improv-wifi.com/serial: states 0x02-0x04 and errors 0x00-0x03, 0xFF. "Authorization required" (0x01)
+    # and "not authorized" (0x04) are Improv over Bluetooth's, unknown to serial clients.
+    assert {int(s) for s in improv.State} == {0x02, 0x03, 0x04}
+    assert {int(e) for e in improv.Error} == {0x00, 0x01, 0x02, 0x03, 0xFF}
+
+
+def test_the_hardware_name_is_the_boards_model(tmp_path):
+    tree = tmp_path / "model"
+    tree.write_bytes(b"Raspberry Pi Zero 2 W Rev 1.0\x00")
+    dmi = tmp_path / "product_name"
+    dmi.write_text("Standard PC (Q35 + ICH9, 2009)\n")
+    assert board_model([str(tree), str(dmi)]) == "Raspberry Pi Zero 2 W Rev 1.0"
+    assert board_model([str(tmp_path / "none"), str(dmi)]) == "Standard PC (Q35 + ICH9, 2009)"
+    assert board_model([str(tmp_path / "none")]) == platform.machine()
 
 
 @pytest.mark.parametrize("frame, why", [
@@ -95,70 +118,147 @@ def test_decoding_random_bytes_fails_only_with_improv_error(data):
             pass
 
 
-# --- a client written from the spec ---------------------------------------------
+# --- the official client's framing ------------------------------------------------------
 
-class SpecClient:
-    """An Improv serial client as the spec describes it (and as the JS SDK reads)."""
+class ImprovClientError(Exception):
+    """An RPC the device answered with an error state (the SDK rejects its promise)."""
+
+
+class OfficialClient:
+    """The Improv serial client's framing, as the official JavaScript SDK (sdk-serial-js) does it.
+
+    Reading (``_processInput``): bytes up to a newline are a line; once nine
+    bytes are in, a line that starts with ``IMPROV`` is a packet of
+    ``9 + length + 1`` bytes, anything else is discarded up to its newline.
+    A packet is accepted only with version 1 and a checksum equal to the sum
+    of every byte before it, modulo 256. Writing (``writePacketToStream``):
+    header, version, type, length, data, checksum, newline. An RPC is
+    answered by its result, or rejected by an error state other than 0; a
+    scan's results end with an empty one. Imports nothing from ``device``.
+    """
 
     HEADER = b"IMPROV"
+    CURRENT_STATE, ERROR_STATE, RPC, RPC_RESULT = 0x01, 0x02, 0x03, 0x04
+    ERRORS: ClassVar[dict[int, str]] = {0x01: "INVALID_RPC_PACKET", 0x02: "UNKNOWN_RPC_COMMAND",
+                                        0x03: "UNABLE_TO_CONNECT", 0xFF: "UNKNOWN_ERROR"}
 
     def __init__(self, path):
         self.port = serial.Serial(path, 115200, timeout=3)
+        self.state = None
+        self.error = 0
+        #: Every accepted packet, in order: (type, data).
+        self.packets = []
+        #: Lines that were not Improv packets (the console's JSON answers).
+        self.other_lines = []
+        self._line = bytearray()
+        self._is_improv = None
+        self._length = 0
 
     def close(self):
         self.port.close()
 
-    def send_rpc(self, command, data=b""):
-        payload = bytes([command, len(data)]) + data
-        packet = self.HEADER + bytes([1, 0x03, len(payload)]) + payload
-        self.port.write(packet + bytes([sum(packet) & 0xFF]) + b"\n")
+    # writePacketToStream
+    def write_packet(self, packet_type, data):
+        payload = bytearray(self.HEADER + bytes([1, packet_type, len(data)]) + bytes(data))
+        payload.append(sum(payload) & 0xFF)
+        self.port.write(bytes(payload) + b"\n")
 
-    def packet(self):
-        """The next Improv packet ``(type, data)``; other lines are skipped."""
-        line = b""
+    def send_rpc(self, command, data=b""):
+        self.write_packet(self.RPC, bytes([command, len(data)]) + bytes(data))
+
+    # _processInput, one byte at a time
+    def next_packet(self):
         while True:
             b = self.port.read(1)
             if not b:
                 raise TimeoutError("no Improv packet")
-            if b == b"\n" and len(line) < 9:
-                line = b""
+            byte = b[0]
+            if self._is_improv is False:
+                if byte == 10:
+                    self.other_lines.append(bytes(self._line))
+                    self._is_improv, self._line = None, bytearray()
+                else:
+                    self._line.append(byte)
                 continue
-            line += b
-            if len(line) == 9:
-                if line[:6] != self.HEADER:
-                    # Not Improv: discard the rest of this line.
-                    while self.port.read(1) not in (b"\n", b""):
-                        pass
-                    line = b""
-                    continue
-                rest = self.port.read(line[8] + 1)
-                whole = line + rest
-                assert whole[6] == 1, "version"
-                assert sum(whole[:-1]) & 0xFF == whole[-1], "checksum"
-                return whole[7], whole[9:-1]
+            if self._is_improv is True:
+                self._line.append(byte)
+                if len(self._line) == self._length:
+                    line, self._is_improv, self._line = bytes(self._line), None, bytearray()
+                    packet = self._accept(line)
+                    if packet is not None:
+                        return packet
+                continue
+            if byte == 10:
+                self._line = bytearray()
+                continue
+            self._line.append(byte)
+            if len(self._line) != 9:
+                continue
+            self._is_improv = bytes(self._line[:6]) == self.HEADER
+            if not self._is_improv:
+                continue    # the SDK drops the bytes; kept here to show the JSON lines
+            self._length = 9 + self._line[8] + 1
+
+    def _accept(self, line):
+        """_handleIncomingPacket: version and checksum, else the packet is dropped."""
+        version, packet_type, length = line[6], line[7], line[8]
+        if version != 1 or sum(line[:-1]) & 0xFF != line[9 + length]:
+            return None
+        data = line[9:9 + length]
+        if packet_type == self.CURRENT_STATE:
+            self.state = data[0]
+        elif packet_type == self.ERROR_STATE:
+            self.error = data[0]
+        self.packets.append((packet_type, data))
+        return packet_type, data
 
     @staticmethod
     def strings(data):
         out, i = [], 2
         while i < 2 + data[1]:
-            n = data[i]
-            out.append(data[i + 1:i + 1 + n].decode("utf-8"))
-            i += 1 + n
+            out.append(data[i + 1:i + 1 + data[i]].decode("utf-8"))
+            i += data[i] + 1
         return out
 
-    def state(self):
-        self.send_rpc(0x02)
-        return self.packet()
+    def _await(self, command, multiple=False):
+        """_sendRPCWithResponse: the result for ``command``; an error state > 0 rejects."""
+        received = []
+        while True:
+            packet_type, data = self.next_packet()
+            if packet_type == self.ERROR_STATE and data[0] > 0:
+                raise ImprovClientError(self.ERRORS.get(data[0], f"UNKNOWN_ERROR ({data[0]})"))
+            if packet_type == self.RPC_RESULT and data[0] == command:
+                strings = self.strings(data)
+                if not multiple:
+                    return strings
+                if not strings:
+                    return received
+                received.append(strings)
 
-    def info(self):
+    # The SDK's public calls.
+    def request_current_state(self):
+        self.send_rpc(0x02)
+        while True:
+            packet_type, data = self.next_packet()
+            if packet_type == self.ERROR_STATE and data[0] > 0:
+                raise ImprovClientError(self.ERRORS.get(data[0]))
+            if packet_type == self.CURRENT_STATE:
+                break
+        return self._await(0x02) if self.state == 0x04 else None
+
+    def request_info(self):
         self.send_rpc(0x03)
-        kind, data = self.packet()
-        assert kind == 0x04 and data[0] == 0x03
-        return self.strings(data)
+        firmware, version, chip, name, *_os = self._await(0x03)
+        return {"firmware": firmware, "version": version, "chipFamily": chip, "name": name}
+
+    def scan(self):
+        self.send_rpc(0x04)
+        return [(name, int(rssi), secured != "NO") for name, rssi, secured in self._await(0x04, multiple=True)]
 
     def provision(self, ssid, password):
         s, p = ssid.encode(), password.encode()
         self.send_rpc(0x01, bytes([len(s)]) + s + bytes([len(p)]) + p)
+        return self._await(0x01)
 
 
 @pytest.fixture
@@ -171,96 +271,89 @@ def improv_rig(tmp_path):
     console = Console(port, device, store, PinStore(tmp_path / "console.pin"), network=network,
                       firmware="9.9.9")
     console.start()
-    client = SpecClient(port.path)
+    client = OfficialClient(port.path)
     yield client, console, network
     client.close()
     console.stop()
     port.close()
 
 
-def test_spec_client_reads_state_and_device_info(improv_rig):
-    client, _, _ = improv_rig
-    assert client.state() == (0x01, bytes([0x02]))  # factory-new: authorised, not provisioned
-    firmware, version, chip, name = client.info()[:4]
-    assert (firmware, version, name) == ("Window Evaluator", "9.9.9", "WE-0001")
-    assert chip
-
-
-def test_spec_client_provisions_wifi_through_the_fake_backend(improv_rig, caplog):
+def test_official_client_initializes_scans_and_provisions(improv_rig, caplog):
     client, _, network = improv_rig
     caplog.set_level(logging.DEBUG)
-    client.state()
-    client.provision("HallNet", WIFI["HallNet"])
-    packets = [client.packet() for _ in range(3)]
-    assert packets == [(0x01, bytes([0x03])), (0x01, bytes([0x04])), (0x04, bytes([0x01, 0x00]))]
-    assert network.connected_to == "HallNet"
+    # initialize(): the current state, then the device information.
+    assert client.request_current_state() is None and client.state == 0x02      # ready
+    info = client.request_info()
+    assert (info["firmware"], info["version"], info["name"]) == ("Window Evaluator", "9.9.9", "WE-0001")
+    assert info["chipFamily"] == board_model()                                   # the board's model
+    assert sorted(client.scan()) == [("Guest", -60, False), ("HallNet", -48, True)]
+    assert client.provision("HallNet", WIFI["HallNet"]) == []
+    assert network.connected_to == "HallNet" and client.state == 0x04
     # Once provisioned, a state request also brings an RPC result (as the SDK expects).
-    assert client.state() == (0x01, bytes([0x04]))
-    assert client.packet() == (0x04, bytes([0x02, 0x00]))
+    assert client.request_current_state() == []
+    # Only the serial protocol's states and errors ever came.
+    assert {d[0] for t, d in client.packets if t == 0x01} <= {0x02, 0x03, 0x04}
+    assert {d[0] for t, d in client.packets if t == 0x02} <= {0x00, 0x01, 0x02, 0x03, 0xFF}
     assert WIFI["HallNet"] not in caplog.text
 
 
 def test_wrong_wifi_password_reports_unable_to_connect(improv_rig, caplog):
     client, _, network = improv_rig
     caplog.set_level(logging.DEBUG)
-    client.state()
-    client.provision("HallNet", "not-the-password")
-    assert client.packet() == (0x01, bytes([0x03]))       # provisioning
-    assert client.packet() == (0x02, bytes([0x03]))       # error: unable to connect
-    assert client.packet() == (0x01, bytes([0x02]))       # back to ready
+    client.request_current_state()
+    with pytest.raises(ImprovClientError, match="UNABLE_TO_CONNECT"):
+        client.provision("HallNet", "not-the-password")
+    assert client.next_packet() == (0x01, bytes([0x02]))       # back to ready
     assert network.connected_to is None
     assert "not-the-password" not in caplog.text
 
 
-def test_scan_lists_networks_then_an_empty_result(improv_rig):
+def test_a_frame_with_a_bad_checksum_is_an_invalid_rpc_packet(improv_rig):
     client, _, _ = improv_rig
-    client.send_rpc(0x04)
-    results = []
-    while True:
-        kind, data = client.packet()
-        assert kind == 0x04 and data[0] == 0x04
-        strings = client.strings(data)
-        if not strings:
-            break
-        results.append(strings)
-    assert sorted(results) == [["Guest", "-60", "NO"], ["HallNet", "-48", "YES"]]
+    frame = b"IMPROV\x01\x03\x02\x02\x00"
+    client.port.write(frame + bytes([(sum(frame) + 1) & 0xFF]) + b"\n")
+    assert client.next_packet() == (0x02, bytes([0x01]))        # invalid RPC packet
+    # Then a line for a person at a terminal, which the client skips.
+    client.request_current_state()
+    assert any(b'"bad_frame"' in line for line in client.other_lines)
+    assert client.packets[-2:] == [(0x02, bytes([0x00])), (0x01, bytes([0x02]))]   # the next RPC clears it
 
 
-def test_locked_console_requires_authorization_then_reports_the_change(improv_rig, tmp_path):
+def test_locked_console_answers_unknown_error_and_a_line_saying_why(improv_rig, tmp_path):
     client, console, network = improv_rig
     console.pins.set("2468")
-    assert client.state() == (0x01, bytes([0x01]))        # authorization required
-    client.provision("HallNet", WIFI["HallNet"])
-    assert client.packet() == (0x02, bytes([0x04]))       # error: not authorized
+    assert client.request_current_state() is None and client.state == 0x02   # ready, locked or not
+    with pytest.raises(ImprovClientError, match="UNKNOWN_ERROR"):
+        client.provision("HallNet", WIFI["HallNet"])
     assert network.attempts == []
-    # The technician authorises on the same port; the client hears the new state.
+    # The technician's terminal reads why, on the line after the error state.
+    why = ask(client.port, None)
+    assert why["error"] == "not_authorized" and "Auth <PIN>" in why["message"]
     client.port.write(b"Auth 2468\r\n")
-    kinds = [client.packet()]
-    assert kinds == [(0x01, bytes([0x02]))]
-    client.provision("HallNet", WIFI["HallNet"])
-    # The new RPC first clears the error, as the spec asks.
-    assert [client.packet() for _ in range(3)] == [(0x02, bytes([0x00])), (0x01, bytes([0x03])),
-                                                   (0x01, bytes([0x04]))]
+    assert ask(client.port, None)["ok"] is True
+    # Authorised on the same port: the same RPC now works, and first clears the error, as the spec asks.
+    assert client.provision("HallNet", WIFI["HallNet"]) == []
+    assert client.packets[-4:] == [(0x02, bytes([0x00])), (0x01, bytes([0x03])), (0x01, bytes([0x04])),
+                                   (0x04, bytes([0x01, 0x00]))]
 
 
 def test_bad_and_unknown_rpcs_get_error_states(improv_rig):
     client, _, _ = improv_rig
     client.send_rpc(0x01, b"\x05ab")                      # SSID length runs past the end
-    assert client.packet() == (0x02, bytes([0x01]))
+    assert client.next_packet() == (0x02, bytes([0x01]))
     client.send_rpc(0x09)
-    assert client.packet() == (0x02, bytes([0x02]))       # unknown RPC
+    assert client.next_packet() == (0x02, bytes([0x02]))  # unknown RPC
     # The error is cleared by the next good RPC, as the spec asks.
-    client.send_rpc(0x02)
-    assert client.packet() == (0x02, bytes([0x00]))
-    assert client.packet() == (0x01, bytes([0x02]))
+    client.request_current_state()
+    assert client.packets[-2:] == [(0x02, bytes([0x00])), (0x01, bytes([0x02]))]
 
 
 def test_command_lines_and_frames_share_the_port(improv_rig):
     client, _, _ = improv_rig
     client.send_rpc(0x02)
     client.port.write(b"Status\r\n")
-    # The Improv packet first, then the JSON line (which an Improv client would skip).
-    assert client.packet() == (0x01, bytes([0x02]))
+    # The Improv packet first, then the JSON line (which an Improv client skips).
+    assert client.next_packet() == (0x01, bytes([0x02]))
     assert ask(client.port, None)["device_id"] == "WE-0001"
 
 
@@ -269,10 +362,10 @@ def test_improv_without_a_network_backend_fails_cleanly(tmp_path):
     with PtyPort() as port:
         console = Console(port, FakeDeviceControl(store.load()), store, PinStore(tmp_path / "pin"))
         console.start()
-        client = SpecClient(port.path)
+        client = OfficialClient(port.path)
         try:
-            client.provision("HallNet", "x")
-            assert client.packet() == (0x02, bytes([0x03]))
+            with pytest.raises(ImprovClientError, match="UNABLE_TO_CONNECT"):
+                client.provision("HallNet", "x")
         finally:
             client.close()
             console.stop()

@@ -197,3 +197,14 @@ def test_long_window_name_wraps_or_yields_never_clips(n):
                                       "12号窗口")
     assert_block_unclipped(lay, "window")
     assert decode(layout_mod.draw_layout(lay)) == [WINDOW_URL]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_the_private_thanks_and_follow_up_name_no_level(size):
+    """Privacy at the counter: what follows any rating by default says nothing of its level."""
+    from device.levels import Level
+
+    for name in ("thanks", "followup"):
+        shown = "".join(line.text for item in screens.layout(SAMPLES[name], size).items for line in item.lines)
+        assert shown and not any(level.text in shown for level in Level), (name, shown)
+        assert "原因" not in shown

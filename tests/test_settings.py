@@ -177,3 +177,82 @@ def test_a_damaged_pin_file_keeps_the_console_locked(tmp_path):
 
 def test_remove_durably_ignores_a_missing_file(tmp_path):
     settings_mod.remove_durably(tmp_path / "none")
+
+
+# --- a commit of settings and key as one unit -------------------------------------------------
+
+KEY_OLD, KEY_NEW = "old-key-0123456789abcdef", "new-key-0123456789abcdef"
+
+
+def _store(tmp_path):
+    return SettingsStore(tmp_path / "settings.toml", overrides=[f'upload.key_file="{tmp_path / "device.key"}"'])
+
+
+def _pair(tmp_path):
+    """``(staff.no, key)`` after a start (the store recovers first)."""
+    store = _store(tmp_path)
+    no = store.load().staff.no
+    key = (tmp_path / "device.key").read_text() if (tmp_path / "device.key").exists() else ""
+    return no, key
+
+
+def _cuts():
+    """Every system call of a commit that a power cut can stop before."""
+    return [("open", n) for n in (1, 2, 3)] + [("fsync", n) for n in (1, 2, 3, 4, 5)] + \
+        [("replace", n) for n in (1, 2, 3)] + [("unlink", 1)]
+
+
+@pytest.mark.parametrize("what, nth", _cuts())
+def test_a_commit_with_the_key_lands_whole_or_not_at_all(tmp_path, monkeypatch, what, nth):
+    store = _store(tmp_path)
+    store.commit({"staff": {"no": "1"}}, key=(str(tmp_path / "device.key"), KEY_OLD.encode()))
+    real = getattr(os, what)
+    calls = {"n": 0}
+
+    class PowerCut(BaseException):
+        """Nothing runs after it: no clean-up, as after a real power cut."""
+
+    def cut(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == nth:
+            raise PowerCut
+        return real(*args, **kwargs)
+    monkeypatch.setattr(os, what, cut)
+    with pytest.raises(PowerCut):
+        store.commit({"staff": {"no": "2"}}, key=(str(tmp_path / "device.key"), KEY_NEW.encode()))
+    monkeypatch.undo()
+    assert _pair(tmp_path) in (("1", KEY_OLD), ("2", KEY_NEW))
+    # Nothing staged or temporary is left, and each key is in the key file or nowhere.
+    assert sorted(os.listdir(tmp_path)) == ["device.key", "settings.toml"]
+    assert sum(KEY_NEW.encode() in p.read_bytes() or KEY_OLD.encode() in p.read_bytes()
+               for p in tmp_path.iterdir()) == 1
+
+
+def test_a_failed_commit_changes_nothing_and_leaves_nothing(tmp_path, monkeypatch):
+    store = _store(tmp_path)
+    store.commit({"staff": {"no": "1"}}, key=(str(tmp_path / "device.key"), KEY_OLD.encode()))
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(SettingsError, match="nothing changed"):
+        store.commit({"staff": {"no": "2"}}, key=(str(tmp_path / "device.key"), KEY_NEW.encode()))
+    monkeypatch.setattr(os, "fsync", real)
+    assert _pair(tmp_path) == ("1", KEY_OLD) and sorted(os.listdir(tmp_path)) == ["device.key", "settings.toml"]
+
+
+def test_a_new_key_file_place_takes_the_key_along(tmp_path):
+    store = _store(tmp_path)
+    store.commit(None, key=(str(tmp_path / "device.key"), KEY_OLD.encode()))
+    moved = tmp_path / "keys" / "device.key"
+    moved.parent.mkdir()
+    store.commit({"upload": {"key_file": str(moved)}}, move=(str(tmp_path / "device.key"), str(moved)))
+    assert moved.read_text() == KEY_OLD and not (tmp_path / "device.key").exists()
+
+
+def test_stray_temporary_files_of_ours_are_scrubbed_at_start_and_others_left(tmp_path):
+    (tmp_path / ".device.key.ab12cd34.tmp").write_text(KEY_OLD)
+    (tmp_path / ".settings.toml.zz99yy88.tmp").write_text("[staff]")
+    (tmp_path / "device.key.next").write_text(KEY_NEW)
+    (tmp_path / ".someone-else.ab12cd34.tmp").write_text("not ours")
+    store = SettingsStore(tmp_path / "settings.toml", overrides=[f'upload.key_file="{tmp_path / "device.key"}"'])
+    store.load()
+    assert sorted(os.listdir(tmp_path)) == [".someone-else.ab12cd34.tmp"]

@@ -18,7 +18,7 @@ from device.levels import Level
 from device.records import first_break
 
 KEY = "sim-test-key"
-FAST = ["--set", "session.min_interval_s=0.5", "--set", "session.thanks_s=0.3",
+FAST = ["--set", "session.source=free", "--set", "session.min_interval_s=0.5", "--set", "session.thanks_s=0.3",
         "--set", "upload.backoff_min_s=0.2", "--set", "upload.backoff_max_s=1"]
 
 pytestmark = pytest.mark.timeout(120)
@@ -66,7 +66,8 @@ def test_signatures_are_checked_by_the_server(tmp_path, hall):
 
 
 def test_free_mode_three_quick_presses_make_one_rating(tmp_path, hall):
-    result = sim(["--set", "session.min_interval_s=5", "--server", hall.url, "--device-key", KEY],
+    result = sim(["--set", "session.source=free", "--set", "session.min_interval_s=5", "--server", hall.url,
+                  "--device-key", KEY],
                  tmp_path, "press 2\nwait 0.5\npress 1\nwait 0.5\npress 5\n")
     assert result.returncode == 0, result.stderr
     assert [e["level"] for e in hall.events()] == ["satisfied"]

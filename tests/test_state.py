@@ -1,7 +1,5 @@
 """The pure state machine: times are passed in, nothing sleeps."""
 
-from dataclasses import dataclass
-
 from device.levels import Level
 from device.state import (
     ButtonPressed,
@@ -20,32 +18,10 @@ from device.state import (
     next_deadline,
     step,
 )
+from helpers import Tap, run
 
 FREE = Rules(source="free", min_interval_s=10, thanks_s=3)
 STAFF = Rules(source="staff_button", rating_window_s=30, thanks_s=3, later_s=20)
-
-
-@dataclass(frozen=True)
-class Tap:
-    """A finger on one button: pressed and released at the same instant."""
-
-    button: int
-
-
-def run(rules, script, state=None):
-    """Feed (time, input) pairs; commit every rating at once. Returns state and all effects."""
-    state = state or State()
-    seen = []
-    for now, event in script:
-        inputs = [ButtonPressed(event.button), ButtonReleased(event.button)] if isinstance(event, Tap) else [event]
-        for item in inputs:
-            state, effects = step(state, item, now, rules)
-            seen.extend(effects)
-            for effect in effects:
-                if isinstance(effect, CommitRating):
-                    state, more = step(state, RatingCommitted(effect.level, f"r{len(seen)}"), now, rules)
-                    seen.extend(more)
-    return state, seen
 
 
 def ratings(effects):
@@ -65,14 +41,33 @@ def test_free_a_press_after_the_interval_counts_again():
 
 
 def test_thanks_shows_the_level_only_after_commit_and_then_returns_to_idle():
-    state, _ = step(State(), ButtonPressed(5), 0.0, FREE)
-    state, effects = step(state, ButtonReleased(5), 0.1, FREE)
+    rules = Rules(source="free", thanks_s=3, show_level=True)
+    state, _ = step(State(), ButtonPressed(5), 0.0, rules)
+    state, effects = step(state, ButtonReleased(5), 0.1, rules)
     assert [type(e) for e in effects] == [CommitRating]
     assert state.screen == "idle"           # nothing thanked yet: not committed
-    state, _ = step(state, RatingCommitted(Level.VERY_DISSATISFIED, "x"), 0.01, FREE)
+    state, _ = step(state, RatingCommitted(Level.VERY_DISSATISFIED, "x"), 0.01, rules)
     assert state.screen == "thanks" and state.level is Level.VERY_DISSATISFIED
-    state, _ = step(state, Tick(), 3.5, FREE)
+    state, _ = step(state, Tick(), 3.5, rules)
     assert state.screen == "idle"
+
+
+def test_private_thanks_keeps_no_level_and_every_level_is_followed_alike():
+    """Privacy at the counter: the same screens, for the same time, whatever the level."""
+    rules = Rules(source="free", thanks_s=3, reasons_s=15, reasons=(
+        (Level.DISSATISFIED, (("401", "办事效率低"),)),))
+    paths = []
+    for button in range(1, 6):
+        state, _ = run(rules, [(0.0, Tap(button))])
+        path = [(state.screen, state.screen_until, state.level, state.rating_id)]
+        for now in (2.9, 3.0, 17.9, 18.0):
+            state, effects = step(state, Tick(), now, rules)
+            assert effects == []
+            path.append((state.screen, state.screen_until, state.level, state.rating_id))
+        paths.append(path)
+    assert paths[0] == [("thanks", 3.0, None, ""), ("thanks", 3.0, None, ""), ("followup", 18.0, None, ""),
+                        ("followup", 18.0, None, ""), ("idle", 0.0, None, "")]
+    assert all(path == paths[0] for path in paths)
 
 
 def test_failed_commit_shows_paused_never_thanks():
@@ -104,9 +99,11 @@ def test_staff_mode_expired_window_records_one_unrated_event():
     assert state.screen == "later"
 
 
-def test_staff_mode_second_request_does_not_extend_or_stack():
-    _, effects = run(STAFF, [(0.0, StaffRequested("s1")), (20.0, StaffRequested("s2")), (30.0, Tick())])
+def test_staff_mode_a_quick_second_request_does_not_extend_or_stack():
+    state, effects = run(STAFF, [(0.0, StaffRequested("s1")), (STAFF.min_interval_s - 1, StaffRequested("s2")),
+                                 (30.0, Tick())])
     assert [e.session.session_id for e in effects if isinstance(e, CommitUnrated)] == ["s1"]
+    assert state.session is None and ratings(effects) == []
 
 
 def test_a_burst_of_ratings_is_flagged_suspect_but_kept():
@@ -156,8 +153,16 @@ def test_holding_1_and_5_shows_the_service_screen_without_a_rating():
     assert state.screen == "idle"
 
 
-REASONS = Rules(source="free", thanks_s=3, reasons_s=15, later_s=20, reasons=(
+REASONS = Rules(source="free", thanks_s=3, reasons_s=15, later_s=20, show_level=True, reasons=(
     (Level.DISSATISFIED, (("401", "办事效率低"), ("402", "等候时间长"))),))
+
+
+def test_reason_tags_are_offered_only_when_the_hall_shows_levels():
+    private = Rules(source="free", thanks_s=3, reasons_s=15, reasons=REASONS.reasons)
+    state, _ = run(private, [(0.0, Tap(4)), (3.0, Tick())])
+    assert state.screen == "followup" and state.level is None
+    state, effects = run(private, [(4.0, Tap(2))], state)
+    assert ratings(effects) == [] and not [e for e in effects if isinstance(e, CommitDetail)]
 
 
 def test_after_a_bad_rating_a_chosen_reason_is_a_detail_referring_to_it():

@@ -5,7 +5,6 @@ for, which is checked against the configured bounds instead of being slept.
 """
 
 import dataclasses
-import datetime
 import threading
 import time
 
@@ -13,7 +12,6 @@ import pytest
 from test_wire import TinyServer
 
 from device.config import Secret
-from device.errors import TransportError
 from device.queue import wire
 from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader, UploadStatus
@@ -92,12 +90,24 @@ def test_backoff_is_capped_and_never_zero(tmp_path, outbox):
     assert max(delays) <= 4 and outbox.waiting() == 1
 
 
-def test_wrong_key_is_an_auth_fault_retried_slowly(hall, outbox):
+def test_a_wrong_key_is_no_answer_and_never_a_dead_letter(hall, outbox):
     fill(outbox, 1)
     up = make_uploader(outbox, hall.url, key="wrong")
     delay = up.send_batch()
-    assert up.status.fault == "auth" and delay >= 60 / 4
-    assert outbox.waiting() == 1 and hall.events("d1") == []
+    # The hall's signed 401 cannot be told from a rogue's answer without the right key.
+    assert up.status.fault == "unauthenticated_answer" and "unauthenticated_answer" in up.refresh_status().faults
+    assert delay > 0 and up.status.unauthenticated == 1 and up.status.online is False
+    assert outbox.waiting() == 1 and outbox.count("rejected") == 0 and hall.events("d1") == []
+
+
+def test_a_verified_refusal_is_an_auth_fault_retried_slowly(hall, outbox):
+    fill(outbox, 1)
+    hall.inject("status", status=401, body={"error": "bad_signature"})
+    up = make_uploader(outbox, hall.url)
+    delay = up.send_batch()
+    assert up.status.fault == "auth" and delay >= 60 / 4 and "bad_signature" in up.status.last_error
+    assert outbox.waiting() == 1 and outbox.count("rejected") == 0
+    assert up.send_batch() == 0 and up.status.fault == "" and len(hall.events("d1")) == 1
 
 
 def test_an_event_the_server_rejects_becomes_a_dead_letter(hall, outbox):
@@ -131,24 +141,31 @@ def test_batch_too_large_is_halved(hall, outbox):
     assert up.drain() and len(hall.events("d1")) == 8
 
 
-def test_corrected_time_is_sent_for_unsynced_events_of_this_boot(hall, outbox):
-    outbox.append(rating(0, clock_synced=False, boot_id="this-boot", mono_ms=5_000,
-                         occurred_at="1970-01-01T00:00:05.000+00:00"))
-    outbox.append(rating(1, clock_synced=False, boot_id="earlier-boot", mono_ms=5_000))
-    now = datetime.datetime(2026, 11, 25, 10, 0, 0, tzinfo=datetime.UTC)
+def test_events_go_as_sealed_even_when_stamped_before_the_clock_was_set(hall, outbox):
+    sealed = outbox.append(rating(0, clock_synced=False, boot_id="this-boot", mono_ms=5_000,
+                                  occurred_at="1970-01-01T00:00:05.000+00:00"))
     up = make_uploader(outbox, hall.url, boot_id="this-boot")
-    up.wall, up.monotonic_ms = (lambda: now), (lambda: 65_000)
     assert up.drain()
-    first, second = hall.events("d1")
-    assert first["corrected_at"] == "2026-11-25T09:59:00.000+00:00"
-    assert "corrected_at" not in second
-    assert first_break(hall.events("d1")) is None   # corrected_at is outside the hash
+    (stored,) = hall.events("d1")
+    assert stored == sealed                    # nothing added after sealing: a clock event dates it
+    assert first_break(hall.events("d1")) is None
 
 
-def test_transport_names_the_server_it_cannot_reach():
-    transport = HttpTransport("http://127.0.0.1:9", "d1", Secret("s"), timeout=1)
-    with pytest.raises(TransportError, match=r"127\.0\.0\.1:9"):
-        transport.request("POST", wire.evaluations_path(), {"events": []})
+def test_the_halls_head_is_kept_and_handed_to_the_outbox(hall, outbox):
+    events = fill(outbox, 5)
+    noted, checkpoints = [], []
+    outbox.note_acknowledged_head = lambda seq, digest: noted.append((seq, digest))
+    real_checkpoint = outbox.checkpoint
+
+    def checkpoint(passive=False):
+        checkpoints.append(passive)
+        return real_checkpoint()
+
+    outbox.checkpoint = checkpoint
+    up = make_uploader(outbox, hall.url, batch_size=2)
+    assert up.drain()
+    assert noted == [(2, events[1]["hash"]), (4, events[3]["hash"]), (5, events[4]["hash"])]
+    assert up.status.hall_head == (5, events[4]["hash"]) and checkpoints == [True, True, True]
 
 
 def test_secret_never_shows_itself():
@@ -159,7 +176,7 @@ def test_secret_never_shows_itself():
 # --- a lowercase Retry-After from a real HTTP server ----------------------------------
 
 def test_a_lowercase_retry_after_from_a_real_server_is_honoured(outbox):
-    tiny = TinyServer()   # the stand-in hall server always spells it "Retry-After"
+    tiny = TinyServer(KEY)   # the stand-in hall server spells it "Retry-After" unless told otherwise
     try:
         tiny.reply(503, {"content-type": "application/json", "retry-after": "7"}, b'{"error":"busy"}')
         fill(outbox, 1)
@@ -254,9 +271,22 @@ def test_the_uplink_check_runs_on_the_uploaders_thread(hall, outbox):
         result = up.check_uplink(timeout=10)
     finally:
         up.stop(timeout=5)
-    assert result["ok"] is True and result["status"] == 200 and result["server"] == hall.url
+    assert result["ok"] is True and result["verified"] is True and result["status"] == 200
+    assert result["server"] == hall.url and result["hall_time"]
     assert hall.heartbeats["d1"]["backlog"] == 0
     assert KEY not in str(result)
+
+
+def test_the_uplink_check_says_when_the_answer_does_not_verify(hall, outbox):
+    hall.inject("rogue", path=wire.heartbeat_path("d1"))
+    up = make_uploader(outbox, hall.url, heartbeat_s=0, retain_days=0)
+    up.start()
+    try:
+        result = up.check_uplink(timeout=10)
+    finally:
+        up.stop(timeout=5)
+    assert result["ok"] is False and result["verified"] is False and result["error"] == "unauthenticated_answer"
+    assert "captive portal" in result["message"] and "d1" not in hall.heartbeats
 
 
 def test_the_heartbeat_path_is_the_contracts(hall, outbox):

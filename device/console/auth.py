@@ -21,8 +21,8 @@ from device.settings import PinStore, check_pin_format
 
 logger = logging.getLogger(__name__)
 
-#: Authorisation by PIN lapses after this long without a command.
-AUTH_IDLE_S = 900.0
+#: Authorisation by PIN lapses after this long without input (``console.auto_lock_s`` sets it).
+AUTH_IDLE_S = 300.0
 #: Physical presence (buttons held at boot) authorises for this long.
 PRESENCE_S = 600.0
 
@@ -69,6 +69,16 @@ class Auth:
                                  "buttons 1 and 5 while the device starts")
         if self._until > now:
             self._until = now + self.idle_s
+
+    def touch(self) -> None:
+        """Input arrived: a live PIN authorisation starts its idle time again; a lapsed one ends here."""
+        now = self.clock()
+        if self._until > now:
+            self._until = now + self.idle_s
+        elif self._until:
+            self._until = 0.0
+            logger.info("console locked after %d s without input", self.idle_s)
+            self._changed()
 
     def grant(self) -> None:
         """Authorise for :attr:`idle_s` (the right PIN, or whoever just set it)."""

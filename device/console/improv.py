@@ -9,6 +9,11 @@ where the checksum is the sum of every byte before it, modulo 256. Clients
 the device does the same, so that a terminal user sees frames on lines of
 their own and Improv clients can skip JSON lines up to the newline.
 
+Only the serial protocol's states (ready, provisioning, provisioned) and
+errors exist here: "authorization required" and "not authorized" belong to
+Improv over Bluetooth, and serial clients (the JavaScript SDK, ESP Web
+Tools) do not know them.
+
 Everything here is pure: the console reads frames off the port and
 :mod:`device.console.improv_rpc` decides what to answer; this module only
 turns bytes into values and back.
@@ -35,21 +40,21 @@ class PacketType(enum.IntEnum):
 
 
 class State(enum.IntEnum):
-    """Provisioning state (0x01 is from the Improv BLE spec, as the design asks)."""
+    """Provisioning state: the serial protocol's three."""
 
-    AUTHORIZATION_REQUIRED = 0x01
-    AUTHORIZED = 0x02
+    READY = 0x02          # "Ready (Authorized)": credentials are accepted
     PROVISIONING = 0x03
     PROVISIONED = 0x04
 
 
 class Error(enum.IntEnum):
+    """Error state: the serial protocol's errors."""
+
     NONE = 0x00
-    INVALID_RPC = 0x01
+    INVALID_RPC = 0x01      # "invalid RPC packet": a bad checksum, length or payload
     UNKNOWN_RPC = 0x02
     UNABLE_TO_CONNECT = 0x03
-    NOT_AUTHORIZED = 0x04
-    UNKNOWN = 0xFF
+    UNKNOWN = 0xFF          # anything else (a locked console: a JSON line says why)
 
 
 class Command(enum.IntEnum):
@@ -201,7 +206,7 @@ class ImprovState:
     given), so the client hears of every change and nothing else.
     """
 
-    def __init__(self, state: int = State.AUTHORIZED) -> None:
+    def __init__(self, state: int = State.READY) -> None:
         self.state = State(state)
         self.error = Error.NONE
         #: True once a client spoke Improv on this port; before that no unasked

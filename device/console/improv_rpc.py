@@ -1,16 +1,21 @@
 """Improv serial RPCs: current state, device info, Wi-Fi scan and Wi-Fi settings.
 
-While the console is locked the state is "authorization required" and
-Wi-Fi settings are refused with "not authorized". Wi-Fi is joined through a
+Only the serial protocol's states and errors are used (DESIGN.md, Serial
+console): the state is ready or provisioned whether or not the console is
+locked. While it is locked, Wi-Fi settings are answered with "unknown
+error" and a JSON line saying why (the technician's terminal shows it; an
+Improv client skips the line). A frame whose checksum fails is answered
+with "invalid RPC packet". Wi-Fi is joined through a
 :class:`~device.network.WifiBackend`; the password is never logged or kept.
+The hardware name is the board's model from the device tree.
 """
 
 from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from device.console import improv
 from device.errors import ImprovError
@@ -23,18 +28,25 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FIRMWARE_NAME = "Window Evaluator"
+#: Where the board names itself: the device tree's model (a Pi), then the firmware's DMI name (a PC).
+MODEL_FILES = ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model", "/sys/class/dmi/id/product_name")
+#: What a locked console answers beside the "unknown error" state.
+LOCKED = {"ok": False, "error": "not_authorized", "improv": "wifi_settings",
+          "message": "Wi-Fi settings need an authorised console: send Auth <PIN> (or hold buttons 1 and 5 while "
+                     "the device starts), then send them again"}
 
 
-def device_chip() -> str:
-    """The board's model (from the device tree on a Pi), else machine/system."""
-    try:
-        with open("/proc/device-tree/model", encoding="utf-8", errors="replace") as f:
-            model = f.read().strip("\0\n ")
+def board_model(files: Sequence[str] = MODEL_FILES) -> str:
+    """The board's model, e.g. ``Raspberry Pi Zero 2 W Rev 1.0``; else the machine (``x86_64``)."""
+    for path in files:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                model = f.read().strip("\0\n ")
+        except OSError:
+            continue
         if model:
             return model
-    except OSError:
-        pass
-    return f"{platform.machine() or 'unknown'}/{platform.system() or 'unknown'}"
+    return platform.machine() or "unknown"
 
 
 class ImprovRpc:
@@ -46,16 +58,21 @@ class ImprovRpc:
         auth: whether the console is authorised now.
         send_frame: writes one frame (``None`` is nothing to write).
         firmware: the version reported in the device info.
+        send_line: writes one JSON answer line (why Wi-Fi settings were refused).
+        model: the hardware name reported in the device info (default :func:`board_model`).
     """
 
     def __init__(self, device: DeviceControl, network: WifiBackend | None, auth: Auth,
-                 send_frame: Callable[[bytes | None], None], firmware: str) -> None:
+                 send_frame: Callable[[bytes | None], None], firmware: str,
+                 send_line: Callable[[dict[str, Any]], None] | None = None, model: str | None = None) -> None:
         self.device = device
         self.network = network
         self.auth = auth
         self.send_frame = send_frame
+        self.send_line = send_line
         self.firmware = firmware
-        self.state = improv.ImprovState(improv.State.AUTHORIZED)
+        self.model = model or board_model()
+        self.state = improv.ImprovState(improv.State.READY)
         self._wifi_connected: bool | None = None
 
     @property
@@ -73,18 +90,21 @@ class ImprovRpc:
         return self._wifi_connected
 
     def _state_now(self) -> improv.State:
-        if not self.auth.authorized():
-            return improv.State.AUTHORIZATION_REQUIRED
-        return improv.State.PROVISIONED if self._wifi_up() else improv.State.AUTHORIZED
+        return improv.State.PROVISIONED if self._wifi_up() else improv.State.READY
 
     def refresh(self) -> None:
-        """Tell an Improv client of a state change (authorisation came or went)."""
+        """Tell an Improv client of a state change it has not heard of yet."""
         if not self.state.client_seen or self.state.state == improv.State.PROVISIONING:
             return
         self.send_frame(self.state.set_state(self._state_now()))
 
     def _error(self, error: improv.Error) -> None:
         self.send_frame(self.state.set_error(error, force=True))
+
+    def invalid_packet(self) -> None:
+        """A frame that failed its checksum (or version, or length): "invalid RPC packet"."""
+        self.state.client_seen = True
+        self._error(improv.Error.INVALID_RPC)
 
     def handle(self, frame: improv.Frame) -> None:
         """Answer one frame from the client."""
@@ -110,7 +130,7 @@ class ImprovRpc:
                 self.send_frame(improv.result_frame(command, []))
         elif command == improv.Command.REQUEST_INFO:
             name = self.device.current_config().device.id
-            self.send_frame(improv.result_frame(command, [FIRMWARE_NAME, self.firmware, device_chip()[:64], name]))
+            self.send_frame(improv.result_frame(command, [FIRMWARE_NAME, self.firmware, self.model[:64], name]))
         elif command == improv.Command.REQUEST_SCAN:
             self._scan()
         else:
@@ -135,8 +155,9 @@ class ImprovRpc:
     def _wifi(self, payload: bytes) -> None:
         if not self.auth.authorized():
             logger.warning("Improv Wi-Fi settings refused: console locked")
-            self.send_frame(self.state.set_state(improv.State.AUTHORIZATION_REQUIRED))
-            self._error(improv.Error.NOT_AUTHORIZED)
+            self._error(improv.Error.UNKNOWN)
+            if self.send_line is not None:
+                self.send_line(dict(LOCKED))
             return
         try:
             ssid, password = improv.parse_wifi_settings(payload)
@@ -153,7 +174,7 @@ class ImprovRpc:
             # The backend keeps the password out of its messages; log the type and text only.
             logger.warning("Improv: cannot join Wi-Fi %r: %s", ssid, e)
             self._wifi_connected = None
-            self.state.state = improv.State.AUTHORIZED  # so the next refresh reports a change
+            self.state.state = improv.State.READY  # so the next refresh reports a change
             self._error(improv.Error.UNABLE_TO_CONNECT)
             self.send_frame(self.state.set_state(self._state_now(), force=True))
             return

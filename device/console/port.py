@@ -88,7 +88,8 @@ class Console(Worker[ConsoleStatus]):
         clock: monotonic seconds (injectable) for timeouts and authorisation.
         firmware: the version reported by ``Status`` and Improv.
         frame_timeout, max_line: see :class:`~device.console.framing.Splitter`.
-        auth_idle_s: PIN authorisation lapses after this long without a command.
+        auth_idle_s: PIN authorisation lapses after this long without input (None: the
+            configuration's ``console.auto_lock_s``, read at every line).
         button_timeout_s: default wait per button in ``Test buttons``.
         commands: the command table (default: every feature's, :func:`default_commands`).
     """
@@ -96,7 +97,7 @@ class Console(Worker[ConsoleStatus]):
     def __init__(self, port: ConsolePort, device: DeviceControl, settings: SettingsStore, pins: PinStore, *,
                  network: WifiBackend | None = None, clock: Callable[[], float] = time.monotonic,
                  firmware: str = __version__, frame_timeout: float = FRAME_TIMEOUT_S, max_line: int = MAX_LINE,
-                 auth_idle_s: float = AUTH_IDLE_S, button_timeout_s: float = BUTTON_TIMEOUT_S,
+                 auth_idle_s: float | None = None, button_timeout_s: float = BUTTON_TIMEOUT_S,
                  commands: Mapping[str, Command] | None = None) -> None:
         name = str(getattr(port, "path", None) or getattr(port, "port", None) or "?")
         super().__init__("console", ConsoleStatus(port=name))
@@ -109,9 +110,10 @@ class Console(Worker[ConsoleStatus]):
         self.splitter = Splitter(max_line, frame_timeout)
         self.commands = dict(commands if commands is not None else default_commands())
         self._clock = clock
-        self.auth = Auth(pins, clock, auth_idle_s)
+        self._idle_from_config = auth_idle_s is None
+        self.auth = Auth(pins, clock, AUTH_IDLE_S if auth_idle_s is None else auth_idle_s)
         self.staging = Staging(settings, device)
-        self.improv = ImprovRpc(device, network, self.auth, self._send_frame, firmware)
+        self.improv = ImprovRpc(device, network, self.auth, self._send_frame, firmware, send_line=self._send)
         self.auth.on_change = self.improv.refresh
         self._context = Context(device=device, settings=settings, pins=pins, auth=self.auth, staging=self.staging,
                                 send=self._send, firmware=firmware, button_timeout_s=button_timeout_s)
@@ -234,6 +236,10 @@ class Console(Worker[ConsoleStatus]):
                 self.improv.handle(item)
             else:
                 self._refused[item.code] = self._refused.get(item.code, 0) + 1
+                if item.code == "bad_frame":
+                    # A whole frame that failed its checksum: Improv's answer for the client, then the
+                    # line for a person at a terminal (Improv clients skip lines that are not frames).
+                    self.improv.invalid_packet()
                 self._send({"ok": False, "error": item.code, "message": item.message})
         except Exception:
             # One bad command must never stop the console (nor leak its text).
@@ -242,6 +248,12 @@ class Console(Worker[ConsoleStatus]):
                         "message": "the command failed inside the device; see the device log"})
 
     def _handle_line(self, text: str) -> None:
+        if self._idle_from_config:
+            try:
+                self.auth.idle_s = float(self.device.current_config().console.auto_lock_s)
+            except Exception:  # a device that cannot say keeps the last value
+                pass
+        self.auth.touch()
         word, _, arg = text.partition(" ")
         name = word.lower()
         arg = arg.strip()

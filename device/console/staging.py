@@ -2,9 +2,20 @@
 
 A change is staged first (``StaffName 李四``), checked against the whole
 configuration as it is staged, and only ``Commit`` validates everything
-staged as a whole, writes it atomically (so a power cut mid-write leaves the
-old settings or the new, never a mix) and hands the new configuration to the
-device through :meth:`~device.control.DeviceControl.apply`.
+staged as a whole, runs every check a start runs on it (glyphs, QR fit,
+writable places, where the key and the outbox are: :func:`device.checks.check_all`)
+and refuses what would fail, saying why; then it writes the settings and a
+new device key as one unit (so a power cut mid-write leaves the old pair or
+the new, never a mix: :meth:`~device.settings.SettingsStore.commit`) and
+hands the new configuration to the device through
+:meth:`~device.control.DeviceControl.apply`.
+
+A new ``outbox.path`` never strands pending events: the outbox moves there,
+with its whole chain, at the next start (:func:`device.queue.repair.request_move`).
+A move keeps one chain and one seq space in one file; draining the old file
+in parallel would need two outboxes in service and a second chain to check.
+``FactoryReset`` erases settings, key and PIN but keeps every rating: if the
+outbox's place changes with the settings, it moves back to the default place.
 """
 
 from __future__ import annotations
@@ -14,10 +25,12 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from device import checks
 from device.config import Secret
 from device.console.commands import Answer, Command, Context, Needs
 from device.errors import CommandRefused, ConfigError, SettingsError
-from device.settings import remove_durably, write_atomic
+from device.queue import repair
+from device.settings import scrub
 
 if TYPE_CHECKING:
     from device.control import DeviceControl
@@ -80,34 +93,44 @@ class Staging:
         return dropped
 
     def commit(self) -> Answer:
-        """Validate, write and apply what is staged.
+        """Validate, check as a start would, write as one unit, and apply what is staged.
 
         Raises:
-            ConfigError: listing every bad key; nothing is written.
+            ConfigError: listing every bad key or failed check; nothing is written.
             CommandRefused: ``commit_failed``, when a file cannot be written;
-                what was not written stays staged.
+                nothing changed and everything stays staged.
         """
         if not self.values and self.key is None:
             return {"ok": True, "committed": [], "restart_needed": [], "message": "nothing staged"}
         overlay = self.overlay(self.values)
         new_config = self.settings.build(overlay)  # ConfigError: every bad key, nothing written
+        old_config = self.device.current_config()
+        problems = checks.check_new_outbox(old_config, new_config)
+        try:
+            checks.check_all(new_config)
+        except ConfigError as e:
+            problems = e.problems + problems
+        if problems:
+            raise ConfigError(problems)
         committed = self.names()
         key = self.key
-        if key is not None:
-            try:
-                write_atomic(new_config.upload.key_file, key.reveal().encode("utf-8"), mode=0o600)
-            except SettingsError as e:
-                raise CommandRefused("commit_failed", f"nothing changed: {e}") from None
-            self.key = None
-            logger.info("device key replaced")
-        if self.values:
-            try:
-                self.settings.save(overlay)
-            except SettingsError as e:
-                saved = " (the device key was saved)" if key is not None else ""
-                raise CommandRefused("commit_failed", f"settings not saved{saved}: {e}") from None
-            self.values.clear()
-        logger.info("committed %s", ", ".join(committed))
+        old_key, new_key = (os.path.abspath(c.upload.key_file) for c in (old_config, new_config))
+        move = (old_key, new_key) if key is None and old_key != new_key and os.path.exists(old_key) else None
+        try:
+            if os.path.realpath(old_config.outbox.path) != os.path.realpath(new_config.outbox.path):
+                # Before the settings: once they name the new place, the outbox must follow.
+                repair.request_move(old_config.outbox.path, new_config.outbox.path)
+            self.settings.commit(overlay if self.values else None,
+                                 key=(new_key, key.reveal().encode("utf-8")) if key is not None else None, move=move)
+        except (SettingsError, OSError) as e:
+            raise CommandRefused("commit_failed", str(e) if isinstance(e, SettingsError)
+                                 else f"nothing changed: {e.strerror or e}") from None
+        self.values.clear()
+        self.key = None
+        if key is not None and old_key != new_key and not checks.check_paths(old_config):
+            # A new key in a new place: the old key file is no key of this device any more.
+            scrub(old_key)
+        logger.info("committed %s%s", ", ".join(committed), "; device key replaced" if key is not None else "")
         try:
             restart = list(self.device.apply(new_config, key) or [])
         except Exception as e:
@@ -142,16 +165,31 @@ def _factory_reset(ctx: Context, arg: str) -> None:
     if arg.lower() not in ("yes", "confirm"):
         raise CommandRefused("confirm_needed", "send 'FactoryReset yes' to erase the settings, the device key "
                              "and the PIN (ratings not yet delivered are kept)")
-    key_file = ctx.device.current_config().upload.key_file
+    current = ctx.device.current_config()
     try:
+        default = ctx.settings.build({})
+    except ConfigError:
+        default = current
+    try:
+        if os.path.realpath(default.outbox.path) != os.path.realpath(current.outbox.path):
+            # The settings named another place for the outbox: its events follow it back.
+            repair.request_move(current.outbox.path, default.outbox.path)
+        ctx.settings.scrub_strays()
         ctx.settings.clear()
-        remove_durably(key_file)
+        for config in (current, default):
+            key_file = config.upload.key_file
+            if [p for p in checks.check_paths(config) if p[0] == "upload.key_file"]:
+                # Never delete a file that is not a key file of its own (the outbox, the settings).
+                logger.error("factory reset: %s is not removed: it is not a key file of its own", key_file)
+                continue
+            scrub(key_file)
         ctx.pins.clear()
-    except SettingsError as e:
+        ctx.settings.scrub_strays()
+    except (SettingsError, OSError) as e:
         raise CommandRefused("commit_failed", f"factory reset incomplete: {e}") from None
     ctx.staging.discard()
     ctx.auth.lock()
-    logger.warning("factory reset: settings, device key and PIN erased")
+    logger.warning("factory reset: settings, device key and PIN erased; every rating kept")
     ctx.send({"ok": True, "factory_reset": True, "restarting": True})
     ctx.device.factory_reset()
 

@@ -2,7 +2,11 @@
 
 Layers as in luma: a bus object (``luma.core.interface.serial.i2c``/``spi``,
 or a fake in tests) is passed into a chip driver (``ssd1306`` …), which is
-wrapped by :class:`Display`. The bus is always created by the caller (the
+wrapped by :class:`Display`. The page-organised monochrome chips (SSD1306,
+SSD1309, SH1106) use the drivers of :mod:`device.drivers.paged`, which send
+only what changed; the greyscale and colour chips already do with luma's
+own ``diff_to_previous`` framebuffer, and the SSD1351's pixels are packed by
+:mod:`device.drivers.rgb565`. The bus is always created by the caller (the
 composition root): luma's drivers open I²C port 1 themselves when given no
 bus, which must never happen by accident, e.g. in the simulator.
 
@@ -22,6 +26,7 @@ from luma.oled import device as oled
 from PIL import Image
 
 from device.config import DISPLAY_MODELS
+from device.drivers import paged, rgb565
 from device.errors import DisplayError
 
 logger = logging.getLogger(__name__)
@@ -31,12 +36,12 @@ logger = logging.getLogger(__name__)
 SUPPORTED_MODELS = DISPLAY_MODELS
 
 _CLASSES = {
-    "ssd1306": oled.ssd1306,
-    "sh1106": oled.sh1106,
-    "ssd1309": oled.ssd1309,
+    "ssd1306": paged.SSD1306,
+    "sh1106": paged.SH1106,
+    "ssd1309": paged.SSD1309,
     "ssd1322": oled.ssd1322,
     "ssd1327": oled.ssd1327,
-    "ssd1351": oled.ssd1351,
+    "ssd1351": rgb565.SSD1351,
 }
 
 # Greyscale chips take 1-bit frames directly: cheaper than RGB per frame.
@@ -44,6 +49,21 @@ _MONO_CAPABLE = {"ssd1322", "ssd1327"}
 
 # What a failing bus raises: OS errors, and luma's own wrappers of them.
 _BUS_ERRORS = (OSError, luma.core.error.Error)
+
+#: ``display.rotate`` (degrees clockwise) as luma counts it (quarter turns).
+ROTATIONS = {0: 0, 90: 1, 180: 2, 270: 3}
+
+
+def luma_rotation(degrees: int) -> int:
+    """``display.rotate`` in degrees as luma's ``rotate`` (0..3): the one place the two meet.
+
+    Raises:
+        DisplayError: naming ``display.rotate`` when it is not 0, 90, 180 or 270.
+    """
+    try:
+        return ROTATIONS[degrees]
+    except (KeyError, TypeError):
+        raise DisplayError(f"display.rotate must be 0, 90, 180 or 270 (degrees), got {degrees!r}") from None
 
 
 def make_panel(model: str, bus: Any, width: int | None = None, height: int | None = None, rotate: int = 0,
@@ -55,8 +75,8 @@ def make_panel(model: str, bus: Any, width: int | None = None, height: int | Non
         bus: the serial interface (luma ``i2c``/``spi`` or a fake), required.
         width: panel width in pixels; default: the model's native width.
         height: panel height; default: the model's native height.
-        rotate: 0..3, quarter turns clockwise (1 and 3 make the logical
-            frame portrait: render at ``device.size``).
+        rotate: degrees clockwise, 0, 90, 180 or 270 (``display.rotate``;
+            90 and 270 make the logical frame portrait: render at ``device.size``).
         **kw: passed to the luma driver (e.g. ``mode``, ``h_offset``).
 
     Returns:
@@ -73,14 +93,13 @@ def make_panel(model: str, bus: Any, width: int | None = None, height: int | Non
     if bus is None:
         # luma would quietly open I2C port 1 itself.
         raise DisplayError(f"{name}: no bus given for the display")
-    if rotate not in (0, 1, 2, 3):
-        raise DisplayError(f"{name}: rotate must be 0..3, got {rotate!r}")
+    quarter_turns = luma_rotation(rotate)
     native_w, native_h = SUPPORTED_MODELS[name]
     if name in _MONO_CAPABLE:
         kw.setdefault("mode", "1")
     try:
         return _CLASSES[name](serial_interface=bus, width=width or native_w,
-                              height=height or native_h, rotate=rotate, **kw)
+                              height=height or native_h, rotate=quarter_turns, **kw)
     except _BUS_ERRORS as exc:
         raise DisplayError(f"{name}: cannot initialise display: {exc}") \
             from exc

@@ -6,10 +6,19 @@ every few minutes, and in ``hall`` mode long-polls for sessions
 (:func:`wire.session_path`) in between. Both turn into inputs on the app's
 queue; the last assignment is kept in a file so a device that reboots with
 no network still shows who is serving.
+
+Only answers that verify as the hall's reach this module (the transport
+raises for the rest), so no captive portal or rogue server can assign
+another staff member or open a session. Even the hall is not believed
+blindly: a session id seen before is ignored, and sessions opening faster
+than a person could be served are refused and reported
+(:class:`SessionGuard`), so a hall in a session storm cannot fill the
+outbox with ``unrated`` events.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -23,7 +32,7 @@ from typing import Any
 
 from device.clock import Clocks
 from device.config import Config
-from device.errors import TransportError
+from device.errors import TransportError, UnauthenticatedAnswer
 from device.levels import Level
 from device.queue import wire
 from device.queue.transport import Backoff, Transport
@@ -137,6 +146,62 @@ def save_assignment(path: str | os.PathLike[str], assignment: Assignment) -> Non
     os.replace(tmp, path)
 
 
+#: The fault while sessions come faster than a person could be served.
+SESSION_STORM = "session_storm"
+#: The fault while the hall link's answers do not verify as the hall's.
+UNAUTHENTICATED = "unauthenticated_answer"
+
+
+class SessionGuard:
+    """Which sessions the hall opens are believed: new ids, at a pace people can be served at.
+
+    A token bucket: ``burst`` sessions may open back to back (a staff member
+    correcting a ticket), then one every ``every_s`` seconds; a session past
+    that is refused and counted. Ids seen before (the last ``remember`` of
+    them) are ignored.
+
+    Args:
+        burst: sessions allowed back to back.
+        every_s: seconds a session costs at the sustained pace.
+        remember: how many session ids are remembered.
+        storm_s: how long after the last refusal the storm is still reported.
+    """
+
+    def __init__(self, burst: int = 3, every_s: float = 20.0, remember: int = 1000, storm_s: float = 300.0) -> None:
+        self.burst = burst
+        self.every_s = every_s
+        self.storm_s = storm_s
+        self._tokens = float(burst)
+        self._at: float | None = None
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._remember = remember
+        self.refused = 0
+        self.repeated = 0
+        self.last_refused: float | None = None
+
+    def admit(self, session_id: str, now: float) -> str:
+        """``""`` to open the session, else why not (``"repeated"`` or ``"storm"``)."""
+        if session_id in self._seen:
+            self.repeated += 1
+            return "repeated"
+        self._seen[session_id] = None
+        while len(self._seen) > self._remember:
+            self._seen.popitem(last=False)
+        if self._at is not None:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._at) / self.every_s)
+        self._at = now
+        if self._tokens < 1:
+            self.refused += 1
+            self.last_refused = now
+            return "storm"
+        self._tokens -= 1
+        return ""
+
+    def storming(self, now: float) -> bool:
+        """Whether a session was refused within the last ``storm_s`` seconds."""
+        return self.last_refused is not None and now - self.last_refused < self.storm_s
+
+
 @dataclass(frozen=True)
 class HallLinkStatus:
     """What the hall link shows of itself (a snapshot)."""
@@ -146,6 +211,10 @@ class HallLinkStatus:
     etag: str = ""                  # of the assignment the device has
     assignments: int = 0            # assignments received since start
     sessions: int = 0               # sessions opened by the hall since start
+    sessions_ignored: int = 0       # session ids seen before
+    sessions_refused: int = 0       # sessions refused in a storm
+    unauthenticated: int = 0        # answers that did not verify, since start
+    faults: tuple[str, ...] = ()    # SESSION_STORM, UNAUTHENTICATED while they last
 
 
 class HallLink(Worker[HallLinkStatus]):
@@ -165,19 +234,26 @@ class HallLink(Worker[HallLinkStatus]):
         poll_wait_s: how long the server may hold a long poll.
         assignment_every_s: how often the assignment is fetched.
         retry_min_s, retry_max_s: the bounds of the delay after a failure.
-        clocks, monotonic: the clock (seconds) that times the fetches.
+        clocks, monotonic: the clock (seconds) that times the fetches;
+            ``clocks`` also goes to the transport (it signs with them and
+            teaches them the hall's time).
+        guard: which sessions are believed (:class:`SessionGuard`).
         rand: jitter for the retry delay.
     """
 
     POLL_WAIT_S = 25
+    #: After a refused session the next poll waits this long: a storm is not polled flat out.
+    STORM_PAUSE_S = 5.0
 
     def __init__(self, transport: Transport, device_id: str, events: queue.Queue[Any], *, hall_mode: bool,
                  etag: str = "", poll_wait_s: float = POLL_WAIT_S, assignment_every_s: float = 300.0,
                  retry_min_s: float = 2.0, retry_max_s: float = 60.0, clocks: Clocks | None = None,
-                 monotonic: Callable[[], float] | None = None,
+                 monotonic: Callable[[], float] | None = None, guard: SessionGuard | None = None,
                  rand: Callable[[], float] = random.random) -> None:
         super().__init__("hall-link", HallLinkStatus(etag=etag))
+        self.clocks = clocks
         self.transport = transport
+        self._hand_clocks(transport)
         self.device_id = device_id
         self.events = events
         self.hall_mode = hall_mode
@@ -186,8 +262,10 @@ class HallLink(Worker[HallLinkStatus]):
         self.assignment_every_s = assignment_every_s
         self.backoff = Backoff(retry_min_s, retry_max_s, rand)
         self.monotonic = monotonic or (clocks.monotonic if clocks else time.monotonic)
+        self.guard = guard or SessionGuard()
         #: Monotonic seconds at which the assignment is fetched next (now: at start).
         self.next_assignment = 0.0
+        self._pause = 0.0
 
     def reconfigure(self, *, transport: Transport | None = None, device_id: str | None = None) -> None:
         """Use a new transport (server, key) or device id, and fetch the assignment again.
@@ -201,10 +279,16 @@ class HallLink(Worker[HallLinkStatus]):
         if transport is not None and transport is not self.transport:
             old, self.transport = self.transport, transport
             old.close()
+            self._hand_clocks(transport)
         if device_id is not None:
             self.device_id = device_id
         self.next_assignment = 0.0
         self.backoff.reset()
+
+    def _hand_clocks(self, transport: Transport) -> None:
+        use = getattr(transport, "use_clocks", None)
+        if use is not None and self.clocks is not None:
+            use(self.clocks)
 
     def on_stop(self) -> None:
         self.transport.close()
@@ -216,25 +300,40 @@ class HallLink(Worker[HallLinkStatus]):
             Seconds until the next cycle: 0 after a poll, the time until the
             next fetch otherwise, a growing delay after a failure.
         """
+        self._pause = 0.0
         try:
             if self.monotonic() >= self.next_assignment:
                 self.fetch_assignment()
                 self.next_assignment = self.monotonic() + self.assignment_every_s
             if self.hall_mode:
                 self.poll_session()
+        except UnauthenticatedAnswer as e:
+            # No answer at all: never an assignment, a session or a time.
+            logger.warning("hall link: %s", e)
+            return self._after_failure(str(e), unauthenticated=True)
         except TransportError as e:
             return self._after_failure(str(e))
         except Exception:  # a hostile answer must never end the link
             logger.exception("hall link: unexpected error")
             return self._after_failure("unexpected error")
         self.backoff.reset()
-        if self.status.online is not True:
-            self.publish(online=True, last_error="")
-        return 0.0 if self.hall_mode else max(0.0, self.next_assignment - self.monotonic())
+        faults = self._faults(unauthenticated=False)
+        if self.status.online is not True or self.status.faults != faults:
+            self.publish(online=True, last_error="", faults=faults)
+        if self.hall_mode:
+            return self._pause
+        return max(0.0, self.next_assignment - self.monotonic())
 
-    def _after_failure(self, why: str) -> float:
+    def _faults(self, unauthenticated: bool) -> tuple[str, ...]:
+        faults = [UNAUTHENTICATED] if unauthenticated else []
+        if self.guard.storming(self.monotonic()):
+            faults.append(f"{SESSION_STORM}: {self.guard.refused} sessions refused")
+        return tuple(faults)
+
+    def _after_failure(self, why: str, unauthenticated: bool = False) -> float:
         delay = self.backoff.next()
-        self.publish(online=False, last_error=why)
+        self.publish(online=False, last_error=why, faults=self._faults(unauthenticated),
+                     unauthenticated=self.status.unauthenticated + unauthenticated)
         logger.info("hall link: %s; again in %.0f s", why, delay)
         return delay
 
@@ -268,6 +367,18 @@ class HallLink(Worker[HallLinkStatus]):
             return None
         fields = {f.name: session.get(f.name) for f in dataclasses.fields(SessionOpened)}
         opened = SessionOpened(**{k: str(v) if v is not None else "" for k, v in fields.items()})
+        refused = self.guard.admit(opened.session_id, self.monotonic())
+        if refused == "repeated":
+            logger.warning("hall link: session %s was opened before; ignored", opened.session_id)
+            self.publish(sessions_ignored=self.guard.repeated)
+            self._pause = self.STORM_PAUSE_S
+            return None
+        if refused:
+            logger.warning("hall link: sessions open faster than a person can be served; refused %s "
+                           "(%d so far)", opened.session_id, self.guard.refused)
+            self.publish(sessions_refused=self.guard.refused, faults=self._faults(unauthenticated=False))
+            self._pause = self.STORM_PAUSE_S
+            return None
         self.events.put(opened)
         self.publish(sessions=self.status.sessions + 1)
         return opened

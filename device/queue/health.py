@@ -8,7 +8,7 @@ small batches (never while the wall clock is not synced: a clock in 1970 or
 in the future would make the age of every event wrong). The pure helpers
 turn counts and clocks into the heartbeat's fault codes and ages, and
 :func:`uplink_check` is the console's ``Test uplink``: one signed heartbeat,
-its answer described.
+its answer described, and whether it verified as the hall's.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from device import clock
-from device.errors import StorageError, TransportError
+from device.errors import StorageError, TransportError, UnauthenticatedAnswer
 from device.queue import wire
 from device.queue.outbox import Event
 from device.queue.transport import Transport
@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 NOTHING_DUE_S = 300.0
 #: While a prune batch comes back full, the next one follows this soon.
 PRUNE_AGAIN_S = 1.0
+#: The fault while the answers that come back do not verify as the hall's.
+UNAUTHENTICATED = "unauthenticated_answer"
+#: The fault while the hall refuses the device's signature (a verified 401 or 403).
+AUTH = "auth"
 
 
 @dataclass(frozen=True)
@@ -44,13 +48,17 @@ class UploadStatus:
     online: bool | None = None      # None until the first attempt
     last_upload_at: str = ""        # wall time of the last acknowledged batch
     last_error: str = ""
-    fault: str = ""                 # "auth" while the server refuses our key
+    fault: str = ""                 # AUTH while the hall refuses us, UNAUTHENTICATED while answers do not verify
     delivered: int = 0
     rejected: int = 0               # dead letters kept in the outbox
     storage: str = "ok"             # "ok", "low" or "full" (Outbox.storage_state)
     last_heartbeat_at: str = ""
     pruned: int = 0
     backlog: int = 0                # events waiting, as last counted
+    unauthenticated: int = 0        # answers that did not verify, since start
+    clock_source: str = ""          # "ntp", "hall" or "" (not synced)
+    hall_head: tuple[int, str] | None = None   # (seq, hash) the hall last said it holds
+    transport_faults: tuple[str, ...] = ()     # standing: insecure_http, tls_unverified, plain_http_refused
     faults: tuple[str, ...] = ()    # the uplink's fault codes, as the heartbeat reports them
 
 
@@ -66,10 +74,12 @@ class Upkeep:
             per transaction, so the button loop never waits long on the lock.
         firmware: reported in the heartbeat.
         extra_faults: returns further fault codes for the heartbeat (the app's).
+        extra_fields: returns further heartbeat fields (the app's: ignored presses, noise pulses).
     """
 
     def __init__(self, uploader: Uploader, *, heartbeat_s: float, retain_days: int, prune_every_s: float,
-                 prune_batch: int, firmware: str, extra_faults: Callable[[], Iterable[str]] | None) -> None:
+                 prune_batch: int, firmware: str, extra_faults: Callable[[], Iterable[str]] | None,
+                 extra_fields: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self.uploader = uploader
         self.heartbeat_s = heartbeat_s
         self.retain_days = retain_days
@@ -77,6 +87,7 @@ class Upkeep:
         self.prune_batch = prune_batch
         self.firmware = firmware
         self.extra_faults = extra_faults
+        self.extra_fields = extra_fields
         #: Monotonic ms at which the next heartbeat and prune are due (now: at start).
         self.next_heartbeat_ms = self.next_prune_ms = uploader.started_ms
 
@@ -117,7 +128,7 @@ class Upkeep:
         return n
 
     def heartbeat_body(self) -> dict[str, Any]:
-        """What the heartbeat reports: backlog, dead letters, clock, disk, faults."""
+        """What the heartbeat reports: backlog, dead letters, head, clock, disk, faults."""
         up = self.uploader
         status = up.refresh_status()
         synced = bool(up.synced())
@@ -125,7 +136,8 @@ class Upkeep:
         faults = list(status.faults)
         if self.extra_faults is not None:
             faults.extend(self.extra_faults())
-        return {
+        faults = list(dict.fromkeys(faults))  # the hall link may report what the uploader does
+        body: dict[str, Any] = {
             "firmware": self.firmware,
             "uptime_s": round((now_ms - up.started_ms) / 1000),
             "backlog": status.backlog,
@@ -133,10 +145,15 @@ class Upkeep:
                                                up.wall() if synced else None),
             "rejected": status.rejected,
             "last_upload_at": status.last_upload_at or None,
+            "head_seq": up.outbox.head()[0],
             "clock_synced": synced,
+            "clock_source": status.clock_source or None,
             "disk_free_bytes": up.outbox.disk_free(),
             "faults": faults,
         }
+        if self.extra_fields is not None:
+            body.update(self.extra_fields())
+        return body
 
     def heartbeat(self) -> bool:
         """POST the heartbeat once. Returns True when the server took it."""
@@ -144,11 +161,15 @@ class Upkeep:
         body = self.heartbeat_body()
         try:
             reply = up.transport.request("POST", wire.heartbeat_path(up.device_id), body)
+        except UnauthenticatedAnswer as e:
+            up.publish(fault=UNAUTHENTICATED, unauthenticated=up.status.unauthenticated + 1)
+            logger.warning("uploader: heartbeat: %s", e)
+            return False
         except TransportError as e:
             logger.info("uploader: heartbeat not sent: %s", e)
             return False
         if reply.status in (401, 403):
-            up.publish(fault="auth")
+            up.publish(fault=AUTH)
         if reply.status != 200:
             logger.info("uploader: heartbeat answered %d", reply.status)
             return False
@@ -156,7 +177,8 @@ class Upkeep:
         return True
 
 
-def uplink_faults(status: UploadStatus, storage: tuple[str, str], rejected: int, synced: bool) -> tuple[str, ...]:
+def uplink_faults(status: UploadStatus, storage: tuple[str, str], rejected: int, synced: bool,
+                  standing: Iterable[str] = ()) -> tuple[str, ...]:
     """The uplink's fault codes for the heartbeat and ``Status``.
 
     Args:
@@ -164,9 +186,11 @@ def uplink_faults(status: UploadStatus, storage: tuple[str, str], rejected: int,
         storage: ``Outbox.storage_state()``.
         rejected: dead letters in the outbox.
         synced: whether the wall clock is synchronised.
+        standing: the transport's standing faults (plain HTTP allowed, TLS unverified ...).
     """
     state, reason = storage
     faults = [status.fault] if status.fault else []
+    faults.extend(standing)
     if status.online is False:
         faults.append("offline: " + (status.last_error or "server not reachable")[:120])
     if state != "ok":
@@ -210,23 +234,32 @@ def uplink_check(transport: Transport, device_id: str, body: dict[str, Any], *,
         monotonic: the clock that times the answer.
 
     Returns:
-        ``{"ok", "status", "elapsed_ms", "server", ...}``; on failure also
-        ``error`` and ``message``. Never the key or the signature. An answer
-        that does not verify is a failure (the transport raises for it).
+        ``{"ok", "verified", "status", "elapsed_ms", "server", ...}``:
+        ``verified`` says whether an answer came back signed as the hall's
+        answer to this request (then ``hall_time`` too); on failure also
+        ``error`` (``unauthenticated_answer`` for an answer that does not
+        verify, else ``uplink_failed``) and ``message``. Never the key or the
+        signature.
     """
     server = getattr(transport, "base_url", "")
     started = monotonic()
     try:
         reply = transport.request("POST", wire.heartbeat_path(device_id), body)
+    except UnauthenticatedAnswer as e:
+        return {"ok": False, "verified": False, "error": UNAUTHENTICATED, "server": server,
+                "message": f"{e}; a wrong device key, a captive portal, a proxy or not the hall server"}
     except TransportError as e:
-        return {"ok": False, "error": "uplink_failed", "message": str(e), "server": server}
-    result: dict[str, Any] = {"ok": 200 <= reply.status < 300, "status": reply.status, "server": server,
-                              "elapsed_ms": round((monotonic() - started) * 1000)}
+        return {"ok": False, "verified": False, "error": "uplink_failed", "message": str(e), "server": server}
+    result: dict[str, Any] = {"ok": 200 <= reply.status < 300, "verified": True, "status": reply.status,
+                              "server": server, "elapsed_ms": round((monotonic() - started) * 1000)}
+    if reply.hall_time is not None:
+        result["hall_time"] = clock.iso(datetime.datetime.fromtimestamp(reply.hall_time, datetime.UTC))
     if result["ok"]:
         text = wire.encode(reply.data).decode("utf-8")
         result["answer"] = reply.data if len(text) <= 200 else text[:200] + "…"
     else:
-        why = {401: "the server refused the device id or key", 403: "the server refused this device"}
+        why = {401: f"the hall refused the request ({wire.error_code(reply.data) or 'unauthorized'})",
+               403: "the hall refused this device"}
         result.update(error="uplink_failed",
                       message=f"the server answered {reply.status}: {why.get(reply.status, reply.text[:100])}")
     return result

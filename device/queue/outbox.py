@@ -3,96 +3,77 @@
 SQLite through sqlite-utils, one connection guarded by one lock (as huey's
 storage does); the file's durability settings (WAL, ``synchronous=FULL``,
 checked on every connection) and its tables are in :mod:`device.queue.schema`.
-One commit per appended event.
+One commit per appended event; checkpoints run on a second connection from
+the uploader's thread (:meth:`Outbox.checkpoint`), never on the press path.
 
 States: ``pending`` -> ``sending`` -> ``delivered``, or ``rejected`` (a dead
-letter: kept and visible, retried only on a technician's command). On open,
-``sending`` goes back to ``pending``: a batch in flight when the power went
-may or may not have arrived, and the server's idempotency on ``id`` makes
-sending it again safe.
+letter: kept and visible, retried only on a technician's command). ``sending``
+lives in memory only: a claim writes nothing (so a full disk never stops
+delivery), and after a restart everything not delivered is pending again,
+which the server's idempotency on ``id`` makes safe to send again. For the
+same reason a delivered mark need not be on disk at once: it is written with
+the next append, in the same transaction and mostly on the same page (the
+newest rows share the last leaf), or by the uploader's checkpoint when no
+rating came for :data:`MARKS_FLUSH_S`; a power cut before that only sends the
+event again. One page write and one flush per delivered rating are saved,
+which an SD card that takes a rating a minute for years feels.
+
+Damage is never silent (:mod:`device.queue.repair`, :mod:`device.queue.damage`):
+at open SQLite's ``quick_check`` runs, the tail of the chain is checked, and
+the head is compared with the witness kept beside the file and with the head
+the hall last acknowledged. A database that fails the check is kept aside and
+what can be read is copied into a new one; what went missing is recorded as
+runs of lost seqs and counted, and no seq is ever used twice. A row that
+cannot be read is set aside as a dead letter with the reason when it is
+claimed, and never blocks the rows behind it. :meth:`Outbox.damage` gives
+the counts.
 
 Pruning deletes delivered events only, oldest first, and records each run of
 deleted ``seq`` numbers with the hash of its last event in ``pruned``, so the
-chain stays checkable across the holes (``device.integrity``) and the next
-append links to the right ``prev_hash`` even when every event was pruned.
+chain stays checkable across the holes (``device.integrity``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import sqlite_utils
 
-from device.errors import OutboxFull, StorageError
-from device.queue import schema
-from device.queue.schema import DELIVERED, PENDING, REJECTED, SENDING, STATES
+from device.errors import StorageDamaged, StorageError
+from device.queue import repair, schema
+from device.queue.damage import DamageBook
+from device.queue.reading import Event, chunks
+from device.queue.schema import DELIVERED, PENDING, REJECTED, SENDING
+from device.queue.settle import OutboxSettlement
+from device.queue.space import MIN_FREE_BYTES, Capacity, DiskSpace
 from device.records import seal_text
 
 logger = logging.getLogger(__name__)
 
-#: Free disk below which appends are refused and rating pauses: room is left
-#: for SQLite's WAL checkpoints, the logs and the system itself.
-MIN_FREE_BYTES = 16 * 1024 * 1024
-#: Share of ``max_events`` (and multiple of ``min_free_bytes``) at which the device warns.
-LOW_FRACTION = 0.8
-LOW_FREE_FACTOR = 4
-
-#: Free disk is looked up at most this often on the append path.
-DISK_CHECK_S = 1.0
+#: Commits after which a passive checkpoint is worth its writes: each one copies
+#: the pages changed since the last, so checkpointing after every delivered
+#: rating would write the same page to the database again and again.
+CHECKPOINT_COMMITS = 50
+#: Delivered marks waiting for the next append are written by the uploader's checkpoint after this long.
+MARKS_FLUSH_S = 10.0
+#: ... or once this many wait.
+MARKS_FLUSH_COUNT = 500
 
 # Fixed statement texts: sqlite3 keeps them prepared in its statement cache.
 _INSERT = "INSERT INTO events (seq, id, type, body, hash, state) VALUES (?, ?, ?, ?, ?, 'pending')"
+_CLAIM = "SELECT seq, id, body, hash FROM events WHERE seq >= ? AND state = 'pending' ORDER BY seq LIMIT ?"
 
-#: An event as stored and sent: the sealed record, ``hash`` included.
-Event = dict[str, Any]
-
-_T = TypeVar("_T")
+__all__ = ["MIN_FREE_BYTES", "DiskSpace", "Event", "Outbox"]
 
 
-class DiskSpace:
-    """Free space on the filesystem that holds a directory.
-
-    Args:
-        directory: a directory on the filesystem.
-        statvfs: ``os.statvfs``, injectable so tests can fake a full disk.
-        clock: monotonic seconds, for :meth:`recent`.
-    """
-
-    def __init__(self, directory: str, statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.directory = directory
-        self._statvfs = statvfs
-        self._clock = clock
-        self._last: tuple[float, int | None] = (float("-inf"), None)
-
-    def free(self) -> int | None:
-        """Bytes free for us (not for root) now, or None if unknown."""
-        try:
-            st = self._statvfs(self.directory)
-        except OSError:
-            free = None
-        else:
-            free = st.f_bavail * st.f_frsize
-        self._last = (self._clock(), free)
-        return free
-
-    def recent(self) -> int | None:
-        """:meth:`free`, looked up again only after ``DISK_CHECK_S`` (the append path is hot)."""
-        checked_at, free = self._last
-        if self._clock() - checked_at > DISK_CHECK_S:
-            free = self.free()
-        return free
-
-
-class Outbox:
+class Outbox(OutboxSettlement):
     """Append-only event store with delivery states.
 
     Args:
@@ -103,6 +84,12 @@ class Outbox:
             (default ``LOW_FREE_FACTOR * min_free_bytes``).
         statvfs: ``os.statvfs``, injectable so tests can fake a full disk.
         clock: monotonic seconds, for the free-disk cache (injectable like ``statvfs``).
+
+    Raises:
+        StorageError: the file cannot be opened or made (a folder that cannot be written).
+        StorageDamaged: the database could not be opened as it was: it was kept
+            aside, what could be read was copied into a new one, and the next
+            open uses that (the device shows the fault, in recovery, meanwhile).
     """
 
     def __init__(self, path: str | os.PathLike[str], max_events: int = 500_000, *,
@@ -110,35 +97,68 @@ class Outbox:
                  statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.path = str(path)
-        self.max_events = max_events
-        self.min_free_bytes = min_free_bytes
-        self.low_free_bytes = LOW_FREE_FACTOR * min_free_bytes if low_free_bytes is None else low_free_bytes
         self.directory = os.path.dirname(os.path.abspath(self.path))
-        self._disk = DiskSpace(self.directory, statvfs, clock)
+        self.capacity = Capacity(DiskSpace(self.directory, statvfs, clock), max_events, min_free_bytes,
+                                 low_free_bytes)
         self._lock = threading.RLock()
+        #: Claimed and not yet settled: seq -> (id, hash); nothing of it is on disk.
+        self._sending: dict[int, tuple[str, str]] = {}
+        self._sending_ids: dict[str, int] = {}
+        #: Delivered, the mark not written yet (the next append writes it): seq -> delivered_at.
+        self._marks: dict[int, float | None] = {}
+        self._marks_since = 0.0
+        self._clock = clock
+        #: Rows that could not be read and could not be marked either: never claimed again.
+        self._skipped: set[int] = set()
+        self._commits = 0
+        self._checkpointer = schema.Checkpointer(self.path)
         try:
-            os.makedirs(self.directory, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as e:
-            raise StorageError(f"cannot open outbox {self.path}: {e}") from e
-        self._conn = conn
-        self.db = sqlite_utils.Database(conn)
+            schema.prepare_directory(self.directory)
+            moved = repair.adopt(self.path)
+            self.book = DamageBook(self.path)
+        except OSError as e:
+            raise StorageError(f"cannot open outbox {self.path}: {e.strerror or e}") from e
+        if moved:
+            logger.warning("outbox: %s", moved)
+        self._witness_found = self.book.witness.found
         try:
-            schema.configure(conn, self.path)
+            conn, unreadable = self.book.open_database(self._connect)
+            self._conn = conn
+            self.db = sqlite_utils.Database(conn)
             with self._lock:
                 schema.create(self.db, self.path)
             self._recover()
-            self._head = schema.read_head(conn)
+            self._head = self.book.check(conn)
+            self._opened_head = self._head[0]
             self._waiting = self._count_waiting()
             #: No pending event has a seq below this.
             self._cursor = self._lowest_pending()
-        except (sqlite3.Error, StorageError) as e:
-            conn.close()
-            if isinstance(e, StorageError):
-                raise
-            raise StorageError(f"cannot open outbox {self.path}: {e}") from e
+        except BaseException as e:
+            if hasattr(self, "_conn"):
+                self._conn.close()
+            self.book.close()
+            if isinstance(e, sqlite3.Error):
+                raise StorageError(f"cannot open outbox {self.path}: {e}") from e
+            raise
+        if unreadable:
+            self.close()
+            raise StorageDamaged(unreadable)
+
+    @property
+    def max_events(self) -> int:
+        return self.capacity.max_events
 
     # --- set-up -----------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        schema.prepare_file(self.path)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            schema.configure(conn, self.path)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _recover(self) -> None:
         with self._lock, self._transaction():
@@ -151,9 +171,17 @@ class Outbox:
         return schema.immediate(self._conn, self.path)
 
     def close(self) -> None:
-        """Close the connection; the outbox cannot be used afterwards."""
+        """Write what waits in memory, close the connections; the outbox cannot be used afterwards."""
+        if hasattr(self, "_conn") and self._marks:
+            try:
+                self.flush_marks()
+            except sqlite3.Error as e:
+                logger.warning("outbox: delivered marks not written at close (sent again): %s", e)
+        self._checkpointer.close()
         with self._lock:
-            self.db.close()
+            if hasattr(self, "db"):
+                self.db.close()
+            self.book.close()
 
     # --- writing ----------------------------------------------------------
 
@@ -169,21 +197,31 @@ class Outbox:
             StorageError: when SQLite cannot write (disk full, I/O error).
         """
         with self._lock:
-            if self._waiting >= self.max_events:
-                raise OutboxFull(f"outbox full: {self._waiting} events waiting")
-            free = self._disk.recent()
-            if free is not None and free < self.min_free_bytes:
-                raise OutboxFull(f"disk nearly full: {_mb(free)} free, {_mb(self.min_free_bytes)} kept in reserve")
+            self.capacity.check_append(self._waiting)
             seq, prev = self._head
             event, text = seal_text(fields, seq + 1, prev)
+            row = (event["seq"], event["id"], event["type"], text, event["hash"])
             try:
-                # One statement in autocommit mode: one transaction, one fsync.
-                self._conn.execute(_INSERT, (event["seq"], event["id"], event["type"], text, event["hash"]))
+                if self._marks:
+                    # The delivered marks waiting in memory go in the same transaction (one fsync).
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    self._conn.execute(_INSERT, row)
+                    self._update_marks(self._marks)
+                    self._conn.execute("COMMIT")
+                    self._marks_written()
+                else:
+                    # One statement in autocommit mode: one transaction, one fsync.
+                    self._conn.execute(_INSERT, row)
             except sqlite3.Error as e:
                 self._reload_head()
+                self.capacity.note_failure(e)
                 raise StorageError(f"cannot write to outbox {self.path}: {e}") from e
             self._head = (event["seq"], event["hash"])
+            # Beside the database, before anyone can claim the event (one pwrite, no fsync here).
+            self.book.witness.note_head(event["seq"], event["hash"])
             self._waiting += 1
+            self._commits += 1
+            self.capacity.full_at = None
             return event
 
     def _reload_head(self) -> None:
@@ -191,7 +229,7 @@ class Outbox:
         try:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
-            self._head = schema.read_head(self._conn)
+            self._head = max(self._head, schema.read_head(self._conn))
         except sqlite3.Error:
             logger.exception("outbox: cannot re-read the chain head")
 
@@ -199,84 +237,51 @@ class Outbox:
         row = self._conn.execute("SELECT min(seq) FROM events WHERE state = 'pending'").fetchone()
         return int(row[0]) if row[0] is not None else self._head[0] + 1
 
-    def _lower_cursor(self, where: str, args: Sequence[Any]) -> None:
-        """Events matching ``where`` become pending: move the cursor back to them."""
-        row = self._conn.execute(f"SELECT min(seq) FROM events WHERE {where}", args).fetchone()
-        if row[0] is not None and row[0] < self._cursor:
-            self._cursor = row[0]
-
     def claim(self, limit: int) -> list[Event]:
-        """Mark up to ``limit`` oldest pending events as sending and return them."""
-        with self._lock, self._transaction():
-            rows = self._conn.execute(
-                "SELECT seq, body, hash FROM events WHERE seq >= ? AND state = 'pending' ORDER BY seq LIMIT ?",
-                (self._cursor, limit)).fetchall()
-            if rows:
-                self._conn.execute(
-                    "UPDATE events SET state = 'sending', attempts = attempts + 1 "
-                    "WHERE seq BETWEEN ? AND ? AND state = 'pending'", (rows[0][0], rows[-1][0]))
-        if rows:
-            self._cursor = rows[-1][0] + 1
-        return [_load(body, digest) for _, body, digest in rows]
+        """Hand out up to ``limit`` oldest pending events as sending (nothing is written).
 
-    def mark_delivered(self, ids: Iterable[str], now: float | None) -> int:
-        """The server acknowledged these ids (accepted or duplicate).
-
-        ``now`` (epoch seconds) starts the retention time; ``None`` when the
-        wall clock is not trusted yet (see :meth:`stamp_delivered`).
-
-        Returns:
-            How many events changed state.
+        A row that cannot be read is set aside as a dead letter with the
+        reason and the rows behind it are handed out instead.
         """
-        ids = list(ids)
-        n = 0
-        if not ids:
-            return n
-        with self._lock, self._transaction():
-            for chunk in _chunks(ids, 500):
-                marks = ",".join("?" * len(chunk))
-                n += self._conn.execute(
-                    f"UPDATE events SET state = ?, delivered_at = ? WHERE state IN (?, ?) AND id IN ({marks})",
-                    [DELIVERED, now, SENDING, PENDING, *chunk]).rowcount
-            self._waiting -= n
-        return n
+        # The witness of the last commit goes to disk here, on the uploader's thread.
+        self.book.witness.sync()
+        batch: list[Event] = []
+        damaged: list[tuple[int, str]] = []
+        with self._lock:
+            skip = len(self._sending) + len(self._marks) + len(self._skipped)
+            rows = self._conn.execute(_CLAIM, (self._cursor, limit + skip)).fetchall()
+            scanned = self._cursor - 1
+            for seq, event_id, body, digest in rows:
+                if len(batch) == limit:
+                    break
+                scanned = seq
+                if seq in self._sending or seq in self._marks or seq in self._skipped:
+                    continue
+                event, why = repair.read_row(seq, body, digest)
+                if event is None:
+                    damaged.append((seq, why))
+                    continue
+                batch.append(event)
+                self._sending[seq] = (event_id, digest)
+                self._sending_ids[event_id] = seq
+            if damaged:
+                self._set_aside(damaged)
+            self._cursor = max(self._cursor, scanned + 1)
+        return batch
 
-    def mark_rejected(self, rejections: Mapping[str, object]) -> int:
-        """Dead letters: ``{id: error}``. Kept and visible, not retried by themselves.
-
-        Returns:
-            How many events became dead letters.
-        """
-        with self._lock, self._transaction():
-            n = 0
-            for event_id, error in rejections.items():
-                n += self._conn.execute(
-                    "UPDATE events SET state = ?, error = ? WHERE id = ? AND state IN (?, ?)",
-                    [REJECTED, str(error)[:500], event_id, SENDING, PENDING]).rowcount
-            self._waiting -= n
-        return n
-
-    def release(self, ids: Iterable[str]) -> None:
-        """Put events that were not acknowledged back to pending."""
-        ids = list(ids)
-        if not ids:
-            return
-        with self._lock, self._transaction():
-            for chunk in _chunks(ids, 500):
-                marks = ",".join("?" * len(chunk))
-                self._conn.execute(
-                    f"UPDATE events SET state = ? WHERE state = ? AND id IN ({marks})",
-                    [PENDING, SENDING, *chunk])
-                self._lower_cursor(f"state = 'pending' AND id IN ({marks})", chunk)
-
-    def retry_rejected(self) -> int:
-        """A technician's command: send the dead letters again; returns how many."""
-        with self._lock, self._transaction():
-            self._lower_cursor("state = 'rejected'", [])
-            n = self._conn.execute(
-                "UPDATE events SET state = ?, error = NULL WHERE state = ?", [PENDING, REJECTED]).rowcount
-            self._waiting += n
-        return n
+    def _set_aside(self, damaged: list[tuple[int, str]]) -> None:
+        """Rows that cannot be read: dead letters with the reason, never claimed again."""
+        try:
+            with self._transaction():
+                for seq, why in damaged:
+                    self._conn.execute("UPDATE events SET state = ?, error = ? WHERE seq = ?", [REJECTED, why, seq])
+            self._commits += 1
+        except StorageError as e:
+            logger.warning("outbox: damaged rows not marked (%s); skipped until the next start", e)
+            self._skipped.update(seq for seq, _ in damaged)
+        self._waiting -= len(damaged)
+        for seq, why in damaged:
+            self.book.incident(f"the row of seq {seq} was set aside as a dead letter ({why})", set_aside=1)
 
     def stamp_delivered(self, now: float) -> int:
         """Give events delivered while the clock was not synced a delivery time of ``now``.
@@ -284,6 +289,7 @@ class Outbox:
         Returns:
             How many events were stamped.
         """
+        self.flush_marks()
         with self._lock, self._transaction():
             return self._conn.execute(
                 "UPDATE events SET delivered_at = ? WHERE state = ? AND delivered_at IS NULL",
@@ -299,6 +305,7 @@ class Outbox:
         Returns:
             How many events were deleted.
         """
+        self.flush_marks()
         with self._lock, self._transaction():
             rows = self._conn.execute(
                 "SELECT seq, hash FROM events WHERE state = ? AND delivered_at < ? ORDER BY seq LIMIT ?",
@@ -306,7 +313,7 @@ class Outbox:
             if not rows:
                 return 0
             seqs = [row[0] for row in rows]
-            for chunk in _chunks(seqs, 500):
+            for chunk in chunks(seqs, 500):
                 self._conn.execute(f"DELETE FROM events WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
             start = 0
             for i, (seq, digest) in enumerate(rows):
@@ -315,86 +322,58 @@ class Outbox:
                     start = i + 1
         return len(rows)
 
-    # --- reading ----------------------------------------------------------
+    # --- the hall's view --------------------------------------------------------
 
-    def waiting(self) -> int:
-        """Undelivered, not rejected events (the backlog); kept in memory."""
-        return self._waiting
+    def note_acknowledged_head(self, seq: int, digest: str) -> None:
+        """The hall's head from a verified answer: its highest gapless ``seq`` and that event's ``hash``.
 
-    def _count_waiting(self) -> int:
-        with self._lock:
-            return int(self._conn.execute(
-                "SELECT count(*) FROM events WHERE state IN (?, ?)", [PENDING, SENDING]).fetchone()[0])
-
-    def head(self) -> tuple[int, str]:
-        """``(seq, hash)`` of the last event appended (``(0, 64 zeros)`` before the first)."""
-        return self._head
-
-    def count(self, state: str) -> int:
-        """Events in one state.
-
-        Raises:
-            ValueError: not one of the four states.
+        A different hash for that seq here means the history was rewritten
+        (here or there); a head beyond ours means the hall holds events this
+        outbox lost without noticing (its witness gone too): they are recorded
+        as lost, and the next seq follows the hall's so none is used twice.
         """
-        if state not in STATES:
-            raise ValueError(f"no such state: {state!r}")
+        if seq <= 0:
+            return
         with self._lock:
-            # The state as a literal (checked above), so the partial index
-            # ``events_rejected`` can answer the dead-letter count.
-            return int(self._conn.execute(f"SELECT count(*) FROM events WHERE state = '{state}'").fetchone()[0])
+            self._head = self.book.hall_head(self._conn, self._head, self._opened_head, seq, digest)
 
-    def counts(self) -> dict[str, int]:
-        """``{state: count}`` for every state."""
-        with self._lock:
-            rows = self._conn.execute("SELECT state, count(*) FROM events GROUP BY state").fetchall()
-        counts = dict.fromkeys(STATES, 0)
-        counts.update(dict(rows))
-        return counts
+    def damage(self) -> dict[str, Any]:
+        """What damage was found, cumulative across restarts, for ``Status``, the heartbeat and ``evaluator-verify``.
 
-    def oldest_waiting(self) -> Event | None:
-        """The oldest undelivered event, or None."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT body, hash FROM events WHERE state IN (?, ?) ORDER BY seq LIMIT 1",
-                [PENDING, SENDING]).fetchone()
-        return _load(*row) if row else None
+        Returns:
+            ``{"lost", "lost_delivered", "set_aside", "rewritten", "reused_seq_prevented",
+            "reused_seq", "replaced", "incidents", "last", "quick_check", "witness",
+            "kept_aside", "marks_unsaved"}`` (see :data:`device.queue.witness.KINDS`).
+        """
+        return self.book.as_dict(self._witness_found)
 
-    def events(self, state: str | None = None) -> list[Event]:
-        """All kept events in ``seq`` order (optionally of one state)."""
-        with self._lock:
-            if state is None:
-                rows = self._conn.execute("SELECT body, hash FROM events ORDER BY seq").fetchall()
-            else:
-                rows = self._conn.execute(
-                    "SELECT body, hash FROM events WHERE state = ? ORDER BY seq", [state]).fetchall()
-        return [_load(body, digest) for body, digest in rows]
+    def checkpoint(self, passive: bool = False) -> int:
+        """Copy the WAL into the database file, on a connection of its own (never waits for the writer).
 
-    def pruned_runs(self) -> list[tuple[int, int, str]]:
-        """``[(first, last, last_hash)]`` of pruned seqs, in order."""
-        with self._lock:
-            return [(r[0], r[1], r[2]) for r in self._conn.execute(
-                "SELECT first, last, last_hash FROM pruned ORDER BY first").fetchall()]
+        Args:
+            passive: only when enough commits have collected to be worth it
+                (the uploader calls this after each delivered batch); without
+                it, whatever the WAL holds is copied now.
 
-    def checkpoint(self) -> int:
-        """Copy the WAL into the database (PASSIVE: never waits); returns pages copied."""
-        with self._lock:
-            try:
-                _busy, _log, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error as e:
-                logger.warning("outbox checkpoint failed: %s", e)
-                return 0
-        return int(copied)
-
-    def integrity_check(self) -> str:
-        """SQLite's own ``PRAGMA integrity_check``: ``"ok"`` when the file is sound."""
-        with self._lock:
-            return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+        Returns:
+            Pages copied (0 when nothing was due).
+        """
+        self.book.witness.sync()
+        if self._marks and (not passive or len(self._marks) >= MARKS_FLUSH_COUNT
+                            or self._clock() - self._marks_since >= MARKS_FLUSH_S):
+            self.flush_marks()
+        if (passive and self._commits < CHECKPOINT_COMMITS) or not self._commits:
+            return 0
+        copied, complete = self._checkpointer.run()
+        if complete:
+            self._commits = 0
+        return copied
 
     # --- capacity ---------------------------------------------------------
 
     def disk_free(self) -> int | None:
         """Bytes free for us on the outbox's filesystem, or None if unknown."""
-        return self._disk.free()
+        return self.capacity.disk.free()
 
     def storage_state(self) -> tuple[str, str]:
         """How close the outbox is to its limits.
@@ -403,29 +382,4 @@ class Outbox:
             ``("ok", "")``, ``("low", reason)`` (warn: indicator, heartbeat) or
             ``("full", reason)`` (appends are refused: rating pauses).
         """
-        waiting, free = self._waiting, self.disk_free()
-        if waiting >= self.max_events:
-            return "full", f"outbox full: {waiting} events waiting (limit {self.max_events})"
-        if free is not None and free < self.min_free_bytes:
-            return "full", f"disk full: {_mb(free)} free, {_mb(self.min_free_bytes)} kept in reserve"
-        if waiting >= LOW_FRACTION * self.max_events:
-            return "low", f"outbox nearly full: {waiting} of {self.max_events} events waiting"
-        if free is not None and free < self.low_free_bytes:
-            return "low", f"disk nearly full: {_mb(free)} free"
-        return "ok", ""
-
-
-def _load(body: str, digest: str) -> Event:
-    """An event from its stored text and its ``hash`` column."""
-    event: Event = json.loads(body)
-    event["hash"] = digest
-    return event
-
-
-def _mb(n: float) -> str:
-    return f"{n / (1024 * 1024):.1f} MB"
-
-
-def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
+        return self.capacity.state(self._waiting)

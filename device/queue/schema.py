@@ -6,14 +6,21 @@ and ``synchronous=FULL`` are set and read back on every connection, and a
 connection that will not take them is refused. FULL so that a power cut cannot
 lose a rating we thanked somebody for.
 
-The schema is created by the first open; no other file format has shipped.
+The schema is created by the first open; tables added since (``lost``) are
+created by the first open of the newer program, so an older file just gains them.
+The file and its companions (``-wal``, ``-shm``, the witness) are private to
+the device: mode 0600, in a folder of mode 0700.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
+import os
 import sqlite3
+import stat
+import threading
 from collections.abc import Iterator
 
 import sqlite_utils
@@ -27,8 +34,53 @@ logger = logging.getLogger(__name__)
 PENDING, SENDING, DELIVERED, REJECTED = "pending", "sending", "delivered", "rejected"
 STATES = (PENDING, SENDING, DELIVERED, REJECTED)
 
-#: Pages in the WAL that trigger a checkpoint (SQLite's default is 1000).
+#: Pages in the WAL at which SQLite checkpoints by itself, on the press path: a
+#: safety net only. In service the uploader's thread checkpoints much sooner
+#: (``Outbox.checkpoint(passive=True)``, on a connection of its own).
 WAL_AUTOCHECKPOINT_PAGES = 200
+
+#: Files SQLite and the outbox keep beside the database, by suffix.
+COMPANIONS = ("-wal", "-shm", "-witness", "-damage.log")
+
+
+def prepare_file(path: str) -> None:
+    """Make the database file private (0600) before SQLite opens it.
+
+    SQLite gives ``-wal`` and ``-shm`` the mode of the database file, so
+    this covers them too. An existing file that others could read is
+    tightened (it holds staff names).
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        try:
+            if stat.S_IMODE(os.stat(path + suffix).st_mode) & 0o077:
+                os.chmod(path + suffix, 0o600)
+        except FileNotFoundError:
+            pass
+
+
+def prepare_directory(folder: str) -> None:
+    """Make the outbox's folder (mode 0700), or tighten it if it is ours and open to others.
+
+    A folder that others may write to (``/tmp``) or that belongs to someone
+    else is left as it is: only the device's own data folder is tightened.
+
+    Raises:
+        OSError: the folder cannot be made.
+    """
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    st = os.stat(folder)
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid == os.geteuid() and mode & 0o077 and not mode & (0o002 | stat.S_ISVTX):
+        try:
+            os.chmod(folder, 0o700)
+        except OSError as e:
+            logger.warning("outbox folder %s stays readable by others: %s", folder, e)
 
 
 def configure(conn: sqlite3.Connection, path: str) -> None:
@@ -47,9 +99,9 @@ def configure(conn: sqlite3.Connection, path: str) -> None:
     # A small page cache: the outbox is read oldest-first and written at
     # the end, so a big cache buys nothing and costs resident memory.
     conn.execute("PRAGMA cache_size=-256")
-    # A small WAL is overwritten in place, so a commit's fsync need not also
-    # grow the file. The loop checkpoints when the device is idle
-    # (Outbox.checkpoint()), so in service a press seldom meets this automatic one.
+    # Checkpoints are the uploader's work, on its own connection, after a
+    # delivered batch: never on the press path. SQLite's own automatic
+    # checkpoint stays as a safety net for a device that never uploads.
     conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
 
 
@@ -74,6 +126,18 @@ def create(db: sqlite_utils.Database, path: str) -> None:
         db.table("pruned").create({"first": int, "last": int, "last_hash": str}, pk="first",
                                   not_null={"last", "last_hash"}, if_not_exists=True)
         db.table("pruned").create_index(["last"], unique=True, if_not_exists=True)
+        # Small facts about the file. The uploader's checkpoint writes one after
+        # copying the WAL in, so that the WAL restarts (and its header is flushed)
+        # on the uploader's thread, not with the next press.
+        db.table("meta").create({"k": str, "v": str}, pk="k", if_not_exists=True)
+        # Runs of seqs found missing (a lost WAL, a damaged page): the hash of
+        # each run's last event where it is known, so the chain continues
+        # across the hole and no seq is used again; ``delivered`` counts those
+        # the hall had acknowledged, ``reason`` says what was found.
+        db.table("lost").create({"first": int, "last": int, "last_hash": str, "delivered": int,
+                                 "reason": str, "found_at": str}, pk="first",
+                                not_null={"last", "last_hash", "reason"}, defaults={"delivered": 0},
+                                if_not_exists=True)
 
 
 @contextlib.contextmanager
@@ -100,15 +164,21 @@ def immediate(conn: sqlite3.Connection, path: str) -> Iterator[None]:
 
 
 def read_head(conn: sqlite3.Connection) -> tuple[int, str]:
-    """``(seq, hash)`` of the last event ever appended, kept or pruned."""
+    """``(seq, hash)`` of the last event ever appended: kept, pruned or recorded as lost."""
     head = (0, GENESIS_HASH)
     row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
     if row is not None:
         head = (row[0], row[1])
-    row = conn.execute("SELECT last, last_hash FROM pruned ORDER BY last DESC LIMIT 1").fetchone()
-    if row is not None and row[0] > head[0]:
-        head = (row[0], row[1])
+    for table in ("pruned", "lost"):
+        row = conn.execute(f"SELECT last, last_hash FROM {table} ORDER BY last DESC LIMIT 1").fetchone()
+        if row is not None and row[0] > head[0]:
+            head = (row[0], row[1])
     return head
+
+
+def runs(conn: sqlite3.Connection, table: str) -> list[tuple[int, int, str]]:
+    """``[(first, last, last_hash)]`` of ``pruned`` or ``lost``, in order."""
+    return [(r[0], r[1], r[2]) for r in conn.execute(f"SELECT first, last, last_hash FROM {table} ORDER BY first")]
 
 
 def record_pruned(conn: sqlite3.Connection, first: int, last: int, last_hash: str) -> None:
@@ -125,3 +195,40 @@ def record_pruned(conn: sqlite3.Connection, first: int, last: int, last_hash: st
         conn.execute("UPDATE pruned SET last = ?, last_hash = ? WHERE first = ?", [last, last_hash, left[0]])
     else:
         conn.execute("INSERT INTO pruned (first, last, last_hash) VALUES (?, ?, ?)", [first, last, last_hash])
+
+
+class Checkpointer:
+    """Copies the WAL into the database file on a connection of its own (the uploader's thread).
+
+    A PASSIVE checkpoint never waits for the writer, so a press is never held
+    up by it. Once the whole WAL is in the file, the next write starts the WAL
+    over and flushes its new header: the checkpointer makes that write itself
+    (a line in ``meta``), so the extra flush lands here and not on a press.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def run(self) -> tuple[int, bool]:
+        """Checkpoint now; returns ``(pages copied, whether the whole WAL is in the file)``."""
+        with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                    configure(self._conn, self.path)
+                _busy, log, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if copied >= log:
+                    self._conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('checkpoint', ?)",
+                                       [datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")])
+            except (sqlite3.Error, StorageError) as e:
+                logger.warning("outbox checkpoint failed: %s", e)
+                return 0, False
+        return int(copied), copied >= log
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

@@ -8,10 +8,14 @@ requests (:meth:`Uploader.reconfigure`, :meth:`Uploader.retry_rejected`,
 carries out before its next cycle (:meth:`~device.worker.Worker.hand_over`).
 
 It never holds the outbox lock while waiting on the network, so a press is
-committed and thanked for however slow the server is. Only the ids the
-server acknowledged are marked delivered; everything else goes back to
-pending and is sent again later, which the server's idempotency on ``id``
-makes safe.
+committed and thanked for however slow the server is, and no request takes
+longer than the transport's deadline (``upload.timeout_s``). Only the ids
+the server acknowledged in an answer that verified as the hall's are marked
+delivered; everything else goes back to pending and is sent again later,
+which the server's idempotency on ``id`` makes safe. An answer that does not
+verify (a captive portal, a proxy's error page, a rogue server) is no answer
+at all: never an acknowledgement, a rejection or a dead letter; the uploader
+backs off and shows the fault ``unauthenticated_answer``.
 
 The same thread posts the heartbeat and prunes delivered events
 (:class:`~device.queue.health.Upkeep`).
@@ -23,15 +27,15 @@ import datetime
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import CancelledError, Future
 from typing import Any
 
 from device import __version__, clock
 from device.clock import Clocks
-from device.errors import TransportError
+from device.errors import TransportError, UnauthenticatedAnswer
 from device.queue import wire
-from device.queue.health import Upkeep, UploadStatus, uplink_check, uplink_faults
+from device.queue.health import UNAUTHENTICATED, Upkeep, UploadStatus, uplink_check, uplink_faults
 from device.queue.outbox import REJECTED, Event, Outbox
 from device.queue.transport import Backoff, Reply, Transport
 from device.worker import Worker
@@ -60,9 +64,12 @@ class Uploader(Worker[UploadStatus]):
         extra_faults: returns further fault codes for the heartbeat (the
             app's); called on the uploader's thread, so it must only read
             published snapshots.
-        clocks: the device's :class:`~device.clock.Clocks`; ``monotonic_ms``,
-            ``wall``, ``synced`` and ``boot_id`` override single clocks
-            (plain callables, so tests move time by hand).
+        heartbeat_fields: returns further heartbeat fields (the app's, e.g.
+            ``ignored_presses``, ``noise_pulses``); the same rule.
+        clocks: the device's :class:`~device.clock.Clocks`, handed to the
+            transport too (it signs with them and teaches them the hall's
+            time); ``monotonic_ms``, ``wall``, ``synced`` and ``boot_id``
+            override single clocks (plain callables, so tests move time by hand).
         rand: jitter in [0, 1).
     """
 
@@ -70,25 +77,31 @@ class Uploader(Worker[UploadStatus]):
                  backoff_min_s: float = 1.0, backoff_max_s: float = 300.0, *, heartbeat_s: float = 300.0,
                  retain_days: int = 90, prune_every_s: float = 3600.0, prune_batch: int = 500,
                  firmware: str = __version__, extra_faults: Callable[[], Iterable[str]] | None = None,
+                 heartbeat_fields: Callable[[], Mapping[str, Any]] | None = None,
                  clocks: Clocks | None = None, monotonic_ms: Callable[[], int] | None = None,
                  wall: Callable[[], datetime.datetime] | None = None,
                  synced: Callable[[], bool] | None = None, boot_id: str | None = None,
                  rand: Callable[[], float] = random.random) -> None:
         super().__init__("uploader", UploadStatus())
         clocks = clocks or Clocks()
+        self.clocks = clocks
         self.outbox = outbox
         self.transport = transport
+        _hand_clocks(transport, clocks)
         self.device_id = device_id
         self.batch_size = batch_size
         self.backoff = Backoff(backoff_min_s, backoff_max_s, rand)
         self.monotonic_ms = monotonic_ms or clocks.mono_ms
         self.wall = wall or clocks.wall
         self.synced = synced or clocks.is_synced
+        self.clock_source: Callable[[], str] = ((lambda: clock.NTP if synced() else "") if synced
+                                                else clocks.source)
         self.boot_id = boot_id or clocks.boot_id
         self.started_ms = self.monotonic_ms()
         #: The heartbeat and pruning, done in this worker's cycles.
         self.upkeep = Upkeep(self, heartbeat_s=heartbeat_s, retain_days=retain_days, prune_every_s=prune_every_s,
-                             prune_batch=prune_batch, firmware=firmware, extra_faults=extra_faults)
+                             prune_batch=prune_batch, firmware=firmware, extra_faults=extra_faults,
+                             extra_fields=heartbeat_fields)
         #: Monotonic ms before which no batch goes (a backoff or Retry-After).
         self.send_at_ms = 0
         self._batch_synced = True
@@ -157,6 +170,7 @@ class Uploader(Worker[UploadStatus]):
         if transport is not None and transport is not self.transport:
             old, self.transport = self.transport, transport
             old.close()
+            _hand_clocks(transport, self.clocks)
             self.backoff.reset()
             self.send_at_ms = 0
             self.publish(fault="", last_error="")
@@ -236,10 +250,18 @@ class Uploader(Worker[UploadStatus]):
     def _deliver(self, batch: list[Event]) -> float:
         try:
             reply = self.transport.request("POST", wire.evaluations_path(), self._body(batch))
+        except UnauthenticatedAnswer as e:
+            # No answer at all: not an acknowledgement, not a rejection, not a time.
+            self.outbox.release(e_["id"] for e_ in batch)
+            self.publish(online=False, fault=UNAUTHENTICATED, unauthenticated=self.status.unauthenticated + 1)
+            logger.warning("uploader: %s", e)
+            return self._backoff(str(e))
         except TransportError as e:
             self.outbox.release(e_["id"] for e_ in batch)
             self.publish(online=False)
             return self._backoff(str(e))
+        if self.status.fault == UNAUTHENTICATED:
+            self.publish(fault="")  # the hall answers as the hall again
         status = reply.status
         if status == 200:
             return self._on_ok(batch, reply)
@@ -256,7 +278,8 @@ class Uploader(Worker[UploadStatus]):
         if status in (401, 403):
             self.publish(online=False, fault="auth")
             # An authentication problem is not cured by hammering: retry slowly.
-            return self._backoff(f"{status}: server refused the device key", floor=self.backoff.max_s / 4)
+            why = wire.error_code(reply.data) or "refused"
+            return self._backoff(f"{status}: the hall refused the request ({why})", floor=self.backoff.max_s / 4)
         self.publish(online=status < 500)
         if status in (429, 503):
             wait = wire.retry_after(reply.headers, self.wall())
@@ -284,12 +307,24 @@ class Uploader(Worker[UploadStatus]):
         unanswered = ids - set(acked) - set(rejected)
         self.outbox.release(unanswered)
         self.publish(online=True, fault="", last_error="", delivered=self.status.delivered + len(acked),
-                     last_upload_at=clock.iso(self.wall()))
+                     last_upload_at=clock.iso(self.wall()),
+                     hall_head=(answer.head.seq, answer.head.hash) if answer.head else self.status.hall_head)
+        self._after_delivery(answer.head, bool(acked))
         self.backoff.reset()
         self.batch_limit = min(self.batch_size, self.batch_limit * 2)
         if unanswered and not acked and not rejected:
             return self._backoff("server acknowledged none of the batch")
         return 0
+
+    def _after_delivery(self, head: wire.Head | None, delivered: bool) -> None:
+        """Tell the outbox the hall's head, and copy its WAL in while nothing waits on it."""
+        try:
+            if head is not None:
+                self.outbox.note_acknowledged_head(head.seq, head.hash)
+            if delivered:
+                self.outbox.checkpoint(passive=True)
+        except Exception:  # bookkeeping must never stop delivery
+            logger.exception("uploader: bookkeeping after a delivered batch failed")
 
     def _on_bad_request(self, batch: list[Event], reply: Reply) -> float:
         """400: some event in the batch is malformed. Split until it is alone."""
@@ -308,14 +343,9 @@ class Uploader(Worker[UploadStatus]):
         self.publish(rejected=self.status.rejected + self.outbox.mark_rejected(rejections))
 
     def _body(self, batch: list[Event]) -> dict[str, Any]:
-        synced = self._batch_synced = bool(self.synced())
-        events = batch
-        if synced:
-            now_wall, now_ms = self.wall(), self.monotonic_ms()
-            events = [dict(e, corrected_at=clock.corrected_time(e, now_wall, now_ms))
-                      if not e.get("clock_synced", True) and e.get("boot_id") == self.boot_id else e
-                      for e in batch]
-        return wire.evaluations_body(self.device_id, clock.iso(self.wall()), events)
+        # Events go as sealed: one stamped before the clock was set is dated by its boot's clock event.
+        self._batch_synced = bool(self.synced())
+        return wire.evaluations_body(self.device_id, clock.iso(self.wall()), batch)
 
     def _backoff(self, why: str, floor: float = 0.0) -> float:
         """Capped exponential delay with jitter; never zero, so never a busy loop."""
@@ -330,5 +360,15 @@ class Uploader(Worker[UploadStatus]):
         """Count backlog, dead letters and storage again, and publish them with the uplink's faults."""
         storage = self.outbox.storage_state()
         rejected = self.outbox.count(REJECTED)
+        standing = tuple(getattr(self.transport, "faults", ()))
         return self.publish(rejected=rejected, storage=storage[0], backlog=self.outbox.waiting(),
-                            faults=uplink_faults(self.status, storage, rejected, bool(self.synced())))
+                            clock_source=self.clock_source(), transport_faults=standing,
+                            faults=uplink_faults(self.status, storage, rejected, bool(self.synced()), standing))
+
+
+def _hand_clocks(transport: Transport, clocks: Clocks) -> None:
+    """The worker that owns a transport hands it its clocks (a test's fake may take none)."""
+    use = getattr(transport, "use_clocks", None)
+    if use is not None:
+        use(clocks)
+

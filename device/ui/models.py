@@ -54,9 +54,13 @@ class PromptScreen:
 
 @dataclass(frozen=True)
 class ThanksScreen:
-    """感谢您的评价 and the level chosen."""
+    """感谢您的评价, and the level chosen only when the hall shows levels.
 
-    level: Level
+    ``level`` None (the default, privacy at the counter) is one frame for
+    every level: the press counted, and nobody watching learns how.
+    """
+
+    level: Level | None = None
 
 
 @dataclass(frozen=True)
@@ -68,13 +72,19 @@ class ReasonsScreen:
     seconds_left: int = 0
 
 
+#: The later screen after an unrated session: rate on the phone.
+LATER_MESSAGE = "扫码评价"
+#: The later screen after every rating (privacy at the counter): add details on the phone.
+FOLLOWUP_MESSAGE = "扫码补充意见"
+
+
 @dataclass(frozen=True)
 class LaterScreen:
-    """The session's QR code, to rate later on the phone."""
+    """A QR code for the phone: to rate later, or to add details after any rating."""
 
     qr_url: str
     ticket: str = ""
-    message: str = "扫码评价"
+    message: str = LATER_MESSAGE
 
 
 @dataclass(frozen=True)

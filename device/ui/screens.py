@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 #: The prompt, with its natural break for two lines.
 PROMPT_TEXT = "请您对本次服务" + BREAK + "进行评价"
 THANKS_TEXT = "感谢您" + BREAK + "的评价"
+#: The private thank-you's second line: the press counted, whatever the level.
+RECEIVED_TEXT = "提交成功"
 REASONS_TITLE = "请选择原因"
 DETAIL_HINT = "5 扫码填写"
 
@@ -128,10 +130,12 @@ def layout_prompt(model: PromptScreen, size: Size) -> Layout:
 
 
 def layout_thanks(model: ThanksScreen, size: Size) -> Layout:
-    """Layout of the thank-you screen with the level chosen."""
+    """Layout of the thank-you screen: the level chosen, or (private) that it was received."""
+    second = (Text(model.level.text, align="center", key="level") if model.level is not None
+              else Text(RECEIVED_TEXT, align="center", key="received"))
     blocks: list[Block] = [
         Text(THANKS_TEXT, align="center", headline=True, key="thanks"),
-        Text(model.level.text, align="center", key="level"),
+        second,
     ]
     return layout_screen(size, [blocks])
 
@@ -263,7 +267,7 @@ def render_prompt(model: PromptScreen, size: Sequence[int]) -> Image.Image:
 
 
 def render_thanks(model: ThanksScreen, size: Sequence[int]) -> Image.Image:
-    """Thank-you screen: 感谢您的评价 and the level chosen."""
+    """Thank-you screen: 感谢您的评价 and the level chosen (or, private, 提交成功)."""
     return draw_layout(layout_thanks(model, (size[0], size[1])))
 
 

@@ -1,27 +1,32 @@
-"""The stand-in hall server: the device uplink contract v1 on loopback.
+"""The stand-in hall server: the device uplink contract v2 on loopback.
 
 A real HTTP(S) server that the simulator, the uploader tests and the
 benchmark talk to. It is a *contract checker*, deliberately written without
-importing device code: it verifies signatures, validates every event, is
-idempotent on event ``id``, detects ``seq`` gaps and hash-chain breaks, serves
+importing device code: it verifies RFC 9421 signatures and signs every
+answer, refuses stale and replayed requests, validates every event, is
+idempotent on event ``id``, flags ``seq`` reuse and hash-chain breaks as
+they arrive and answers each batch with the device's head, dates events
+from their boot's ``clock`` event, serves
 assignments and long-poll sessions, injects faults on request and prints the
 month's per-window 好差评 report.
 
 Modules:
     contract: paths, limits, event checks and the hash chain.
-    auth: the signing scheme; the one place a request's sender is checked.
+    auth: RFC 9421 both ways: who sent a request, the hall's signature on
+        every answer, the nonce cache, the device keys.
     store: the SQLite the received events live in.
     faults: the failures injected on request.
     handler: HTTP, one request at a time.
     server: :class:`HallServer`, lifecycle, state and the public API.
     report: the month's per-window report.
-    certs: a self-signed certificate for HTTPS in tests.
+    certs: a private CA and a server certificate for HTTPS in tests.
+    dating: when each event happened (its boot's ``clock`` event).
 
 Run it with ``python -m sim.hall --port 8080 --db hall.db --keys-file keys.toml``.
 """
 
-from sim.hall.auth import sign
-from sim.hall.certs import make_self_signed_cert
+from sim.hall.auth import sign_request
+from sim.hall.certs import make_private_ca, make_self_signed_cert
 from sim.hall.contract import (
     GENESIS_HASH,
     BadRequest,
@@ -32,8 +37,9 @@ from sim.hall.contract import (
     validate_event,
 )
 from sim.hall.faults import FAULT_KINDS
-from sim.hall.report import add_working_days, build_report, format_report
+from sim.hall.report import build_report, format_report
 from sim.hall.server import HallServer
+from sim.hall.workdays import add_working_days
 
 __all__ = [
     "FAULT_KINDS",
@@ -46,8 +52,9 @@ __all__ = [
     "check_chain",
     "event_hash",
     "format_report",
+    "make_private_ca",
     "make_self_signed_cert",
     "parse_batch",
-    "sign",
+    "sign_request",
     "validate_event",
 ]

@@ -1,4 +1,4 @@
-"""The uplink contract v1 as the hall checks it: paths, limits, event fields, hash chain.
+"""The uplink contract v2 as the hall checks it: paths, limits, event fields, hash chain.
 
 Written without importing device code on purpose: the hall is the device's
 independent judge, so the two sides agree on the canonical form only if two
@@ -27,9 +27,11 @@ MAX_WAIT_S = 30
 DEFAULT_MAX_BODY = 1 << 20
 
 GENESIS_HASH = "0" * 64
-#: Added by the uploader at sending time, so outside the hash.
-SEND_TIME_FIELDS = frozenset({"corrected_at"})
-EVENT_TYPES = ("rating", "detail", "unrated")
+EVENT_TYPES = ("rating", "detail", "unrated", "clock")
+#: Where a ``clock`` event's trusted time came from.
+CLOCK_SOURCES = ("ntp", "hall")
+#: The largest ``seq`` (and ``mono_ms``) the hall stores: SQLite's INTEGER.
+MAX_INT = 2**63 - 1
 #: Level name -> exchange-interface ``satisfaction`` (5 = 非常满意).
 SATISFACTION = {
     "very_satisfied": 5,
@@ -61,7 +63,7 @@ def canonical_json(obj: Any) -> str:
 
 def event_hash(event: Event) -> str:
     """The ``hash`` an event must carry: SHA-256 of its other fields."""
-    body = {k: v for k, v in event.items() if k != "hash" and k not in SEND_TIME_FIELDS}
+    body = {k: v for k, v in event.items() if k != "hash"}
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
 
@@ -92,19 +94,21 @@ def validate_event(event: Event, device_id: str) -> str | None:
     Returns:
         ``None`` if the event is acceptable, else the reason as text.
     """
-    if not is_int(event.get("seq")) or event["seq"] < 1:
-        return "seq must be an integer >= 1"
+    if not is_int(event.get("seq")) or not 1 <= event["seq"] <= MAX_INT:
+        return f"seq must be an integer from 1 to {MAX_INT}"
     if event.get("type") not in EVENT_TYPES:
         return f"type must be one of {', '.join(EVENT_TYPES)}"
     if event.get("device_id") != device_id:
-        return "device_id does not match X-Device-Id"
+        return "device_id is not the device that signed the request"
     for field in ("hash", "prev_hash"):
         if not isinstance(event.get(field), str) or not _HEX64.fullmatch(event[field]):
             return f"{field} must be 64 lowercase hex digits"
     if parse_time(event.get("occurred_at")) is None:
         return "occurred_at must be ISO 8601 with a UTC offset"
-    if "corrected_at" in event and parse_time(event["corrected_at"]) is None:
-        return "corrected_at must be ISO 8601 with a UTC offset"
+    if "mono_ms" in event and not (is_int(event["mono_ms"]) and 0 <= event["mono_ms"] <= MAX_INT):
+        return f"mono_ms must be an integer from 0 to {MAX_INT}"
+    if event["type"] == "clock":
+        return _clock_problem(event)
     if event["type"] == "rating":
         level = event.get("level")
         if level not in SATISFACTION:
@@ -116,6 +120,19 @@ def validate_event(event: Event, device_id: str) -> str | None:
             return "detail needs rating_id"
         if "reason_codes" in event and not isinstance(event["reason_codes"], list):
             return "reason_codes must be a list"
+    return None
+
+
+def _clock_problem(event: Event) -> str | None:
+    """What is wrong with a ``clock`` event, or None (DESIGN.md Records)."""
+    if event.get("source") not in CLOCK_SOURCES:
+        return f"a clock event's source must be one of {', '.join(CLOCK_SOURCES)}"
+    if parse_time(event.get("synced_at")) is None:
+        return "a clock event's synced_at must be ISO 8601 with a UTC offset"
+    if not isinstance(event.get("boot_id"), str) or not event["boot_id"]:
+        return "a clock event needs its boot_id"
+    if "mono_ms" not in event:
+        return "a clock event needs its mono_ms"
     return None
 
 
@@ -144,7 +161,7 @@ def parse_batch(body: bytes, device_id: str) -> list[Event]:
 
     Raises:
         BadRequest: 400 for anything that is not the contract's shape, 403
-            when the body speaks for another device.
+            when the body speaks for another device than the one that signed.
     """
     batch = _load_json(body)
     if not isinstance(batch, dict):
@@ -152,7 +169,7 @@ def parse_batch(body: bytes, device_id: str) -> list[Event]:
     if not isinstance(batch.get("device_id"), str) or not isinstance(batch.get("sent_at"), str):
         raise BadRequest("body needs device_id and sent_at strings")
     if batch["device_id"] != device_id:
-        raise BadRequest("device_id in body does not match X-Device-Id", status=403)
+        raise BadRequest("device_id in the body is not the device that signed the request", status=403)
     events = batch.get("events")
     if not isinstance(events, list):
         raise BadRequest("events must be a list")

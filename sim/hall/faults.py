@@ -1,7 +1,14 @@
-"""Fault injection: the failures a real uplink meets, made on request.
+"""Fault injection: the failures and the lies a real uplink meets, made on request.
 
 Tests and the soak tool queue faults with :meth:`FaultPlan.inject`; the HTTP
-handler takes the first matching one per request and acts it out.
+handler takes the first matching one per request and acts it out. Besides
+the hall's own failures (errors, latency, resets, malformed answers) these
+are the peers the device must not believe or wait on: an impostor that
+answers what the device would like to hear (``rogue``, unsigned, signed with
+another key, or echoing another request's nonce), a proxy's unsigned error
+page (``status`` with ``sign="none"``), a server that dribbles its answer
+(``dribble``), an answer of 100 MB (``huge``), and a hall that opens a
+session on every poll (``session``).
 """
 
 from __future__ import annotations
@@ -12,9 +19,16 @@ from typing import Any
 
 from sim.hall.contract import EVALUATIONS_PATH, is_int
 
-FAULT_KINDS = ("status", "latency", "reset_after_commit", "malformed", "reset")
+FAULT_KINDS = ("status", "latency", "reset_after_commit", "malformed", "reset", "rogue", "dribble", "huge",
+               "session")
+#: How an answer is signed: as the hall does, not at all, with another key, or echoing another nonce.
+SIGN_MODES = ("hall", "none", "wrong_key", "other_nonce")
+#: ``path`` that makes a fault match every request.
+EVERY_PATH = "*"
 #: What a ``malformed`` fault answers unless given a ``body``: a proxy's page, not JSON.
 DEFAULT_MALFORMED_BODY = b"<html>502 Bad Gateway</html>"
+#: The size of a ``huge`` answer unless given one.
+DEFAULT_HUGE = 100 * 1024 * 1024
 
 
 @dataclasses.dataclass
@@ -23,7 +37,7 @@ class Fault:
 
     kind: str
     count: int
-    #: ``None``: ``POST /api/v1/evaluations``; else this path, any method.
+    #: ``None``: ``POST /api/v1/evaluations``; ``"*"``: every request; else this path, any method.
     path: str | None
     params: dict[str, Any]
 
@@ -31,24 +45,33 @@ class Fault:
         """Whether a request for ``method path`` (no query) hits this fault."""
         if self.path is None:
             return method == "POST" and path == EVALUATIONS_PATH
-        return path == self.path
+        return self.path in (EVERY_PATH, path)
 
     @property
     def seconds(self) -> float:
-        """How long a ``latency`` fault holds the request."""
+        """How long a ``latency`` fault holds the request, or a ``dribble`` waits between bytes."""
         return float(self.params.get("seconds", 1.0))
+
+    @property
+    def sign(self) -> str:
+        """How the answer is signed (:data:`SIGN_MODES`); a ``rogue`` cannot sign as the hall."""
+        return str(self.params.get("sign", "none" if self.kind == "rogue" else "hall"))
 
     def status_answer(self) -> tuple[int, Any, dict[str, str]]:
         """``(status, payload, headers)`` a ``status`` fault answers with."""
         status: int = self.params.get("status", 503)
         headers = {}
         if self.params.get("retry_after") is not None:
-            headers["Retry-After"] = str(self.params["retry_after"])
+            headers[str(self.params.get("retry_after_header", "Retry-After"))] = str(self.params["retry_after"])
         return status, self.params.get("body", {"error": f"injected {status}"}), headers
 
     def malformed_body(self) -> Any:
         """What a ``malformed`` fault answers with 200 instead of the real answer."""
         return self.params.get("body", DEFAULT_MALFORMED_BODY)
+
+    @property
+    def huge_size(self) -> int:
+        return int(self.params.get("size", DEFAULT_HUGE))
 
 
 class FaultPlan:
@@ -64,14 +87,17 @@ class FaultPlan:
         See :meth:`HallServer.inject() <sim.hall.HallServer.inject>` for the kinds.
 
         Raises:
-            ValueError: an unknown ``kind`` or a ``count`` below 1.
+            ValueError: an unknown ``kind`` or ``sign``, or a ``count`` below 1.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; one of {', '.join(FAULT_KINDS)}")
         if not is_int(count) or count < 1:
             raise ValueError("count must be a positive integer")
+        fault = Fault(kind, count, path, params)
+        if fault.sign not in SIGN_MODES:
+            raise ValueError(f"sign must be one of {', '.join(SIGN_MODES)}")
         with self._lock:
-            self._faults.append(Fault(kind, count, path, params))
+            self._faults.append(fault)
 
     def take(self, method: str, path: str) -> Fault | None:
         """Use up one hit of the first fault matching this request, if any."""

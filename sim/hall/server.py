@@ -13,9 +13,12 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Self
 
+from sim.hall import dating
+from sim.hall.auth import Authenticator, KeyRing
 from sim.hall.contract import (
     DEFAULT_MAX_BODY,
     BadRequest,
@@ -38,6 +41,17 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
+@dataclass(frozen=True)
+class CapturedRequest:
+    """A request as it reached the hall (``capture=True``): what an eavesdropper could replay."""
+
+    method: str
+    #: Path and query, as on the request line.
+    target: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
 class HallServer:
     """The stand-in hall server.
 
@@ -50,6 +64,17 @@ class HallServer:
         assignment: the assignment served to every device without its own.
         tls: ``(certfile, keyfile)`` to serve HTTPS.
         max_body: largest accepted request body in bytes; settable later.
+        keys_file: a TOML key file (``[devices]`` id = key, optional
+            ``default_key``), read again whenever it changes; it replaces
+            ``device_keys`` and ``default_key``.
+        clock: the hall's clock (Unix seconds): signs answers and judges
+            requests' ``created``.
+        capture: keep every request as received (:attr:`captured`), for
+            replaying it in tests.
+
+    With a shared ``default_key`` (the simulator's), any device id may sign,
+    and the hall takes from a request only what speaks for the device its
+    signature names: its own endpoints, its own body and events.
 
     Use as a context manager, or call ``start()`` and ``stop()``/``close()``.
     """
@@ -57,10 +82,17 @@ class HallServer:
     def __init__(self, db_path: str | os.PathLike[str], device_keys: Mapping[str, str] | None = None,
                  default_key: str | None = None, host: str = "127.0.0.1", port: int = 0,
                  assignment: dict[str, Any] | None = None, tls: tuple[str, str] | None = None,
-                 max_body: int = DEFAULT_MAX_BODY) -> None:
+                 max_body: int = DEFAULT_MAX_BODY, *, keys_file: str | None = None,
+                 clock: Callable[[], float] = time.time, capture: bool = False) -> None:
         self._storage = Storage(db_path)
-        self._keys = dict(device_keys or {})
-        self._default_key = default_key
+        self._keys = KeyRing(device_keys, default_key, keys_file)
+        if self._keys.shared:
+            logger.warning("one shared key for every device: any device id may sign (simulator use only)")
+        self._clock = clock
+        self._auth = Authenticator(self._keys.key_for, clock)
+        self._capture_on = capture
+        self._captured: list[CapturedRequest] = []
+        self._nonces: collections.deque[str] = collections.deque(maxlen=2)
         self._host, self._port = host, port
         self._tls = tls
         self.max_body = max_body
@@ -161,8 +193,31 @@ class HallServer:
 
     def set_key(self, device_id: str, key: str) -> None:
         """Add or replace one device's key."""
+        self._keys.set_key(device_id, key)
+
+    @property
+    def captured(self) -> list[CapturedRequest]:
+        """Every request received so far when made with ``capture=True``."""
         with self._lock:
-            self._keys[device_id] = key
+            return list(self._captured)
+
+    def head(self, device_id: str) -> dict[str, Any]:
+        """``{"seq", "hash"}``: the highest gapless seq held for the device (seq 0: none yet)."""
+        seq, digest = self._storage.head(device_id)
+        return {"seq": seq, "hash": digest}
+
+    def flags(self, device_id: str | None = None) -> list[dict[str, Any]]:
+        """Chain breaks flagged as events arrived: ``{"device_id", "seq", "id", "problem", "detail", "flagged_at"}``."""
+        return self._storage.flags(device_id)
+
+    def exact_times(self, device_id: str | None = None) -> dict[str, datetime.datetime | None]:
+        """Event id -> when it happened, in China time; None for an event not yet datable.
+
+        Each event of a boot whose clock was not synced is dated from that
+        boot's ``clock`` event, whichever of the two arrived first
+        (:func:`sim.hall.dating.date_events`).
+        """
+        return dating.date_events(self.events(device_id))
 
     def set_assignment(self, device_id: str | None, assignment: dict[str, Any] | None) -> None:
         """Serve ``assignment`` to ``device_id`` (``None``: every device); ``None`` removes."""
@@ -208,9 +263,23 @@ class HallServer:
             ``malformed``: handle (and store), then answer 200 with ``body``
                 (default a non-JSON page; pass a dict for a wrong shape).
             ``reset``: reset the connection without handling.
+            ``rogue``: an impostor's answer, without handling: every event of
+                the batch acknowledged, a session, another staff member's
+                assignment; unsigned unless ``sign`` says otherwise.
+            ``dribble``: handle, then send the answer one byte every
+                ``seconds`` (default 1.0).
+            ``huge``: answer 200 with ``size`` bytes (default 100 MiB),
+                ``declared`` in Content-Length or not (default True).
+            ``session``: answer a session poll at once with a new session
+                (or ``session_id`` again), signed: a hall in a session storm.
+
+        Every answer, injected or not, is signed as the hall signs unless
+        ``sign`` says ``"none"`` (a proxy or a captive portal),
+        ``"wrong_key"`` or ``"other_nonce"`` (an earlier request's nonce).
+        ``path="*"`` matches every request.
 
         Raises:
-            ValueError: an unknown ``kind`` or a ``count`` below 1.
+            ValueError: an unknown ``kind`` or ``sign``, or a ``count`` below 1.
         """
         path = params.pop("path", None)
         self._faults.inject(kind, count, path, **params)
@@ -243,13 +312,29 @@ class HallServer:
     # -- used by the handler -------------------------------------------------
 
     def _key_for(self, device_id: str) -> str | None:
+        return self._keys.key_for(device_id)
+
+    def _capture(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        if self._capture_on:
+            with self._lock:
+                self._captured.append(CapturedRequest(method, target, tuple(headers), body))
+
+    def _remember_nonce(self, nonce: str) -> str:
         with self._lock:
-            return self._keys.get(device_id, self._default_key)
+            if nonce and (not self._nonces or self._nonces[-1] != nonce):
+                self._nonces.append(nonce)
+        return nonce
+
+    def _other_nonce(self, nonce: str) -> str:
+        """A nonce of another request (the one before), as a replayed answer would echo."""
+        with self._lock:
+            others = [n for n in self._nonces if n != nonce]
+        return others[-1] if others else uuid.uuid4().hex
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         return self._faults.take(method, path)
 
-    def _receive_batch(self, device_id: str, body: bytes) -> dict[str, list[Any]]:
+    def _receive_batch(self, device_id: str, body: bytes) -> dict[str, Any]:
         events = parse_batch(body, device_id)
         valid: list[Event] = []
         rejected: list[dict[str, str]] = []
@@ -259,10 +344,18 @@ class HallServer:
                 rejected.append({"id": event["id"], "error": error})
             else:
                 valid.append(event)
-        accepted, duplicate = self._storage.store(device_id, valid, _now())
+        receipt = self._storage.store(device_id, valid, _now())
         if rejected:
             logger.warning("device %s: rejected %d events", device_id, len(rejected))
-        return {"accepted": accepted, "duplicate": duplicate, "rejected": rejected}
+        answer: dict[str, Any] = {"accepted": receipt.accepted, "duplicate": receipt.duplicate,
+                                  "rejected": rejected,
+                                  "head": {"seq": receipt.head[0], "hash": receipt.head[1]}}
+        if receipt.flagged:
+            # Stored all the same (never dropped), and said (never silently kept).
+            logger.warning("device %s: chain breaks: %s", device_id,
+                           "; ".join(f"seq {f['seq']} {f['problem']}" for f in receipt.flagged[:5]))
+            answer["flagged"] = receipt.flagged
+        return answer
 
     def _serve_assignment(self, device_id: str, if_none_match: str | None) -> Answer:
         with self._lock:

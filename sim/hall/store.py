@@ -1,4 +1,4 @@
-"""The hall's own SQLite: received events, last heartbeats, rectified 差评."""
+"""The hall's own SQLite: received events, their heads and flags, last heartbeats, rectified 差评."""
 
 from __future__ import annotations
 
@@ -7,18 +7,50 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-from sim.hall.contract import Event
+from sim.hall import ledger
+from sim.hall.contract import GENESIS_HASH, Event, event_hash
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    device_id TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL, received_at TEXT NOT NULL, json TEXT NOT NULL,
+    hash TEXT NOT NULL DEFAULT '', prev_hash TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS events_device_seq ON events (device_id, seq);
+CREATE TABLE IF NOT EXISTS heads (
+    device_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS flags (
+    device_id TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, problem TEXT NOT NULL,
+    detail TEXT NOT NULL, flagged_at TEXT NOT NULL, UNIQUE (id, problem));
+CREATE TABLE IF NOT EXISTS heartbeats (
+    device_id TEXT PRIMARY KEY, received_at TEXT NOT NULL, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS resolved (
+    rating_id TEXT PRIMARY KEY, resolved_at TEXT NOT NULL, note TEXT NOT NULL);
+"""
+
+
+@dataclass
+class Receipt:
+    """What storing one batch did."""
+
+    accepted: list[str] = field(default_factory=list)
+    duplicate: list[str] = field(default_factory=list)
+    #: ``{"id", "seq", "problem", "detail"}`` for each chain break found in this batch.
+    flagged: list[dict[str, Any]] = field(default_factory=list)
+    #: ``(seq, hash)``: the highest gapless seq held for the device after the batch.
+    head: tuple[int, str] = (0, GENESIS_HASH)
 
 
 class Storage:
     """One connection, one lock, WAL.
 
     ``id`` is UNIQUE, so a re-sent event can never be stored twice, whatever
-    the threads do; ``(device_id, seq)`` is deliberately *not* unique, so a
-    device that reuses a seq is stored and then reported by
-    :meth:`HallServer.integrity() <sim.hall.HallServer.integrity>`.
+    the threads do; ``(device_id, seq)`` is deliberately *not* unique: an
+    event that reuses a seq, or does not link to the event before it, is
+    stored all the same (never dropped) and flagged (never silently kept),
+    see :meth:`store`.
 
     Args:
         path: the SQLite file (``":memory:"`` works).
@@ -29,38 +61,123 @@ class Storage:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS events (
-                device_id TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL UNIQUE,
-                type TEXT NOT NULL, received_at TEXT NOT NULL, json TEXT NOT NULL);
-            CREATE INDEX IF NOT EXISTS events_device_seq ON events (device_id, seq);
-            CREATE TABLE IF NOT EXISTS heartbeats (
-                device_id TEXT PRIMARY KEY, received_at TEXT NOT NULL, json TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS resolved (
-                rating_id TEXT PRIMARY KEY, resolved_at TEXT NOT NULL, note TEXT NOT NULL);
-            """
-        )
+        self._db.executescript(_SCHEMA)
+        ledger.create_tables(self._db)  # the hall's own records beside the events: sim/hall/ledger.py
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+        if "hash" not in columns:  # a hall.db from before the chain was checked on receipt
+            self._db.executescript("""
+                ALTER TABLE events ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+                ALTER TABLE events ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
+                UPDATE events SET hash = json_extract(json, '$.hash'),
+                                  prev_hash = json_extract(json, '$.prev_hash');
+            """)
 
-    def store(self, device_id: str, events: Iterable[Event], received_at: str) -> tuple[list[str], list[str]]:
-        """Store a batch in one transaction; returns ``(accepted, duplicate)`` ids."""
-        accepted: list[str] = []
-        duplicate: list[str] = []
+    def store(self, device_id: str, events: Iterable[Event], received_at: str) -> Receipt:
+        """Store a batch in one transaction, check its links, and move the device's head.
+
+        Each newly stored event is checked against what the hall holds: its
+        own ``hash``, a ``seq`` another event already uses, and its links to
+        the events at ``seq - 1`` and ``seq + 1`` (whichever arrived first).
+        A gap is not flagged here (the events may be on their way); the
+        head stops at it, and :meth:`HallServer.integrity()
+        <sim.hall.HallServer.integrity>` names it.
+        """
+        receipt = Receipt()
+        new: list[Event] = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for event in events:
                     cursor = self._db.execute(
-                        "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?)",
+                        "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (device_id, event["seq"], event["id"], event["type"], received_at,
-                         json.dumps(event, ensure_ascii=False)),
-                    )
-                    (accepted if cursor.rowcount == 1 else duplicate).append(event["id"])
+                         json.dumps(event, ensure_ascii=False), event["hash"], event["prev_hash"]))
+                    if cursor.rowcount == 1:
+                        receipt.accepted.append(event["id"])
+                        new.append(event)
+                    else:
+                        receipt.duplicate.append(event["id"])
+                if new:
+                    receipt.flagged = self._check_links(device_id, new)
+                    for flag in receipt.flagged:
+                        self._db.execute("INSERT OR IGNORE INTO flags VALUES (?, ?, ?, ?, ?, ?)",
+                                         (device_id, flag["seq"], flag["id"], flag["problem"], flag["detail"],
+                                          received_at))
+                receipt.head = self._advance_head(device_id)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return accepted, duplicate
+        return receipt
+
+    def _check_links(self, device_id: str, new: list[Event]) -> list[dict[str, Any]]:
+        low = min(e["seq"] for e in new) - 1
+        high = max(e["seq"] for e in new) + 1
+        held: dict[int, list[tuple[str, str, str]]] = {}
+        for seq, id_, digest, prev in self._db.execute(
+                "SELECT seq, id, hash, prev_hash FROM events WHERE device_id = ? AND seq BETWEEN ? AND ? "
+                "ORDER BY seq, rowid", (device_id, low, high)):
+            held.setdefault(seq, []).append((id_, digest, prev))
+        new_ids = {e["id"] for e in new}
+        flags: list[dict[str, Any]] = []
+
+        def flag(id_: str, seq: int, problem: str, detail: str) -> None:
+            flags.append({"id": id_, "seq": seq, "problem": problem, "detail": detail})
+
+        for event in new:
+            seq, id_ = event["seq"], event["id"]
+            if event["hash"] != event_hash(event):
+                flag(id_, seq, "hash", "hash does not match the event's contents")
+            first = held[seq][0]
+            if first[0] != id_:
+                flag(id_, seq, "duplicate_seq", f"seq {seq} is already used by {first[0]}")
+                continue
+            if seq == 1:
+                if event["prev_hash"] != GENESIS_HASH:
+                    flag(id_, seq, "prev_hash", "seq 1 must have prev_hash of 64 zeros")
+            elif seq - 1 in held and held[seq - 1][0][1] != event["prev_hash"]:
+                flag(id_, seq, "prev_hash", f"prev_hash does not match the hash of seq {seq - 1}")
+            following = held.get(seq + 1)
+            if following and following[0][0] not in new_ids and following[0][2] != event["hash"]:
+                flag(following[0][0], seq + 1, "prev_hash", f"prev_hash does not match the hash of seq {seq}")
+        return flags
+
+    def _advance_head(self, device_id: str) -> tuple[int, str]:
+        row = self._db.execute("SELECT seq, hash FROM heads WHERE device_id = ?", (device_id,)).fetchone()
+        seq, digest = (row[0], row[1]) if row else (0, GENESIS_HASH)
+        start = seq
+        while True:
+            rows = self._db.execute(
+                "SELECT seq, hash FROM events WHERE device_id = ? AND seq > ? AND seq <= ? ORDER BY seq, rowid",
+                (device_id, seq, seq + 1000)).fetchall()
+            moved = False
+            for found, found_hash in rows:
+                if found == seq + 1:
+                    seq, digest, moved = found, found_hash, True
+                elif found > seq + 1:
+                    break
+            if not moved or seq < rows[-1][0]:
+                break
+        if seq != start:
+            self._db.execute("INSERT OR REPLACE INTO heads VALUES (?, ?, ?)", (device_id, seq, digest))
+        return seq, digest
+
+    def head(self, device_id: str) -> tuple[int, str]:
+        """``(seq, hash)`` of the highest gapless seq held for the device (``(0, zeros)``: none)."""
+        with self._lock:
+            row = self._db.execute("SELECT seq, hash FROM heads WHERE device_id = ?", (device_id,)).fetchone()
+        return (row[0], row[1]) if row else (0, GENESIS_HASH)
+
+    def flags(self, device_id: str | None = None) -> list[dict[str, Any]]:
+        """Chain breaks flagged on receipt: ``{"device_id", "seq", "id", "problem", "detail", "flagged_at"}``."""
+        sql = "SELECT device_id, seq, id, problem, detail, flagged_at FROM flags"
+        args: tuple[str, ...] = ()
+        if device_id is not None:
+            sql, args = sql + " WHERE device_id = ?", (device_id,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY device_id, seq, rowid", args).fetchall()
+        keys = ("device_id", "seq", "id", "problem", "detail", "flagged_at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def events(self, device_id: str | None = None) -> list[Event]:
         """Stored events, ordered by device, then seq, then arrival."""
