@@ -155,12 +155,18 @@ class App:
     def _heartbeat_fields(self) -> dict[str, Any]:
         """Counters of the device itself for the heartbeat (read from published snapshots)."""
         return {"ignored_presses": self.loop.status.ignored_presses,
-                "noise_pulses": self.hardware.buttons.noise_pulses}
+                "noise_pulses": self.hardware.buttons.noise_pulses,
+                "storage_damage": self.outbox.damage()}
 
     def _extra_faults(self) -> list[str]:
         """Faults of the device itself for the heartbeat (read from published snapshots)."""
+        from device.queue.damage import summary
+
         status = self.loop.status
         faults = [] if self.uplink.has_key else ["no_device_key"]
+        damage = summary(self.outbox.damage())
+        if damage:
+            faults.append("storage_damage: " + damage[:120])
         faults += self.hall_link.status.faults  # session storms, answers that do not verify
         if status.display_fault:
             faults.append("display: " + status.display_fault[:120])

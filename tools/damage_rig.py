@@ -313,6 +313,12 @@ def check_storage_outcome(out: Outcome, image: Image, hall: Hall, status: dict[s
         out.problems.append(f"new ratings got seq {out.new} (the last kept was {max(image.kept)})")
     if not set(s for s in out.new if s) <= set(stored):
         out.problems.append("ratings given after the damage were not delivered")
+    if out.counted:
+        # The hall learns of the loss too: the heartbeat carries the same counts.
+        beat = wait_for(lambda: hall.server.heartbeats.get(DEVICE, {}).get("storage_damage"), timeout=10.0)
+        got = {k: (beat or {}).get(k, 0) for k in ("lost", "set_aside")}
+        if got != {k: damage.get(k, 0) for k in ("lost", "set_aside")}:
+            out.problems.append(f"the heartbeat does not carry the damage: {beat!r}")
     rc, lines = verify(outbox)
     out.verify = next((line.split(": ", 1)[1] for line in lines if ": damage: " in line), "")
     if out.counted and (rc != 1 or not out.verify):
