@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from device.errors import StorageError
 from device.queue.hall import Assignment, AssignmentChanged, save_assignment
 from device.records import Origin, RecordFactory
 from device.screen import Screen, test_pattern
+from device.session_marker import SessionMarker
 from device.ui import care
 from device.ui.models import BootScreen, Indicators
 from device.view import Identity, View, view
@@ -177,6 +179,10 @@ class Loop:
         self._use(config)
         if assignment is not None:
             self._apply_assignment(assignment, save=False)
+        self.marker = SessionMarker(os.path.dirname(os.path.abspath(outbox.path)))
+        #: The session whose marker is on disk (or was tried), if any.
+        self._marked: str | None = None
+        self._recover_open_session()
         self.started = clocks.monotonic()
         self.last_activity = self.started
         self._checkpointed_at = self.started
@@ -235,6 +241,7 @@ class Loop:
         """
         try:
             self.handle(st.Stopping())
+            self._drop_marker()
         except Exception:
             logger.exception("device loop: the open session could not be recorded as unrated")
 
@@ -255,6 +262,7 @@ class Loop:
 
     def housekeeping(self) -> None:
         """Work kept off the press path: done when the loop waited for nothing."""
+        self._drop_marker()
         self.keep_clock_event()
         now = self.clocks.monotonic()
         if self.state.screen == st.IDLE and now - self._checkpointed_at >= CHECKPOINT_EVERY_S:
@@ -308,6 +316,9 @@ class Loop:
         self._handle_one(event)
         while self._outcomes:
             self._handle_one(self._outcomes.popleft())
+        session = self.state.session
+        if session is not None and session.session_id != self._marked:
+            self._mark(session)
 
     def _handle_one(self, event: Any) -> None:
         if isinstance(event, Command):
@@ -317,6 +328,11 @@ class Loop:
             self._apply_assignment(event.assignment)
             return
         if isinstance(event, Wake):
+            return
+        if isinstance(event, st.SessionOpened) and self.outbox.has_session(event.session_id):
+            # A session this device already recorded (rated, or ended unrated before a restart)
+            # that the hall still offers: opening it again could record it twice.
+            logger.info("session %s already recorded; not opened again", event.session_id)
             return
         if isinstance(event, st.SessionOpened) and event.qr_url and not qr_fits(event.qr_url, self.screen.size):
             # A session's QR from outside that the panel cannot show: the window's own QR instead, reported.
@@ -371,6 +387,36 @@ class Loop:
             # Thanks only now that it is on disk.
             self._outcomes.append(st.RatingCommitted(effect.level, event["id"]))
         self.uplink.wake()
+
+    # --- the open session's marker ----------------------------------------------------
+
+    def _mark(self, session: st.Session) -> None:
+        """Keep the newly opened session beside the outbox (it replaces a replaced session's marker)."""
+        self._marked = session.session_id
+        self.marker.write(session)
+
+    def _drop_marker(self) -> None:
+        """Remove the marker of a session that has ended (its event is on disk), off the press path."""
+        if self._marked is None or self.state.session is not None:
+            return
+        self._marked = None
+        self.marker.remove()
+
+    def _recover_open_session(self) -> None:
+        """A marker left by a power cut: its session ends as one ``unrated`` event, unless it has an event."""
+        session = self.marker.read()
+        if session is None:
+            return
+        if not self.outbox.has_session(session.session_id):
+            try:
+                event = self.outbox.append(self.records.unrated(self.origin, session))
+            except StorageError as e:
+                logger.error("session %s cut by a power loss not recorded (tried at the next start): %s",
+                             session.session_id, e)
+                return
+            logger.info("session %s cut by a power loss: unrated kept as seq %d", session.session_id, event["seq"])
+            self.uplink.wake()
+        self.marker.remove()
 
     # --- the console's commands -----------------------------------------------------
 

@@ -400,7 +400,7 @@ def test_assignment_etag_and_304(server):
     assert call(server, "GET", "/api/v1/devices/WE-0002/assignment").status_code in (401, 403)
 
 
-def test_session_long_poll_returns_opened_session_once(server):
+def test_session_long_poll_returns_the_open_session_until_the_hall_closes_it(server):
     path = f"/api/v1/devices/{DEVICE}/session?wait=10"
     opened = {}
     timer = threading.Timer(0.2, lambda: opened.update(server.open_session(
@@ -415,9 +415,22 @@ def test_session_long_poll_returns_opened_session_once(server):
     assert set(opened) == {"session_id", "ticket", "project_no", "task_code", "task_name",
                            "qr_url"}
     started = time.monotonic()
+    again = call(server, "GET", path)                           # still open: answered at once
+    assert again.json() == {"session": opened} and time.monotonic() - started < 3
+    assert server.close_session(DEVICE, opened["session_id"]) is True
+    assert server.close_session(DEVICE) is False
+    started = time.monotonic()
     again = call(server, "GET", f"/api/v1/devices/{DEVICE}/session?wait=0.3")
     assert again.json() == {"session": None}
     assert 0.25 <= time.monotonic() - started < 3
+
+
+def test_a_session_nobody_closes_is_given_up_after_its_max_age(server):
+    server.session_max_age_s = 0.2
+    server.open_session(DEVICE, ticket="A013")
+    assert call(server, "GET", f"/api/v1/devices/{DEVICE}/session?wait=0").json()["session"]["ticket"] == "A013"
+    time.sleep(0.3)
+    assert call(server, "GET", f"/api/v1/devices/{DEVICE}/session?wait=0.1").json() == {"session": None}
 
 
 def test_stop_wakes_a_long_poll(tmp_path):

@@ -22,7 +22,9 @@ from device.queue.hall import (
     save_assignment,
 )
 from device.queue.transport import HttpTransport
-from device.state import SessionOpened
+from device.queue.uploader import Uploader
+from device.state import SessionClosed, SessionOpened
+from helpers import rating
 
 KEY = "hall-link-key"
 GOOD = {"window": {"no": "08", "name": "不动产登记"}, "staff": {"no": "8802", "name": "李四", "dept": "自然资源局"},
@@ -82,7 +84,58 @@ def test_a_session_opened_by_the_hall_reaches_the_queue(hall):
     opened = hl.poll_session()
     assert isinstance(opened, SessionOpened) and opened.ticket == "A023" and opened.project_no == ""
     assert hl.events.get_nowait() == opened
-    assert hl.poll_session() is None          # delivered once; the poll times out empty
+    assert hl.poll_session() is None          # still open at the hall: answered again, not news
+    assert hl.events.empty() and hl.status.sessions_ignored == 0 and hl.status.faults == ()
+
+
+def opened_in(hl):
+    return [e for e in hl.events.queue if isinstance(e, SessionOpened)]
+
+
+def test_the_open_session_is_polled_calmly_and_is_no_fault(hall):
+    hl = link(hall, hall_mode=True)
+    hl.next_assignment = 1e12
+    hall.open_session("d1", ticket="A1")
+    assert hl.cycle() == 0.0                                    # opened
+    waits = [hl.cycle() for _ in range(3)]                      # the hall answers with it at once
+    assert waits == [HallLink.OPEN_PAUSE_S] * 3
+    assert hl.events.qsize() == 1 and hl.status.sessions_ignored == 0 and hl.status.faults == ()
+
+
+def test_the_hall_closing_the_session_puts_one_session_closed(hall):
+    hl = link(hall, hall_mode=True)
+    opened = hall.open_session("d1", ticket="A2")
+    assert hl.poll_session().session_id == opened["session_id"]
+    assert hall.close_session("d1", "some-other-id") is False   # only the session named
+    assert hall.close_session("d1", opened["session_id"]) is True
+    assert hl.poll_session() is None and hl.poll_session() is None
+    assert list(hl.events.queue) == [SessionOpened(opened["session_id"], ticket="A2"),
+                                     SessionClosed(opened["session_id"])]
+    assert hl.status.sessions_closed == 1 and hl.status.sessions_ignored == 0 and hl.open_session_id is None
+
+
+def test_another_session_at_the_hall_replaces_the_one_before(hall):
+    hl = link(hall, hall_mode=True)
+    hall.open_session("d1", ticket="A3")
+    hl.poll_session()
+    second = hall.open_session("d1", ticket="A4")                # in place of the first
+    assert hl.poll_session().session_id == second["session_id"]
+    # No SessionClosed: the second SessionOpened ends the first unrated in the state machine.
+    assert [type(e).__name__ for e in hl.events.queue] == ["SessionOpened", "SessionOpened"]
+    assert hall.close_session("d1") and hl.poll_session() is None
+    assert hl.events.queue[-1] == SessionClosed(second["session_id"])
+
+
+def test_a_session_rated_at_the_device_is_closed_at_the_hall(hall, outbox):
+    hl = link(hall, hall_mode=True)
+    opened = hall.open_session("d1")
+    hl.poll_session()
+    outbox.append(rating(1, session_id=opened["session_id"]))
+    up = Uploader(outbox, HttpTransport(hall.url, "d1", Secret(KEY), timeout=5), "d1", synced=lambda: True)
+    assert up.drain()
+    assert hl.poll_session() is None                            # the rating closed it at the hall
+    assert hall.close_session("d1") is False
+    assert list(hl.events.queue)[-1] == SessionClosed(opened["session_id"])   # the machine ignores it: rated
 
 
 def test_an_etag_spelt_in_lower_case_is_kept_and_sent_back():
@@ -160,10 +213,16 @@ def test_an_impostor_can_neither_assign_nor_open_a_session(hall, sign):
 
 def test_a_session_id_seen_before_is_ignored(hall):
     hl = link(hall, hall_mode=True)
-    hall.inject("session", count=3, path=wire.session_path("d1", 1).split("?")[0], session_id="s-1")
+    session_path = wire.session_path("d1", 1).split("?")[0]
+    hall.inject("session", count=1, path=session_path, session_id="s-1")
     assert hl.poll_session().session_id == "s-1"
+    hall.inject("session", count=1, path=session_path, session_id="s-1")
+    assert hl.poll_session() is None                   # the open one again: not news, not ignored
+    assert hl.poll_session() is None                   # none: the hall closed it
+    hall.inject("session", count=2, path=session_path, session_id="s-1")
     assert hl.poll_session() is None and hl.poll_session() is None
-    assert hl.events.qsize() == 1 and hl.status.sessions == 1 and hl.status.sessions_ignored == 2
+    assert len(opened_in(hl)) == 1 and hl.status.sessions == 1 and hl.status.sessions_ignored == 2
+    assert list(hl.events.queue)[1:] == [SessionClosed("s-1")]
 
 
 def test_a_session_storm_is_refused_and_reported_and_not_polled_flat_out(hall):
@@ -172,13 +231,13 @@ def test_a_session_storm_is_refused_and_reported_and_not_polled_flat_out(hall):
     hl.next_assignment = 1e12
     hall.inject("session", count=50, path=wire.session_path("d1", 1).split("?")[0])
     waits = [hl.cycle() for _ in range(10)]            # ten sessions in no time at all
-    assert hl.events.qsize() == 3                      # the burst a staff member may need
+    assert len(opened_in(hl)) == 3                     # the burst a staff member may need
     assert hl.status.sessions == 3 and hl.status.sessions_refused == 7
     assert waits[:3] == [0.0, 0.0, 0.0] and all(w >= HallLink.STORM_PAUSE_S for w in waits[3:])
     assert any(f.startswith("session_storm") for f in hl.status.faults)
     now[0] += 20                                       # a person's pace again
     hl.cycle()
-    assert hl.events.qsize() == 4
+    assert len(opened_in(hl)) == 4
     now[0] += 400
     hall.clear_faults()
     hl.cycle()

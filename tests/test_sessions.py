@@ -8,6 +8,10 @@ of the state machine part proves it: with a sabotaged machine that turns an
 unrated session into 满意, every path's check fails.
 """
 
+import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -17,6 +21,7 @@ from device import config as config_mod
 from device import state as st
 from device.levels import Level
 from device.queue.outbox import Outbox
+from device.session_marker import SESSION_MARKER
 from device.state import (
     CommitRating,
     CommitUnrated,
@@ -292,3 +297,152 @@ def test_a_restart_with_no_session_adds_nothing(tmp_path, make_app):
         assert box.events() == []
     finally:
         box.close()
+
+
+# --- a power cut mid-session: the real simulator process, killed -----------------------
+
+#: The simulated device's own key, told to the stand-in hall server by each test (``hall.set_key``).
+SIM_KEY = "sessions-sim-key"
+SIM = ["--set", "session.source=staff_button", "--set", "session.rating_window_s=600",
+       "--set", "session.thanks_s=0.3", "--set", "upload.backoff_min_s=0.2", "--set", "upload.backoff_max_s=1"]
+
+
+def power_cut_when(tmp_path, hall, lines, seen_line):
+    """Run ``python -m sim``, feed it ``lines``, SIGKILL it the moment ``seen_line`` is logged."""
+    hall.set_key("WE-0001", SIM_KEY)
+    cmd = [sys.executable, "-m", "sim", "--data", str(tmp_path / "data"), *SIM, "--server", hall.url,
+           "--device-key", SIM_KEY]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    seen = threading.Event()
+
+    def watch():
+        for line in proc.stderr:
+            if seen_line in line:
+                proc.send_signal(signal.SIGKILL)    # the power goes
+                seen.set()
+                return
+
+    threading.Thread(target=watch, daemon=True).start()
+    proc.stdin.write(lines)
+    proc.stdin.flush()
+    assert seen.wait(30), f"never saw {seen_line!r}"
+    proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def sessions_of(stored):
+    """What the hall stored, less the device's ``clock`` events (they belong to no session)."""
+    return [e for e in stored if e["type"] != "clock"]
+
+
+def start_again(tmp_path, hall):
+    """Power back on: the simulator on the same data folder, until what it keeps is delivered."""
+    hall.set_key("WE-0001", SIM_KEY)
+    script = tmp_path / "wait.txt"
+    script.write_text("wait 0.3\n", encoding="utf-8")
+    again = subprocess.run([sys.executable, "-m", "sim", "--data", str(tmp_path / "data"), *SIM,
+                            "--server", hall.url, "--device-key", SIM_KEY, "--script", str(script)],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_power_cut_mid_session_ends_it_as_one_unrated_event_at_the_next_start(tmp_path, hall):
+    power_cut_when(tmp_path, hall, "staff\n", "screen: prompt")
+    marker = tmp_path / "data" / SESSION_MARKER
+    assert oct(marker.stat().st_mode & 0o777) == "0o600"
+    session_id = json.loads(marker.read_text(encoding="utf-8"))["session_id"]
+    assert session_id
+    start_again(tmp_path, hall)
+    assert_events_only_unrated(sessions_of(hall.events()), session_id)
+    assert not marker.exists()
+    # A third start adds nothing more.
+    start_again(tmp_path, hall)
+    assert_events_only_unrated(sessions_of(hall.events()), session_id)
+
+
+@pytest.mark.timeout(120)
+def test_a_power_cut_right_after_the_thanks_adds_no_unrated_event(tmp_path, hall):
+    power_cut_when(tmp_path, hall, "staff\nwait 0.5\npress 2\n", "screen: thanks")
+    start_again(tmp_path, hall)
+    stored = sessions_of(hall.events())
+    assert [(e["type"], e.get("level")) for e in stored] == [("rating", "satisfied")]
+    assert stored[0]["session_id"]
+    assert not (tmp_path / "data" / SESSION_MARKER).exists()
+
+
+# --- the hall closing a session, end to end on loopback ------------------------------
+
+KEY = "sessions-hall-key"
+
+
+def on_hall(app, hall):
+    """The device's hall link (feeding the app's queue) and uploader, both talking to ``hall``."""
+    from device.config import Secret
+    from device.queue.hall import HallLink
+    from device.queue.transport import HttpTransport
+    from device.queue.uploader import Uploader
+
+    device_id = app.config.device.id
+    link = HallLink(HttpTransport(hall.url, device_id, Secret(KEY), timeout=5), device_id, app.events,
+                    hall_mode=True, poll_wait_s=0.2)
+    uploader = Uploader(app.outbox, HttpTransport(hall.url, device_id, Secret(KEY), timeout=5), device_id,
+                        synced=lambda: True)
+    return link, uploader
+
+
+def test_the_hall_closing_the_session_before_a_press_stores_one_unrated_event(make_app, hall):
+    app, factory, _ = make_app('session.source="hall"')
+    link, uploader = on_hall(app, hall)
+    device_id = app.config.device.id
+    opened = hall.open_session(device_id, ticket="A031")
+    link.poll_session()
+    app.pump()
+    assert isinstance(app.model, PromptScreen)
+    assert hall.close_session(device_id)            # the customer left before rating
+    link.poll_session()
+    app.pump()
+    tap(app, factory, 2)                            # a press after the close is no rating
+    assert uploader.drain()
+    assert_events_only_unrated(hall.events(device_id), opened["session_id"])
+    assert hall.events(device_id)[0]["ticket"] == "A031"
+    link.poll_session()                             # nothing open: nothing more to say
+    app.pump()
+    assert len(app.outbox.events()) == 1 and link.status.faults == () and link.status.sessions_ignored == 0
+
+
+def test_a_session_rated_normally_is_not_also_closed_unrated(make_app, hall):
+    app, factory, _ = make_app('session.source="hall"')
+    link, uploader = on_hall(app, hall)
+    device_id = app.config.device.id
+    opened = hall.open_session(device_id, ticket="A032")
+    link.poll_session()
+    app.pump()
+    tap(app, factory, 4)
+    assert link.poll_session() is None              # not uploaded yet: still open at the hall
+    app.pump()
+    assert uploader.drain()                         # the rating reaches the hall and closes the session
+    link.poll_session()
+    app.pump()                                      # the hall no longer names it: SessionClosed, ignored
+    assert uploader.drain()
+    stored = hall.events(device_id)
+    assert [(e["type"], e["session_id"]) for e in stored] == [("rating", opened["session_id"])]
+    assert link.status.sessions_closed == 1 and link.status.sessions_ignored == 0 and link.status.faults == ()
+
+
+def test_a_session_already_recorded_is_not_opened_again_when_the_hall_still_offers_it(make_app):
+    """After a restart the hall may offer a session this device already ended unrated: never twice."""
+    from device.state import SessionOpened
+
+    app, factory, _ = make_app('session.source="hall"')
+    app.events.put(SessionOpened("s-restart", ticket="A007"))
+    app.pump()
+    assert app.loop.state.session is not None
+    app.loop.stopping()                        # a restart: the open session ends unrated
+    app.events.put(SessionOpened("s-restart", ticket="A007"))
+    app.pump()
+    assert app.loop.state.session is None
+    tap(app, factory, 1)
+    events = [e for e in app.outbox.events() if e["type"] != "clock"]
+    assert [(e["type"], e.get("session_id")) for e in events] == [("unrated", "s-restart")]

@@ -14,6 +14,16 @@ blindly: a session id seen before is ignored, and sessions opening faster
 than a person could be served are refused and reported
 (:class:`SessionGuard`), so a hall in a session storm cannot fill the
 outbox with ``unrated`` events.
+
+The hall answers every poll with the session it has open until that session
+is rated or the hall closes it. The link remembers the session it opened;
+while the hall still answers with it the link polls at a calm pace
+(``OPEN_PAUSE_S``); once a verified answer says no session is open, the
+link puts :class:`~device.state.SessionClosed` on the queue, once, and
+forgets it. (Another session admitted in its place replaces it instead:
+the state machine ends the replaced one unrated.) The state machine ends a
+session unrated only if it is still open there: one the device rated
+itself is not ended twice.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ from device.errors import TransportError, UnauthenticatedAnswer
 from device.levels import Level
 from device.queue import wire
 from device.queue.transport import Backoff, Transport
-from device.state import SessionOpened
+from device.state import SessionClosed, SessionOpened
 from device.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -211,7 +221,8 @@ class HallLinkStatus:
     etag: str = ""                  # of the assignment the device has
     assignments: int = 0            # assignments received since start
     sessions: int = 0               # sessions opened by the hall since start
-    sessions_ignored: int = 0       # session ids seen before
+    sessions_ignored: int = 0       # session ids seen before (not the open one answered again)
+    sessions_closed: int = 0        # sessions the hall closed (SessionClosed put on the queue)
     sessions_refused: int = 0       # sessions refused in a storm
     unauthenticated: int = 0        # answers that did not verify, since start
     faults: tuple[str, ...] = ()    # SESSION_STORM, UNAUTHENTICATED while they last
@@ -244,6 +255,8 @@ class HallLink(Worker[HallLinkStatus]):
     POLL_WAIT_S = 25
     #: After a refused session the next poll waits this long: a storm is not polled flat out.
     STORM_PAUSE_S = 5.0
+    #: While the hall answers with the open session at once, polls are this far apart.
+    OPEN_PAUSE_S = 2.0
 
     def __init__(self, transport: Transport, device_id: str, events: queue.Queue[Any], *, hall_mode: bool,
                  etag: str = "", poll_wait_s: float = POLL_WAIT_S, assignment_every_s: float = 300.0,
@@ -266,6 +279,8 @@ class HallLink(Worker[HallLinkStatus]):
         #: Monotonic seconds at which the assignment is fetched next (now: at start).
         self.next_assignment = 0.0
         self._pause = 0.0
+        #: The session last put on the queue as opened, until the hall no longer names it.
+        self.open_session_id: str | None = None
 
     def reconfigure(self, *, transport: Transport | None = None, device_id: str | None = None) -> None:
         """Use a new transport (server, key) or device id, and fetch the assignment again.
@@ -357,14 +372,26 @@ class HallLink(Worker[HallLinkStatus]):
         return assignment
 
     def poll_session(self) -> SessionOpened | None:
-        """One long poll; an opened session goes onto the queue. Returns it or None."""
+        """One long poll; an opened or closed session goes onto the queue.
+
+        Returns:
+            The session opened, or None (none, the open one again, or refused).
+        """
         reply = self.transport.request("GET", wire.session_path(self.device_id, self.poll_wait_s))
         if reply.status != 200:
             raise TransportError(f"session poll: server answered {reply.status}")
         data = reply.data if isinstance(reply.data, dict) else {}
         session = data.get("session")
         if not isinstance(session, dict) or not isinstance(session.get("session_id"), str):
+            self._hall_closed()
             return None
+        if session["session_id"] == self.open_session_id:
+            # Still open at the hall: not news, and not a fault. Poll again calmly.
+            self._pause = self.OPEN_PAUSE_S
+            return None
+        # Another session: once admitted it replaces the open one (the state machine
+        # ends that one unrated); refused or repeated, it is not believed, and neither
+        # is its word that the open one is over.
         fields = {f.name: session.get(f.name) for f in dataclasses.fields(SessionOpened)}
         opened = SessionOpened(**{k: str(v) if v is not None else "" for k, v in fields.items()})
         refused = self.guard.admit(opened.session_id, self.monotonic())
@@ -380,5 +407,15 @@ class HallLink(Worker[HallLinkStatus]):
             self._pause = self.STORM_PAUSE_S
             return None
         self.events.put(opened)
+        self.open_session_id = opened.session_id
         self.publish(sessions=self.status.sessions + 1)
         return opened
+
+    def _hall_closed(self) -> None:
+        """The hall no longer names the open session: end it (once) and forget it."""
+        if self.open_session_id is None:
+            return
+        closed, self.open_session_id = self.open_session_id, None
+        logger.info("hall link: the hall closed session %s", closed)
+        self.events.put(SessionClosed(closed))
+        self.publish(sessions_closed=self.status.sessions_closed + 1)

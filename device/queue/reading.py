@@ -83,6 +83,19 @@ class OutboxReads:
                     return load(seq, body, digest, event_id)
         return None
 
+    def has_session(self, session_id: str) -> bool:
+        """Whether a kept event belongs to this service session (it was rated or ended unrated).
+
+        A scan, for the rare moments a session opens or a power cut is
+        recovered, never on the press path. A row whose body is not JSON
+        (set aside as damaged) is skipped, not an error.
+        """
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM events WHERE CASE WHEN json_valid(body) "
+                "THEN json_extract(body, '$.session_id') END = ? LIMIT 1", [session_id]).fetchone()
+        return row is not None
+
     def events(self, state: str | None = None) -> list[Event]:
         """All kept events in ``seq`` order (optionally of one state)."""
         with self._lock:

@@ -69,6 +69,8 @@ class HallServer:
             ``device_keys`` and ``default_key``.
         clock: the hall's clock (Unix seconds): signs answers and judges
             requests' ``created``.
+        session_max_age_s: a session neither rated nor closed is given up
+            after this many seconds (the hall forgot to close it).
         capture: keep every request as received (:attr:`captured`), for
             replaying it in tests.
 
@@ -83,7 +85,8 @@ class HallServer:
                  default_key: str | None = None, host: str = "127.0.0.1", port: int = 0,
                  assignment: dict[str, Any] | None = None, tls: tuple[str, str] | None = None,
                  max_body: int = DEFAULT_MAX_BODY, *, keys_file: str | None = None,
-                 clock: Callable[[], float] = time.time, capture: bool = False) -> None:
+                 clock: Callable[[], float] = time.time, capture: bool = False,
+                 session_max_age_s: float = 600.0) -> None:
         self._storage = Storage(db_path)
         self._keys = KeyRing(device_keys, default_key, keys_file)
         if self._keys.shared:
@@ -98,8 +101,9 @@ class HallServer:
         self.max_body = max_body
         self._lock = threading.Lock()
         self._assignments: dict[str | None, dict[str, Any]] = {None: assignment} if assignment is not None else {}
-        self._sessions: collections.defaultdict[str, collections.deque[dict[str, Any]]] = (
-            collections.defaultdict(collections.deque))
+        #: device id -> (the open session, monotonic seconds it opened at); one open at a time.
+        self._sessions: dict[str, tuple[dict[str, Any], float]] = {}
+        self.session_max_age_s = session_max_age_s
         self._session_cond = threading.Condition(self._lock)
         self._faults = FaultPlan()
         self._requests_log: list[tuple[str, str, int]] = []
@@ -230,7 +234,12 @@ class HallServer:
     def open_session(self, device_id: str, ticket: str | None = None, project_no: str | None = None,
                      task_code: str | None = None, task_name: str | None = None,
                      qr_url: str | None = None) -> dict[str, Any]:
-        """Open a service session, delivered once to the device's next session poll.
+        """Open a service session for the device, in place of any still open.
+
+        The session is the answer to every session poll of the device until
+        it is rated (an event with its ``session_id`` arrives, ``rating`` or
+        ``unrated``), the hall closes it (:meth:`close_session`) or it is
+        older than ``session_max_age_s``.
 
         Returns:
             The session as the device receives it, with a new ``session_id``.
@@ -240,9 +249,41 @@ class HallServer:
             "task_code": task_code, "task_name": task_name, "qr_url": qr_url,
         }
         with self._session_cond:
-            self._sessions[device_id].append(session)
+            self._sessions[device_id] = (session, time.monotonic())
             self._session_cond.notify_all()
         return dict(session)
+
+    def close_session(self, device_id: str, session_id: str | None = None) -> bool:
+        """Close the device's open session (only if it is ``session_id``, when given).
+
+        Returns:
+            Whether a session was open and is closed now.
+        """
+        with self._session_cond:
+            return self._close(device_id, session_id)
+
+    def _close(self, device_id: str, session_id: str | None) -> bool:
+        """Close under the lock held by the caller."""
+        open_ = self._sessions.get(device_id)
+        if open_ is None or (session_id is not None and open_[0]["session_id"] != session_id):
+            return False
+        del self._sessions[device_id]
+        self._session_cond.notify_all()
+        logger.info("device %s: session %s closed", device_id, open_[0]["session_id"])
+        return True
+
+    def _open_session_of(self, device_id: str) -> dict[str, Any] | None:
+        """The device's open session under the lock, given up once too old."""
+        open_ = self._sessions.get(device_id)
+        if open_ is None:
+            return None
+        session, opened_at = open_
+        if time.monotonic() - opened_at >= self.session_max_age_s:
+            logger.info("device %s: session %s given up unrated after %.0f s",
+                        device_id, session["session_id"], self.session_max_age_s)
+            del self._sessions[device_id]
+            return None
+        return session
 
     def resolve(self, rating_id: str, note: str = "") -> None:
         """Mark a 差评 as rectified, so the report no longer lists it as open."""
@@ -345,6 +386,11 @@ class HallServer:
             else:
                 valid.append(event)
         receipt = self._storage.store(device_id, valid, _now())
+        with self._session_cond:
+            # Rated (or ended unrated) by the device: the service is over.
+            for event in valid:
+                if event.get("session_id"):
+                    self._close(device_id, str(event["session_id"]))
         if rejected:
             logger.warning("device %s: rejected %d events", device_id, len(rejected))
         answer: dict[str, Any] = {"accepted": receipt.accepted, "duplicate": receipt.duplicate,
@@ -370,14 +416,15 @@ class HallServer:
         return 200, assignment, {"ETag": etag}
 
     def _wait_session(self, device_id: str, wait: float) -> dict[str, Any] | None:
+        """The open session at once, else the first one opened within ``wait`` seconds, else None."""
         deadline = time.monotonic() + wait
         with self._session_cond:
-            while not self._sessions[device_id]:
+            while (session := self._open_session_of(device_id)) is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stopping.is_set():
                     return None
                 self._session_cond.wait(remaining)
-            return self._sessions[device_id].popleft()
+            return dict(session)
 
     def _receive_heartbeat(self, device_id: str, body: bytes) -> None:
         self._storage.put_heartbeat(device_id, parse_heartbeat(body), _now())
