@@ -130,6 +130,9 @@ class LoopStatus:
 
 #: Sections and keys that only take effect when the device is built again.
 RESTART_KEYS = ("display.", "buttons.", "console.", "outbox.", "log.", "session.source")
+#: Display keys the loop applies at once (rules and OLED care are rebuilt from the configuration).
+APPLIED_AT_ONCE = ("display.show_level", "display.contrast", "display.dim_contrast", "display.dim_after_s",
+                   "display.shift_every_s")
 
 
 def needs_restart(old: Config, new: Config) -> list[str]:
@@ -138,7 +141,7 @@ def needs_restart(old: Config, new: Config) -> list[str]:
 
     before, after = as_dict(old), as_dict(new)
     changed = [f"{s}.{k}" for s in after for k in after[s] if after[s][k] != before[s][k]]
-    return [k for k in changed if k.startswith(RESTART_KEYS)]
+    return [k for k in changed if k.startswith(RESTART_KEYS) and k not in APPLIED_AT_ONCE]
 
 
 class Loop:

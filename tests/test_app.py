@@ -240,3 +240,19 @@ def test_show_level_restores_the_level_and_reasons_after_a_bad_rating_only(make_
     assert good[0][0] == ThanksScreen(Level.VERY_SATISFIED)
     assert [type(m) for m, _ in bad[:2]] == [ThanksScreen, ReasonsScreen]
     assert bad[0][0] == ThanksScreen(Level.DISSATISFIED)
+
+
+def test_show_level_and_panel_care_apply_at_once_but_a_new_panel_needs_a_restart(make_app):
+    import dataclasses
+
+    from device.loop import needs_restart
+    from device.ui.models import ThanksScreen as Thanks
+
+    app, factory, _ = make_app()
+    old = app.loop.committed_config
+    new = dataclasses.replace(old, display=dataclasses.replace(old.display, show_level=True, contrast=100))
+    assert app.loop.reconfigure(new) == []
+    tap(app, factory, 4)
+    assert app.model == Thanks(Level.DISSATISFIED)        # the level shown, without a restart
+    panel = dataclasses.replace(new, display=dataclasses.replace(new.display, model="sh1106"))
+    assert needs_restart(new, panel) == ["display.model"]
