@@ -400,7 +400,7 @@ def test_assignment_etag_and_304(server):
     assert call(server, "GET", "/api/v1/devices/WE-0002/assignment").status_code in (401, 403)
 
 
-def test_session_long_poll_returns_the_open_session_until_the_hall_closes_it(server):
+def test_session_long_poll_gives_the_open_session_then_holds_until_the_hall_closes_it(server):
     path = f"/api/v1/devices/{DEVICE}/session?wait=10"
     opened = {}
     timer = threading.Timer(0.2, lambda: opened.update(server.open_session(
@@ -414,10 +414,17 @@ def test_session_long_poll_returns_the_open_session_until_the_hall_closes_it(ser
     assert answer.json() == {"session": opened}
     assert set(opened) == {"session_id", "ticket", "project_no", "task_code", "task_name",
                            "qr_url"}
+    # Still open and already given: no news, so the poll is held, not answered in a busy loop ...
     started = time.monotonic()
-    again = call(server, "GET", path)                           # still open: answered at once
-    assert again.json() == {"session": opened} and time.monotonic() - started < 3
-    assert server.close_session(DEVICE, opened["session_id"]) is True
+    held = call(server, "GET", f"/api/v1/devices/{DEVICE}/session?wait=0.3")
+    assert held.json() == {"session": opened} and 0.25 <= time.monotonic() - started < 3
+    # ... until the hall closes it: that is news, answered at once.
+    closer = threading.Timer(0.2, lambda: server.close_session(DEVICE, opened["session_id"]))
+    closer.start()
+    started = time.monotonic()
+    closed = call(server, "GET", path)
+    closer.join()
+    assert closed.json() == {"session": None} and time.monotonic() - started < 3
     assert server.close_session(DEVICE) is False
     started = time.monotonic()
     again = call(server, "GET", f"/api/v1/devices/{DEVICE}/session?wait=0.3")

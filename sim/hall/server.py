@@ -103,6 +103,8 @@ class HallServer:
         self._assignments: dict[str | None, dict[str, Any]] = {None: assignment} if assignment is not None else {}
         #: device id -> (the open session, monotonic seconds it opened at); one open at a time.
         self._sessions: dict[str, tuple[dict[str, Any], float]] = {}
+        #: device id -> the id of the session its polls were last given (news is anything else).
+        self._given: dict[str, str] = {}
         self.session_max_age_s = session_max_age_s
         self._session_cond = threading.Condition(self._lock)
         self._faults = FaultPlan()
@@ -416,15 +418,30 @@ class HallServer:
         return 200, assignment, {"ETag": etag}
 
     def _wait_session(self, device_id: str, wait: float) -> dict[str, Any] | None:
-        """The open session at once, else the first one opened within ``wait`` seconds, else None."""
+        """A long poll: answers at once with news, else holds up to ``wait`` seconds.
+
+        News is an open session this device has not been given yet, or the
+        end of the one it was given (rated, closed or given up: answered
+        ``None``). Without news the poll is held until there is some, then
+        answered with the state as it is: so a session the hall opens right
+        after the last one ended reaches the device at once, and a device
+        that already has the open session is not answered in a busy loop.
+        """
         deadline = time.monotonic() + wait
         with self._session_cond:
-            while (session := self._open_session_of(device_id)) is None:
+            while True:
+                session = self._open_session_of(device_id)
+                given = self._given.get(device_id)
+                if session is not None and session["session_id"] != given:
+                    self._given[device_id] = session["session_id"]
+                    return dict(session)
+                if session is None and given is not None:
+                    del self._given[device_id]
+                    return None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stopping.is_set():
-                    return None
+                    return dict(session) if session is not None else None
                 self._session_cond.wait(remaining)
-            return dict(session)
 
     def _receive_heartbeat(self, device_id: str, body: bytes) -> None:
         self._storage.put_heartbeat(device_id, parse_heartbeat(body), _now())
