@@ -21,6 +21,7 @@ from device.hardware import Hardware, staff_request
 from device.settings import SettingsStore
 from device.supervisor import RECOVERY, RUNNING, Supervisor
 from helpers import PINS
+from provision.session import DeviceSession
 from sim.hardware import make_sim_hardware
 from sim.pty_port import PtyPort
 
@@ -35,24 +36,11 @@ class Technician:
 
     def __init__(self, path):
         self.port = serial.Serial(path, timeout=0.2)
+        self.session = DeviceSession(self.port, timeout=10.0)
 
     def __call__(self, line, timeout=10.0):
         self.port.reset_input_buffer()
-        self.port.write(line.encode("utf-8") + b"\r\n")
-        deadline = time.monotonic() + timeout
-        buf = b""
-        while time.monotonic() < deadline:
-            buf += self.port.read(4096)
-            for raw in buf.split(b"\n"):
-                raw = raw.strip()
-                if raw.startswith(b"{"):
-                    try:
-                        answer = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if "ok" in answer:
-                        return answer
-        raise AssertionError(f"no answer to {line!r}; got {buf[-300:]!r}")
+        return self.session.ask(line, timeout)
 
     def close(self):
         self.port.close()

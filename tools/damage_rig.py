@@ -88,28 +88,23 @@ class Technician:
     def __init__(self, path: str) -> None:
         import serial
 
+        from provision.session import DeviceSession
+
         self.port = serial.Serial(path, timeout=0.2)
+        self.session = DeviceSession(self.port, timeout=15.0)
         #: Every line the console wrote (to look for secrets in).
         self.heard: list[str] = []
 
     def __call__(self, line: str, timeout: float = 15.0) -> dict[str, Any]:
+        from device.errors import ProvisionError
+
         self.port.reset_input_buffer()
-        self.port.write(line.encode("utf-8") + b"\r\n")
-        deadline = time.monotonic() + timeout
-        buf = b""
-        while time.monotonic() < deadline:
-            buf += self.port.read(4096)
-            for raw in buf.split(b"\n"):
-                raw = raw.strip()
-                if raw.startswith(b"{"):
-                    try:
-                        answer = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if "ok" in answer:
-                        self.heard.append(raw.decode("utf-8", "replace"))
-                        return dict(answer)
-        raise TimeoutError(f"the console did not answer {line.split(maxsplit=1)[0]!r} within {timeout:g} s")
+        try:
+            answer = self.session.ask(line, timeout)
+        except ProvisionError as e:
+            raise TimeoutError(str(e)) from None
+        self.heard.append(json.dumps(answer, ensure_ascii=False))
+        return answer
 
     def close(self) -> None:
         self.port.close()

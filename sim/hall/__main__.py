@@ -22,34 +22,13 @@ from types import FrameType
 from typing import Any
 
 from sim.hall import commands, ledger, registry
+from sim.hall.auth import load_keys_file
 from sim.hall.contract import DEFAULT_MAX_BODY
 from sim.hall.server import HallServer
 
 logger = logging.getLogger(__name__)
 
-DESCRIPTION = "The stand-in hall server: the device uplink contract v1 on loopback."
-
-
-def load_keys_file(path: str) -> tuple[dict[str, str], str | None]:
-    """``[devices]`` table of id = key, and an optional top-level ``default_key``.
-
-    Returns:
-        ``(device_keys, default_key)``.
-
-    Raises:
-        OSError: the file cannot be read.
-        ValueError: the file is not TOML of that shape.
-    """
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
-    devices = data.get("devices", {})
-    if not isinstance(devices, dict) or not all(
-            isinstance(v, str) for v in devices.values()):
-        raise ValueError(f"{path}: [devices] must map device ids to key strings")
-    default = data.get("default_key")
-    if default is not None and not isinstance(default, str):
-        raise ValueError(f"{path}: default_key must be a string")
-    return devices, default
+DESCRIPTION = "The stand-in hall server: the device uplink contract v2 on loopback."
 
 
 def load_halls(path: str) -> dict[str, str]:

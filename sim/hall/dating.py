@@ -25,21 +25,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sim.hall.contract import parse_time
+
 #: The halls' time zone.
 CHINA = ZoneInfo("Asia/Shanghai")
 
 _MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
-
-
-def parse_time(value: Any) -> datetime.datetime | None:
-    """An ISO 8601 timestamp with an offset, or ``None`` if it is not one."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 def _mono(value: Any) -> int | None:
