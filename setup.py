@@ -41,6 +41,8 @@ setup(
             "ruff>=0.6",
             "mypy>=1.10",
             "types-requests",
+            "types-pyserial",
+            "types-qrcode",
         ],
         "bench": [
             "persist-queue>=1.0",

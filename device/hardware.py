@@ -97,6 +97,7 @@ def open_panel(config: Config) -> Any:
     from device.errors import DisplayError
 
     d = config.display
+    bus: i2c | spi
     try:
         if d.interface == "i2c":
             bus = i2c(port=d.i2c_port, address=d.i2c_address)

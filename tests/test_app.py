@@ -125,7 +125,12 @@ def test_the_wal_is_checkpointed_when_idle_not_on_the_way_to_thanks(make_app):
     app, factory, clock = make_app()
     copied = []
     real = app.outbox.checkpoint
-    app.outbox.checkpoint = lambda: copied.append(real()) or copied[-1]
+
+    def checkpoint():
+        copied.append(real())
+        return copied[-1]
+
+    app.outbox.checkpoint = checkpoint
     clock.advance(31)
     tap(app, factory, 1)         # the press and its thanks: no checkpoint on that path
     assert copied == [] and isinstance(app.model, ThanksScreen)

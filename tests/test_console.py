@@ -35,7 +35,7 @@ class FakeDeviceControl:
         self.restart_keys = restart_keys
         self.applied = []
         self.keys = []
-        self.presses = queue.Queue()
+        self.presses: queue.Queue[object] = queue.Queue()
         self.button_test_active = False
         self.display_tests = 0
         self.uploads = 0

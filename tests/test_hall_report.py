@@ -173,10 +173,12 @@ def test_exact_time_from_the_boots_clock_event():
     assert dating.exact_time(unsynced, clock) == datetime.datetime.fromisoformat("2026-11-12T10:00:30+08:00")
     assert dating.exact_time(unsynced, None) is None
     assert dating.exact_time(unsynced, {**clock, "boot_id": "other"}) is None
-    assert dating.exact_time({**unsynced, "clock_synced": True}, clock).year == 1970  # a synced stamp is trusted
+    trusted = dating.exact_time({**unsynced, "clock_synced": True}, clock)
+    assert trusted is not None and trusted.year == 1970  # a synced stamp is trusted
     # 23:30 UTC on 30 November is 07:30 on 1 December in China.
     synced = {"type": "rating", "clock_synced": True, "occurred_at": "2026-11-30T23:30:00+00:00"}
-    assert dating.month_of(dating.exact_time(synced, None)) == "2026-12"
+    dated_synced = dating.exact_time(synced, None)
+    assert dated_synced is not None and dating.month_of(dated_synced) == "2026-12"
     dated = dating.date_events([{**unsynced, "id": "e"}, {**clock, "id": "c"}])
     assert dated["e"] == datetime.datetime(2026, 11, 12, 10, 0, 30, tzinfo=dating.CHINA)
 
