@@ -2,6 +2,7 @@
 
 import pytest
 
+from device import __version__
 from device import config as config_mod
 from device.checks import check_screens
 from device.errors import ConfigError
@@ -77,7 +78,7 @@ def test_holding_1_and_5_shows_the_service_screen_and_rates_nothing(make_app):
     app.pump()
     assert isinstance(app.model, ServiceScreen)
     text = " ".join(app.model.lines)
-    assert "WE-0001" in text and "0.1.0" in text
+    assert "WE-0001" in text and __version__ in text
     factory.pin(PINS[0]).drive_high()
     factory.pin(PINS[4]).drive_high()
     app.pump()
