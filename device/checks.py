@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from device.config import Secret
+from device.config import DISPLAY_MODELS, Secret
 from device.errors import ConfigError, FontError, QRFitError
 
 if TYPE_CHECKING:
@@ -195,8 +195,6 @@ def check_all(config: Config, size: tuple[int, int] | None = None) -> None:
     Raises:
         ConfigError: listing every problem.
     """
-    from device.supervisor import configured_size
-
     problems: list[tuple[str, str]] = []
     try:
         check_screens(config, size or configured_size(config))
@@ -211,6 +209,14 @@ def check_all(config: Config, size: tuple[int, int] | None = None) -> None:
         problems += e.problems
     if problems:
         raise ConfigError(problems)
+
+
+def configured_size(config: Config) -> tuple[int, int]:
+    """The frame size the configured panel would have (when the panel itself is not there)."""
+    w, h = config.display.width, config.display.height
+    if not (w and h):
+        w, h = DISPLAY_MODELS.get(config.display.model, (128, 64))
+    return (h, w) if config.display.rotate in (90, 270) else (w, h)
 
 
 #: Shown for a character the font lacks.
