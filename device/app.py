@@ -186,6 +186,8 @@ class App:
         loop = self.loop
         for part in (self.in_use, self.records, self.panel, self.button_test):
             part.register(loop)
+        for output in self.hardware.outputs():
+            output.register(loop)
         loop.register(UploadNow, upload_now(self.uplink.retry_rejected, self.uplink.wake))
         loop.register(CommitSettings, commit_settings(self.in_use.reconfigure, on_commit))
         loop.register(EraseSettings, self.erase)

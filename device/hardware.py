@@ -6,40 +6,68 @@ imports stay inside :func:`make_pi_hardware` so the rest imports anywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from device.config import Config
     from device.drivers.buttons import Buttons
     from device.drivers.display import Display
+    from device.loop import Loop
     from device.state import StaffRequested
 
 logger = logging.getLogger(__name__)
 
 
+class Output(Protocol):
+    """An output besides the panel (a speaker, a buzzer, a status LED): it registers its own handlers.
+
+    ``register`` adds a handler for each effect it acts on
+    (``loop.register(Say, self.say)``), or a hook that follows the published
+    status (``loop.after_turn``); the composition root calls it for every
+    output fitted. Nothing else changes to add one.
+    """
+
+    def register(self, loop: Loop) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class Hardware:
-    """What the app drives: buttons feeding ``events``, and a display.
+    """What the app drives: buttons feeding ``events``, a display, and the outputs fitted.
 
     Attributes:
         buttons: :class:`~device.drivers.buttons.Buttons`.
         display: :class:`~device.drivers.display.Display` (or the simulator's wrapper).
         size: ``(width, height)`` to render at, after rotation.
         events: the queue the buttons put their events on.
+        speaker, buzzer, led: an :class:`Output` each, None when not fitted.
     """
 
     buttons: Buttons
     display: Display
     size: tuple[int, int]
     events: queue.Queue[Any]
+    speaker: Output | None = None
+    buzzer: Output | None = None
+    led: Output | None = None
+
+    def outputs(self) -> list[Output]:
+        """Every output fitted besides the panel (each field holding an :class:`Output`)."""
+        fixed = ("buttons", "display", "size", "events")
+        return [value for f in dataclasses.fields(self) if f.name not in fixed
+                and (value := getattr(self, f.name)) is not None and hasattr(value, "register")]
 
     def close(self) -> None:
         self.buttons.close()
         self.display.close()
+        for output in self.outputs():
+            output.close()
 
 
 def staff_request() -> StaffRequested:

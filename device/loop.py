@@ -106,7 +106,7 @@ class Loop:
         self.status = LoopStatus()
         self.started = clocks.monotonic()
         self._steps = frozenset(st.inputs())
-        self._handlers: dict[type, Handler] = {Wake: _nothing}
+        self._handlers: dict[type, list[Handler]] = {Wake: [_nothing]}
         self._prepare: dict[type, Callable[[Any], Any]] = {}
         self._settled: list[Callable[[], None]] = []
         self._after: list[Callable[[], None]] = []
@@ -118,8 +118,13 @@ class Loop:
     # --- the table ------------------------------------------------------------------
 
     def register(self, kind: type, handler: Handler) -> None:
-        """``handler`` takes every input or effect of type ``kind`` (a later registration replaces it)."""
-        self._handlers[kind] = handler
+        """``handler`` takes every input or effect of type ``kind``.
+
+        Several handlers of one type are called in the order registered (the
+        outbox keeps a rating, a speaker says thanks); a request's answer is the
+        last one's.
+        """
+        self._handlers.setdefault(kind, []).append(handler)
 
     def handles(self, kind: type) -> bool:
         return kind in self._handlers
@@ -258,20 +263,22 @@ class Loop:
         self.dispatch(event)
 
     def dispatch(self, item: Any) -> Any:
-        """Hand an input or effect to its handler; one nobody handles is logged and dropped."""
-        handler = self._handlers.get(type(item))
-        if handler is None:
+        """Hand an input or effect to its handlers; one nobody handles is logged and dropped."""
+        handlers = self._handlers.get(type(item))
+        if not handlers:
             logger.warning("nothing handles %s", type(item).__name__)
             return None
-        return handler(item)
+        result = None
+        for handler in handlers:
+            result = handler(item)
+        return result
 
     def _answer(self, command: Command) -> None:
-        handler = self._handlers.get(type(command))
-        if handler is None:
+        if not self._handlers.get(type(command)):
             command.reply.set_exception(TypeError(f"unknown command {type(command).__name__}"))
             return
         try:
-            result = handler(command)
+            result = self.dispatch(command)
         except Exception as e:
             command.reply.set_exception(e)
         else:

@@ -30,7 +30,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from device import __version__
@@ -39,6 +39,7 @@ from device.app import App, TransportFactory, http_transport
 from device.checks import Fault, check_screens, check_storage, configured_size, faults_from, load_key
 from device.clock import Clocks
 from device.console import Console
+from device.console.commands import Command as ConsoleCommand
 from device.control import SupervisorControl
 from device.errors import ConfigError, DeviceUnavailable, EvaluatorError, SettingsError
 from device.handlers.assignment import assignment_path
@@ -160,6 +161,7 @@ class Supervisor:
         max_failed_starts: failed starts of new settings before the last good ones return.
         on_app: called with each app built (the simulator watches it).
         notifier: tells systemd of READY, STATUS and the watchdog (:mod:`device.notify`); None outside systemd.
+        console_commands: the console's command table (default: every feature's).
     """
 
     def __init__(self, store: SettingsStore, make_hardware: Callable[[Config], Hardware], *,
@@ -168,7 +170,8 @@ class Supervisor:
                  rebuild_hardware: bool = True, retry_s: float = RETRY_S,
                  max_failed_starts: int = MAX_FAILED_STARTS,
                  on_app: Callable[[App | None], None] | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None,
+                 console_commands: Mapping[str, ConsoleCommand] | None = None) -> None:
         self.store = store
         self.make_hardware = make_hardware
         self.events: queue.Queue[Any] = events if events is not None else queue.Queue()
@@ -180,6 +183,7 @@ class Supervisor:
         self.retry_s = retry_s
         self.max_failed_starts = max_failed_starts
         self.on_app = on_app
+        self.console_commands = console_commands
         self.starts = StartRecord(os.path.join(os.path.dirname(os.path.abspath(store.path)), "start.json"))
         #: What the device runs (or would run): the console's reads answer from it.
         self.config: Config = self._fallback_config()
@@ -418,7 +422,8 @@ class Supervisor:
             return
         pins = PinStore(os.path.join(os.path.dirname(os.path.abspath(self.config.upload.key_file)),
                                      "console.pin"))
-        self.console = Console(self.console_port, SupervisorControl(self), self.store, pins, network=self.network)
+        self.console = Console(self.console_port, SupervisorControl(self), self.store, pins, network=self.network,
+                               commands=self.console_commands)
         self.console.start()
 
     def _check_presence(self) -> None:
