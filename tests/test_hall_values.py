@@ -8,6 +8,7 @@ stores for each rating and what ``Status`` says.
 import json
 
 import pytest
+from test_supervisor import Rig, wait_for
 
 from device import config as config_mod
 from device.handlers.assignment import InUse, clean_text
@@ -15,7 +16,6 @@ from device.loop import Loop
 from device.queue.hall import Assignment
 from device.records import Origin
 from device.supervisor import RUNNING
-from test_supervisor import Rig, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -69,7 +69,7 @@ def test_an_assignment_that_cannot_be_applied_stops_crediting_the_staff_it_repla
     app.events.put(AssignmentChanged(hall_says))
     app.pump()
     tap(app, factory, 1)
-    rating = [e for e in app.outbox.events() if e["type"] == "rating"][0]
+    rating = next(e for e in app.outbox.events() if e["type"] == "rating")
     assert (rating["staff_no"], rating["staff_name"], rating["window_no"]) == ("", "", "01")
     assert "ratings carry the window only" in app.loop.status.assignment_fault
     assert "assignment: " + app.loop.status.assignment_fault[:120] in app._extra_faults()  # the heartbeat's

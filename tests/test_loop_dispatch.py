@@ -6,13 +6,14 @@ supervisor's thread (the loop runs on it), never by the console's.
 
 import dataclasses
 import threading
+import typing
 
 import pytest
+from test_supervisor import Rig, wait_for
 
 from device import config as config_mod
 from device import state as st
 from device.console.commands import Command as ConsoleCommand
-from device.console.commands import Needs
 from device.console.port import default_commands
 from device.hardware import Hardware
 from device.levels import Level
@@ -21,7 +22,6 @@ from device.settings import SettingsStore
 from device.supervisor import RECOVERY, RUNNING
 from helpers import tap
 from sim.hardware import make_sim_hardware
-from test_supervisor import Rig, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -110,7 +110,7 @@ def test_a_console_command_that_needs_the_device_is_one_registration(tmp_path, h
 class WatchedStore(SettingsStore):
     """The real settings store, noting which thread writes it."""
 
-    writers: list = []
+    writers: typing.ClassVar[list[str]] = []
 
     def commit(self, *args, **kwargs):
         WatchedStore.writers.append(threading.current_thread().name)
