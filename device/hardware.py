@@ -13,12 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from device.errors import DisplayError, EvaluatorError, PinLibraryError
+from device.records import new_id
+from device.state import StaffRequested
+
 if TYPE_CHECKING:
     from device.config import Config
     from device.drivers.buttons import Buttons
     from device.drivers.display import Display
     from device.loop import Loop
-    from device.state import StaffRequested
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +75,6 @@ class Hardware:
 
 def staff_request() -> StaffRequested:
     """A 请评价 press opens a session with an id made here, outside the pure step."""
-    from device.records import new_id
-    from device.state import StaffRequested
-
     return StaffRequested(new_id())
 
 
@@ -86,10 +86,9 @@ def make_pi_hardware(config: Config, events: queue.Queue[Any],
         PinLibraryError: no pin library loads (the supervisor starts in recovery).
         DisplayError: the bus cannot be opened or the panel does not answer.
     """
-    from device.drivers.buttons import Buttons
-    from device.drivers.display import Display
-    from device.drivers.pins import open_pin_factory
-    from device.errors import EvaluatorError, PinLibraryError
+    from device.drivers.buttons import Buttons  # Pi-only: gpiozero's pins, loaded only on a Pi
+    from device.drivers.display import Display  # Pi-only: luma's panels
+    from device.drivers.pins import open_pin_factory  # Pi-only: lgpio
 
     # The pin library first: lgpio's working directory is settled before luma's
     # GPIO module (rpi-lgpio, for SPI's DC/RST) loads lgpio too.
@@ -119,10 +118,9 @@ def open_panel(config: Config) -> Any:
     Raises:
         DisplayError: naming the bus and the model.
     """
-    from luma.core.interface.serial import i2c, spi
+    from luma.core.interface.serial import i2c, spi  # Pi-only: the buses (smbus2, spidev, RPi.GPIO)
 
-    from device.drivers.display import make_panel
-    from device.errors import DisplayError
+    from device.drivers.display import make_panel  # Pi-only: luma's panels
 
     d = config.display
     try:
