@@ -1,9 +1,12 @@
-"""One build of the device: outbox, uplink workers, screen and loop, wired together.
+"""The composition root of one build: outbox, uplink workers, screen, the loop and its table.
 
 The :class:`~device.supervisor.Supervisor` makes an :class:`App` from a
 configuration and the hardware, runs it, and makes a new one when the
 technician commits settings that need it. Nothing here opens hardware:
-the hardware comes in, built by the entry point's factory.
+the hardware comes in, built by the entry point's factory. :meth:`App.wire`
+is the one place the loop's table is filled (the simulator's and the Pi's
+paths both come through here): adding an output or a console request is a
+line there, or an :class:`~device.hardware.Output` fitted to the hardware.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ def http_transport(config: Config, key: Secret, timeout: float) -> HttpTransport
 
 
 class UplinkWorkers:
-    """The uploader and the hall link, as the loop sees them (:class:`~device.loop.Uplink`).
+    """The uploader and the hall link, as the loop's handlers see them.
 
     Every method only hands a request to a worker's own thread or reads a
     published snapshot: the loop never writes a worker's state.
