@@ -255,9 +255,9 @@ def test_show_level_and_panel_care_apply_at_once_but_a_new_panel_needs_a_restart
     from device.ui.models import ThanksScreen as Thanks
 
     app, factory, _ = make_app()
-    old = app.loop.committed_config
+    old = app.in_use.committed
     new = dataclasses.replace(old, display=dataclasses.replace(old.display, show_level=True, contrast=100))
-    assert app.loop.reconfigure(new) == []
+    assert app.in_use.reconfigure(new) == []
     tap(app, factory, 4)
     assert app.model == Thanks(Level.DISSATISFIED)        # the level shown, without a restart
     panel = dataclasses.replace(new, display=dataclasses.replace(new.display, model="sh1106"))
