@@ -1,8 +1,17 @@
 """docs/ARCHITECTURE.md is true to the code: its figures are what ``tools/architecture.py`` measures."""
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 
-from tools import architecture
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+sys.path.insert(0, str(TOOLS))     # architecture.py imports imports.py beside it
+spec = importlib.util.spec_from_file_location("architecture", TOOLS / "architecture.py")
+assert spec is not None and spec.loader is not None
+architecture = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(architecture)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,6 +7,7 @@ supervisor's thread (the loop runs on it), never by the console's.
 import dataclasses
 import threading
 import typing
+from typing import Any
 
 import pytest
 from test_supervisor import Rig, wait_for
@@ -95,7 +96,7 @@ def test_a_console_command_that_needs_the_device_is_one_registration(tmp_path, h
         if app is not None:
             app.loop.register(Echo, echo)
 
-    app_holder = [None]
+    app_holder: list[Any] = [None]
     commands = {**default_commands(),
                 "echo": ConsoleCommand(lambda ctx, arg: {"ok": True, **ctx.device.ask(Echo(arg))})}
     rig = Rig(tmp_path, hall, on_app=on_app, console_commands=commands)

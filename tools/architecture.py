@@ -22,11 +22,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import imports as imports_tool  # tools/imports.py, beside this file
+
+ROOT = os.path.normpath(imports_tool.ROOT)
 sys.path.insert(0, ROOT)
 
-#: The packages whose modules the import graph covers.
-PACKAGES = ("device", "sim", "provision")
 PAGE = os.path.join(ROOT, "docs", "ARCHITECTURE.md")
 BEGIN, END = "<!-- figures: begin (python tools/architecture.py) -->", "<!-- figures: end -->"
 MODULE_LINES, CLASS_LINES = 500, 300
@@ -48,112 +50,24 @@ OWNERS = (
 
 def modules() -> Iterator[tuple[str, str]]:
     """``(module name, path)`` of every Python module of the project's packages."""
-    for package in PACKAGES:
-        for folder, dirs, files in os.walk(os.path.join(ROOT, package)):
-            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-            for name in sorted(files):
-                if name.endswith(".py"):
-                    path = os.path.join(folder, name)
-                    rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
-                    yield rel.removesuffix(".__init__"), path
-
-
-def _type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
-def imports(path: str, module: str, known: set[str]) -> list[tuple[str, bool]]:
-    """``(imported project module, inside a function)`` of one file; ``TYPE_CHECKING`` blocks left out."""
-    with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path)
-    found: list[tuple[str, bool]] = []
-    package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
-
-    def target(name: str) -> str:
-        # ``from device import state`` names a module; ``from device.x import y`` names x.
-        while name and name not in known:
-            name = name.rpartition(".")[0]
-        return name
-
-    def visit(node: ast.AST, in_function: bool) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _type_checking(child):
-                for other in child.orelse:
-                    visit(other, in_function)
-                continue
-            inner = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
-            if isinstance(child, ast.Import):
-                for alias in child.names:
-                    name = target(alias.name)
-                    if name:
-                        found.append((name, inner))
-            elif isinstance(child, ast.ImportFrom):
-                base = child.module or ""
-                if child.level:
-                    parts = package.split(".")
-                    base = ".".join(parts[:len(parts) - child.level + 1] + ([base] if base else []))
-                for alias in child.names:
-                    name = target(f"{base}.{alias.name}") or target(base)
-                    if name:
-                        found.append((name, inner))
-            visit(child, inner)
-
-    visit(tree, False)
-    return [(name, inner) for name, inner in found if name != module]
+    for module in imports_tool.find_modules(ROOT).values():
+        yield module.name, module.path
 
 
 def graph() -> tuple[dict[str, set[str]], dict[str, int]]:
-    """The import graph (every import, inside functions too) and the function-level imports per module."""
-    paths = dict(modules())
-    known = set(paths)
-    edges: dict[str, set[str]] = {m: set() for m in paths}
-    inside: dict[str, int] = {}
-    for module, path in paths.items():
-        for name, in_function in imports(path, module, known):
-            edges[module].add(name)
-            if in_function:
-                inside[module] = inside.get(module, 0) + 1
+    """The import graph (every import, inside functions too) and the function-level imports per module.
+
+    Read by :mod:`imports` (tools/imports.py), the one reader of the project's imports.
+    """
+    read = imports_tool.read(ROOT)
+    edges = {name: set(module.imports) for name, module in read.items()}
+    inside = {name: len(module.local_imports) for name, module in read.items() if module.local_imports}
     return edges, inside
 
 
 def circles(edges: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected groups of more than one module (Tarjan), each sorted."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    groups: list[list[str]] = []
-    counter = [0]
-
-    def connect(v: str) -> None:
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(edges.get(v, ())):
-            if w not in index:
-                connect(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            group = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                group.append(w)
-                if w == v:
-                    break
-            if len(group) > 1:
-                groups.append(sorted(group))
-
-    sys.setrecursionlimit(10000)
-    for v in sorted(edges):
-        if v not in index:
-            connect(v)
-    return sorted(groups)
+    """The strongly connected groups of more than one module, each sorted."""
+    return imports_tool.circles(edges)
 
 
 def sizes() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:

@@ -8,8 +8,9 @@ through ``tests/test_imports.py``.
 
 - **Circles**: module A imports B (at module level or inside a function, as
   Python runs either) and B, directly or not, imports A. Importing
-  ``a.b.c`` also runs ``a/__init__.py`` and ``a/b/__init__.py``, so those are
-  edges too. Imports under ``if TYPE_CHECKING:`` never run and are left out.
+  ``from a.b import c`` is an edge to the module ``a.b.c`` (or to ``a.b`` when
+  ``c`` is a name in it), not to the packages around it. Imports under
+  ``if TYPE_CHECKING:`` never run and are left out.
 - **Imports inside functions** of project modules are allowed only for a
   Pi-only or heavy module, with the reason on the line (a comment containing
   ``Pi-only`` or ``heavy``), so nobody hides a circle by moving an import
@@ -24,7 +25,7 @@ from __future__ import annotations
 import ast
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
@@ -102,12 +103,10 @@ class _Reader(ast.NodeVisitor):
         target = self._target(name)
         if target is None:
             return
-        # Importing a.b.c runs a/__init__ and a/b/__init__ first.
-        parts = target.split(".")
-        for i in range(1, len(parts) + 1):
-            dotted = ".".join(parts[:i])
-            if dotted in self.known and dotted != self.module.name:
-                self.module.imports.setdefault(dotted, []).append(node.lineno)
+        # The module named, not the packages around it: ``from device.console import auth`` needs
+        # device/console/auth.py; a package's __init__ that gathers its modules is no circle of theirs.
+        if target != self.module.name:
+            self.module.imports.setdefault(target, []).append(node.lineno)
         entry = (node.lineno, target, self.lines[node.lineno - 1].strip())
         if self.depth and entry not in self.module.local_imports:
             self.module.local_imports.append(entry)
@@ -177,8 +176,12 @@ def read(root: str = ROOT) -> dict[str, Module]:
     return modules
 
 
-def circles(modules: dict[str, Module]) -> list[list[str]]:
-    """Strongly connected groups of more than one module (Tarjan), each sorted, smallest first."""
+def circles(modules: Mapping[str, Module] | Mapping[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan), each sorted, smallest first.
+
+    ``modules`` maps a name to its :class:`Module` or straight to the names it imports.
+    """
+    edges = {name: set(m.imports) if isinstance(m, Module) else set(m) for name, m in modules.items()}
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -191,7 +194,9 @@ def circles(modules: dict[str, Module]) -> list[list[str]]:
         counter[0] += 1
         stack.append(name)
         on_stack.add(name)
-        for other in modules[name].imports:
+        for other in sorted(edges[name]):
+            if other not in edges:
+                continue
             if other not in index:
                 visit(other)
                 low[name] = min(low[name], low[other])
@@ -211,7 +216,7 @@ def circles(modules: dict[str, Module]) -> list[list[str]]:
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 10_000))
     try:
-        for name in sorted(modules):
+        for name in sorted(edges):
             if name not in index:
                 visit(name)
     finally:
