@@ -6,10 +6,10 @@ HQ 偃师区政务服务中心 (area 410307)
   WE-0001 window 01, 1001 张三, 市场监管局, staff_button sessions
     hq01-0930   2026-09-30 10:00  不满意      -> deadline across National Day: 2026-10-20, never fixed
     hq01-1009   2026-10-09 15:00  非常不满意  -> deadline across the make-up Saturday 10-10: 2026-10-22,
-                                                 fixed late on 2026-11-03
+                                                 confirmed (查实) 10-12, fixed late on 2026-11-03
     hq01-1101   2026-10-31 16:10 UTC = 11-01 00:10 China: 满意, a November rating
     hq01-1105   2026-11-05 10:00  不满意, reasons 201,203 -> deadline across a weekend: 2026-11-19,
-                                                 extended on 11-18 to 12-04, replied 11-20
+                                                 confirmed 11-06, extended on 11-18 to 12-04, replied 11-20
     hq01-1110a  2026-11-10 09:00  非常满意
     hq01-1110b  2026-11-10 09:20  满意
     hq01-1111u  2026-11-11 14:00  unrated
@@ -31,7 +31,7 @@ TOWN 城关镇便民服务中心 (area 410307001)
     town-1103a  2026-11-03 09:00  非常满意
     town-1103b  2026-11-03 10:00  满意
     town-1104   2026-11-04 10:00  基本满意
-    town-1125   2026-11-25 16:00  不满意 -> deadline 2026-12-09, fixed 11-27
+    town-1125   2026-11-25 16:00  不满意 -> deadline 2026-12-09, confirmed 11-26, fixed 11-27
   WE-0009 (TOWN): heartbeats only
 """
 
@@ -40,6 +40,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from sim.hall.contract import event_hash
 from sim.hall.desk import HallDesk
 from sim.hall.store import Storage
 
@@ -56,7 +57,7 @@ ZERO = "0" * 64
 
 def event(device: str, event_id: str, kind: str, at: str, *, level: str | None = None, session: bool = True,
           suspect: bool = False, synced: bool = True, boot: str = "b1", mono: int = 0) -> dict[str, Any]:
-    """One stored event (the store does not check hashes; the chain is not what is tested here)."""
+    """One event; :func:`load` seals each device's events into a whole chain (the store flags broken ones)."""
     window, staff_no, staff_name, dept = STAFF[device]
     fields: dict[str, Any] = {
         "id": event_id, "type": kind, "device_id": device, "window_no": window, "staff_no": staff_no,
@@ -70,8 +71,7 @@ def event(device: str, event_id: str, kind: str, at: str, *, level: str | None =
         assert level is not None
         fields.update(level=level, satisfaction=SATISFACTION[level], channel="5", assess_number=1,
                       suspect=suspect)
-    elif kind == "unrated":
-        fields.update(channel="5")
+    # An unrated event carries no channel: the device records it as a real device does (device/records.py).
     return fields
 
 
@@ -133,14 +133,22 @@ HEARTBEATS = [
 ]
 
 
+def seal(events: list[dict[str, Any]], first_seq: int = 1, prev: str = ZERO) -> str:
+    """Number and chain ``events`` in place, as a device seals them; returns the last hash."""
+    for seq, fields in enumerate(events, first_seq):
+        fields.update(seq=seq, prev_hash=prev)
+        fields.pop("hash", None)
+        fields["hash"] = prev = event_hash(fields)
+    return prev
+
+
 def load(path: str, today: datetime.date = AS_OF) -> HallDesk:
     """A desk on a new database holding the month: events, registrations, heartbeats, follow-up, appeals."""
     desk = HallDesk(path, today=lambda: today)
     storage = Storage(path)
     try:
         for device, events in EVENTS.items():
-            for seq, fields in enumerate(events, 1):
-                fields["seq"] = seq
+            seal(events)
             storage.store(device, events, "2026-12-01T00:00:00+00:00")
         for device, received_at, uptime, ignored, noise in HEARTBEATS:
             storage.put_heartbeat(device, {"uptime_s": uptime, "ignored_presses": ignored, "noise_pulses": noise},
@@ -151,6 +159,9 @@ def load(path: str, today: datetime.date = AS_OF) -> HallDesk:
     desk.register("WE-0002", "HQ")
     desk.register("WE-0003", "TOWN", "城关镇便民服务中心", "410307001")
     desk.register("WE-0009", "TOWN")
+    desk.verify("hq01-1009", "confirmed", "调阅录像属实", on=datetime.date(2026, 10, 12), by="王科长")
+    desk.verify("hq01-1105", "confirmed", "叫号系统故障属实", on=datetime.date(2026, 11, 6), by="王科长")
+    desk.verify("town-1125", "confirmed", "等候时间过长属实", on=datetime.date(2026, 11, 26), by="赵主任")
     desk.record_fix("hq01-1009", "已约谈窗口人员并加强培训", on=datetime.date(2026, 11, 3), by="王科长")
     desk.extend("hq01-1105", datetime.date(2026, 12, 4), "需协调系统厂商修复叫号系统", on=datetime.date(2026, 11, 18),
                 by="王科长")

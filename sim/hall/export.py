@@ -30,6 +30,8 @@ from sim.hall.ledger import HallRecords
 from sim.hall.report import LEVEL_TEXT, reason_codes
 
 FORMATS = ("province", "gbt")
+#: The channel of a window whose device sent no rating (政务大厅其他终端), as in sim/hall/push.py.
+DEFAULT_CHANNEL = "5"
 #: Level -> the exchange interface's ``satisfaction`` (5 = 非常满意).
 PROVINCE_SATISFACTION = {
     "very_satisfied": 5,
@@ -92,12 +94,15 @@ def level_from_gbt(code: int | str) -> str:
 
 
 def _province_rating(event: Event, when: datetime.datetime, reasons: Sequence[str], area: str) -> dict[str, Any]:
+    # The same fields and types as the real-time push (sim/hall/push.py): strings, assessNumber an integer.
     return {
         "projectNo": event.get("project_no"), "taskCode": event.get("task_code"),
         "taskName": event.get("task_name"), "pf": event.get("channel"),
-        "satisfaction": province_satisfaction(event["level"]), "evalDetail": ",".join(reasons),
+        "satisfaction": str(province_satisfaction(event["level"])), "evalDetail": ",".join(reasons),
         "assessTime": when.strftime("%Y-%m-%d %H:%M:%S"), "assessNumber": event.get("assess_number", 1),
-        "areaCode": area,
+        "areaCode": area, "proManager": str(event.get("staff_name") or ""),
+        "writingEvaluation": str(event.get("comment") or ""),
+        "isPublic": "0" if event.get("public") is False else "1", "isDefault": "0",
     }
 
 
@@ -112,11 +117,15 @@ def _gbt_rating(event: Event, when: datetime.datetime, reasons: Sequence[str], a
     }
 
 
-def _unrated(event: Event, when: datetime.datetime, area: str, fmt: str) -> dict[str, Any]:
+def _unrated(event: Event, when: datetime.datetime, area: str, fmt: str, channel: str) -> dict[str, Any]:
     if fmt == "province":
+        # An unrated service: never a rating (satisfaction empty, assessNumber 0); the default marker is
+        # the push's, once the 5 working days have passed (sim/hall/push.py).
         return {"projectNo": event.get("project_no"), "taskCode": event.get("task_code"),
-                "taskName": event.get("task_name"), "pf": event.get("channel"),
-                "serviceTime": when.strftime("%Y-%m-%d %H:%M:%S"), "areaCode": area, "status": "unrated"}
+                "taskName": event.get("task_name"), "pf": channel, "satisfaction": "", "evalDetail": "",
+                "assessTime": when.strftime("%Y-%m-%d %H:%M:%S"), "assessNumber": 0, "areaCode": area,
+                "proManager": str(event.get("staff_name") or ""), "writingEvaluation": "", "isPublic": "1",
+                "isDefault": "0"}
     return {"办件编号": event.get("project_no"), "评价渠道": event.get("channel"),
             "服务时间": when.strftime("%Y%m%dT%H%M%S"), "行政区划": area, "状态": "未评价"}
 
@@ -153,6 +162,9 @@ def export_month(events: Sequence[Event], month: str, fmt: str, *, records: Hall
     unrated: list[tuple[datetime.datetime, str, dict[str, Any]]] = []
     withheld: list[tuple[datetime.datetime, str, dict[str, Any]]] = []
     undated = 0
+    # An unrated event carries no channel: the window's is its device's (as the push does it).
+    channels = {str(e.get("device_id")): str(e["channel"]) for e in events
+                if e.get("type") == "rating" and e.get("channel")}
     for event in events:
         if event.get("type") not in ("rating", "unrated"):
             continue
@@ -169,7 +181,7 @@ def export_month(events: Sequence[Event], month: str, fmt: str, *, records: Hall
             continue
         area = records.registry.hall(hall_id).area_code
         if event["type"] == "unrated":
-            unrated.append((when, event_id, _unrated(event, when, area, fmt)))
+            unrated.append((when, event_id, _unrated(event, when, area, fmt, channels.get(device, DEFAULT_CHANNEL))))
             continue
         if event.get("level") not in LEVEL_TEXT:
             continue
