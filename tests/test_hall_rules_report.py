@@ -154,7 +154,8 @@ def test_the_csv_and_text_read_the_same_columns(november, tmp_path):
         windows = list(csv.reader(f))
     assert windows[-1][:3] == ["区县合计", "", ""] and windows[-1][10:13] == ["15", "9", "60.0%"]
     text = format_report(november)
-    assert "区县合计\n  非常满意 5  满意 4  基本满意 2  不满意 2  非常不满意 2  合计 15\n  好评率 60.0% (9/15)\n" in text
+    assert ("区县合计\n  非常满意 5  满意 4  基本满意 2  不满意 2  非常不满意 2  合计 15\n"
+            "  好评率 60.0% (9/15)\n") in text
     assert "  反复被差评：1002 李四（差评 2）\n" in text and "  表扬：1005 赵七\n" in text
 
 
