@@ -104,7 +104,8 @@ class ProvincePush:
     Args:
         db_path: the hall server's SQLite file (a file: the push keeps its own connection).
         url: the provincial endpoint items are POSTed to.
-        clock: the hall's clock (Unix seconds): the 5-working-day limit and the backoff.
+        clock: the hall's clock (Unix seconds): the 5-working-day limit and the items' creation times.
+        timer: wall seconds for the backoff (real time even when a test moves the hall's clock).
         calendar: China's working days (the shipped calendar by default).
         retry_base_s: the first retry waits this long; each further one twice as long ...
         retry_max_s: ... up to this.
@@ -113,15 +114,20 @@ class ProvincePush:
     """
 
     def __init__(self, db_path: str, url: str, *, clock: Callable[[], float] = time.time,
-                 calendar: WorkCalendar | None = None, retry_base_s: float = 0.5, retry_max_s: float = 60.0,
+                 timer: Callable[[], float] = time.time, calendar: WorkCalendar | None = None,
+                 retry_base_s: float = 0.5, retry_max_s: float = 60.0,
                  timeout_s: float = 5.0, poll_s: float = 1.0) -> None:
         self.url = url
         self._clock = clock
+        self._timer = timer
         self._calendar = calendar or load_calendar()
         self.retry_base_s, self.retry_max_s = retry_base_s, retry_max_s
         self.timeout_s, self.poll_s = timeout_s, poll_s
-        self._db = ledger.connect(db_path)
+        # One connection, used under ``_lock`` by the push thread and by callers (status, tests).
+        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        ledger.create_tables(self._db)
         create_tables(self._db)
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -162,8 +168,9 @@ class ProvincePush:
             try:
                 self.collect()
                 wait = min(wait, self.send_due())
-            except Exception:  # one bad round must not end the push: log it and go on
+            except Exception:  # one bad round must not end the push: log it, wait, go on
                 logger.exception("province push: round failed")
+                wait = max(wait, 1.0)
             self._wake.wait(max(0.01, wait))
             self._wake.clear()
 
@@ -276,7 +283,7 @@ class ProvincePush:
             if row is None:
                 return self.poll_s
             n, item_id, body, attempts, next_at = row
-            now = self._clock()
+            now = self._timer()
             if next_at > now:
                 return next_at - now
             error = self._post(item_id, body.encode("utf-8"))
@@ -287,7 +294,7 @@ class ProvincePush:
                     continue
                 delay = min(self.retry_max_s, self.retry_base_s * 2 ** attempts)
                 self._db.execute("UPDATE push_outbox SET attempts = ?, next_at = ?, last_error = ? WHERE n = ?",
-                                 (attempts + 1, self._clock() + delay, error, n))
+                                 (attempts + 1, self._timer() + delay, error, n))
             logger.warning("province push: item %s not sent (%s); again in %.1f s", item_id, error, delay)
             return delay
         return self.poll_s
