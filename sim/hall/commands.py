@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", type=_date, metavar="YYYY-MM-DD", help="按此日判断（默认今天）")
 
     p = _add(sub, "fleet", "设备一览：久未联系的在前，其次有积压的")
-    p.add_argument("--format", choices=("text", "json", "csv"), default="text")
+    p.add_argument("--format", choices=("text", "json", "csv", "html"), default="text")
     p.add_argument("--silent-after", type=float, default=FLEET_SILENT_S / 60, metavar="MINUTES",
                    help=f"超过此分钟数无心跳即为失联（默认 {FLEET_SILENT_S // 60:.0f}）")
 
@@ -250,6 +250,8 @@ def _fleet(desk: HallDesk, args: argparse.Namespace) -> None:
         print(json.dumps(rows, ensure_ascii=False, indent=1))
     elif args.format == "csv":
         sys.stdout.write(fleet.fleet_csv(rows))
+    elif args.format == "html":
+        sys.stdout.write(fleet.render_html(rows))
     else:
         sys.stdout.write(fleet.format_fleet(rows))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import html
 import io
 import json
 import sqlite3
@@ -211,3 +212,17 @@ def fleet_csv(rows: list[dict[str, Any]]) -> str:
     writer.writerow([c.title for c in COLUMNS])
     writer.writerows([c.cell(row) for c in COLUMNS] for row in rows)
     return out.getvalue()
+
+
+def render_html(rows: list[dict[str, Any]], title: str = "设备一览") -> str:
+    """The fleet as a page (no script): silent devices in red, behind ones in amber."""
+    colours = {"silent": "#f8d7d3", "backlog": "#fbe7c6", "faults": "#fff3bf"}
+    head = "".join(f"<th>{html.escape(c.title)}</th>" for c in COLUMNS)
+    body = "".join(
+        f'<tr style="background:{colours.get(row["status"], "#fff")}">'
+        + "".join(f"<td>{html.escape(c.cell(row))}</td>" for c in COLUMNS) + "</tr>" for row in rows)
+    return (f"<!DOCTYPE html><html lang=zh-CN><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            "<style>body{font-family:'WenQuanYi Zen Hei',sans-serif;font-size:10pt}"
+            "table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 5px}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1><p>{html.escape(format_fleet(rows).splitlines()[0])}</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>\n")
