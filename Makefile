@@ -11,8 +11,9 @@ STAMP := $(VENV)/.installed
 .PHONY: setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage
 
 TMUX := /usr/bin/tmux
+CHROMIUM := /usr/bin/chromium
 
-setup: $(STAMP) $(FONT) $(TMUX)
+setup: $(STAMP) $(FONT) $(TMUX) $(CHROMIUM)
 
 # WenQuanYi Bitmap Song: the crisp CJK bitmap font (PCF, 12 and 16 px).
 $(FONT):
@@ -23,6 +24,12 @@ $(FONT):
 $(TMUX):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y tmux
+
+# Headless Chromium prints the hall's monthly 通报 to PDF (sim/hall/tongbao.py) with the WenQuanYi Zen Hei
+# font; tests/test_hall_tongbao.py renders its pages with pdftoppm (poppler-utils) to compare with golden pages.
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y chromium poppler-utils fonts-wqy-zenhei
 
 $(STAMP): setup.py
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \

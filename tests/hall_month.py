@@ -51,6 +51,8 @@ STAFF = {
     "WE-0001": ("01", "1001", "张三", "市场监管局"),
     "WE-0002": ("02", "1002", "李四", "税务局"),
     "WE-0003": ("01", "2001", "王五", "市场监管局"),
+    "WE-0004": ("03", "1003", "王六", "人社局"),
+    "WE-0005": ("04", "1005", "赵七", "人社局"),
 }
 ZERO = "0" * 64
 
@@ -172,4 +174,37 @@ def load(path: str, today: datetime.date = AS_OF) -> HallDesk:
     desk.decide_appeal(upheld.n, "upheld", "王科长", "评价反映真实诉求，维持", on=datetime.date(2026, 11, 19))
     overturned = desk.file_appeal("hq01-b2-2", "群众误按，当场说明", by="1001 张三", on=datetime.date(2026, 11, 13))
     desk.decide_appeal(overturned.n, "overturned", "王科长", "监控显示系误按，撤销", on=datetime.date(2026, 11, 20))
+    return desk
+
+
+def load_more(path: str, today: datetime.date = AS_OF) -> HallDesk:
+    """:func:`load`'s November and, for the report the rules ask for (tests/test_hall_rules_report.py):
+
+    WE-0002 (HQ/02, 1002 李四): hq02-1126 2026-11-26 非常不满意, reason 201 (his second 差评 this month), then
+        hq02-forged: a 非常满意 whose level was changed after sealing (the hall flags its hash).
+    WE-0003 (TOWN/01): a gap event, 2 events lost (flagged).
+    WE-0004 (HQ/03, 1003 王六): only hq03-1015, a 不满意 of 2026-10-15, still open; no November events.
+    WE-0005 (HQ/04, 1005 赵七): three 非常满意 in November, with sessions: praised.
+    """
+    desk = load(path, today)
+    we2 = [rating("WE-0002", "hq02-1126", "2026-11-26T10:00:00+08:00", "very_dissatisfied"),
+           {**event("WE-0002", "hq02-1126-d", "detail", "2026-11-26T10:00:20+08:00"), "rating_id": "hq02-1126",
+            "reason_codes": ["201"], "reasons_version": "v1"},
+           rating("WE-0002", "hq02-forged", "2026-11-27T09:00:00+08:00", "dissatisfied")]
+    seal(we2, len(EVENTS["WE-0002"]) + 1, EVENTS["WE-0002"][-1]["hash"])
+    we2[-1].update(level="very_satisfied", satisfaction=5)  # altered after sealing: its hash no longer matches
+    gap = [{**event("WE-0003", "town-gap", "gap", "2026-11-28T08:00:00+08:00", session=False),
+            "from_seq": None, "to_seq": None, "count": 2, "reason": "lost_wal"}]
+    for key in ("staff_no", "staff_name", "staff_dept"):
+        gap[0].pop(key, None)
+    seal(gap, len(EVENTS["WE-0003"]) + 1, EVENTS["WE-0003"][-1]["hash"])
+    we4 = [rating("WE-0004", "hq03-1015", "2026-10-15T10:00:00+08:00", "dissatisfied")]
+    we5 = [rating("WE-0005", f"hq04-{n}", f"2026-11-0{n}T10:00:00+08:00", "very_satisfied") for n in (2, 3, 4)]
+    storage = Storage(path)
+    for device, events in (("WE-0002", we2), ("WE-0003", gap), ("WE-0004", seal(we4) and we4),
+                           ("WE-0005", seal(we5) and we5)):
+        storage.store(device, events, "2026-12-01T00:00:00+00:00")
+    storage.close()
+    desk.register("WE-0004", "HQ")
+    desk.register("WE-0005", "HQ")
     return desk

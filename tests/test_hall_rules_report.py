@@ -13,48 +13,16 @@ import pytest
 
 from sim.hall.report import format_report
 from sim.hall.report_csv import write_csv
-from sim.hall.store import Storage
 
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 D = datetime.date.fromisoformat
-hall_month.STAFF.update({"WE-0004": ("03", "1003", "王六", "人社局"), "WE-0005": ("04", "1005", "赵七", "人社局")})
-rating, event = hall_month.rating, hall_month.event
 
 
 @pytest.fixture
 def desk(tmp_path):
-    """November as tests/hall_month.py has it, and:
-
-    WE-0002 (HQ/02, 1002 李四): hq02-1126 2026-11-26 非常不满意, reason 201 (his second 差评 this month), then
-        hq02-forged: a 非常满意 whose level was changed after sealing (the hall flags its hash).
-    WE-0003 (TOWN/01): a gap event, 2 events lost (flagged).
-    WE-0004 (HQ/03, 1003 王六): only hq03-1015, a 不满意 of 2026-10-15, still open; no November events.
-    WE-0005 (HQ/04, 1005 赵七): three 非常满意 in November, with sessions: praised.
-    """
-    path = str(tmp_path / "hall.db")
-    desk = hall_month.load(path)
-    we2 = [rating("WE-0002", "hq02-1126", "2026-11-26T10:00:00+08:00", "very_dissatisfied"),
-           {**event("WE-0002", "hq02-1126-d", "detail", "2026-11-26T10:00:20+08:00"), "rating_id": "hq02-1126",
-            "reason_codes": ["201"], "reasons_version": "v1"},
-           rating("WE-0002", "hq02-forged", "2026-11-27T09:00:00+08:00", "dissatisfied")]
-    hall_month.seal(we2, len(hall_month.EVENTS["WE-0002"]) + 1, hall_month.EVENTS["WE-0002"][-1]["hash"])
-    we2[-1].update(level="very_satisfied", satisfaction=5)  # altered after sealing: its hash no longer matches
-    gap = [{**event("WE-0003", "town-gap", "gap", "2026-11-28T08:00:00+08:00", session=False),
-            "from_seq": None, "to_seq": None, "count": 2, "reason": "lost_wal"}]
-    for key in ("staff_no", "staff_name", "staff_dept"):
-        gap[0].pop(key, None)
-    hall_month.seal(gap, len(hall_month.EVENTS["WE-0003"]) + 1, hall_month.EVENTS["WE-0003"][-1]["hash"])
-    we4 = [rating("WE-0004", "hq03-1015", "2026-10-15T10:00:00+08:00", "dissatisfied")]
-    we5 = [rating("WE-0005", f"hq04-{n}", f"2026-11-0{n}T10:00:00+08:00", "very_satisfied") for n in (2, 3, 4)]
-    storage = Storage(path)
-    for device, events in (("WE-0002", we2), ("WE-0003", gap), ("WE-0004", hall_month.seal(we4) and we4),
-                           ("WE-0005", hall_month.seal(we5) and we5)):
-        storage.store(device, events, "2026-12-01T00:00:00+00:00")
-    storage.close()
-    desk.register("WE-0004", "HQ")
-    desk.register("WE-0005", "HQ")
+    desk = hall_month.load_more(str(tmp_path / "hall.db"))
     yield desk
     desk.close()
 

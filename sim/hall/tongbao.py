@@ -33,7 +33,9 @@ h1 {{ font-size: 17pt; text-align: center; margin: 0 0 2mm; }}
 p.sub {{ text-align: center; margin: 0 0 5mm; color: #444; }}
 h2 {{ font-size: 12pt; border-bottom: 1.5px solid #333; margin: 6mm 0 2mm; padding-bottom: 1mm; }}
 table {{ border-collapse: collapse; width: 100%; margin: 1mm 0 3mm; font-size: 8.5pt; }}
-th, td {{ border: 0.6px solid #888; padding: 1mm 1.3mm; text-align: left; vertical-align: top; }}
+th, td {{ border: 0.6px solid #888; padding: 0.8mm 1.2mm; text-align: left; vertical-align: top;
+          white-space: nowrap; }}
+td.w {{ white-space: normal; }}
 th {{ background: #eee; }}
 td.n {{ text-align: right; }}
 .figures {{ display: flex; gap: 4mm; }}
@@ -171,6 +173,7 @@ def render_html(data: Mapping[str, Any]) -> str:
     out.append("<h2>四、差评及整改</h2>")
     bad_table = _pick(columns.BAD, ("source", "no", "time", "hall", "window_no", "level_text", "staff_name",
                                     "reason_codes", "verdict_text", "deadline", "state_text", "reply_text"))
+    out.append("<p class=note>整改期限为评价日起 10 个工作日（中国法定节假日和调休），答复期限为 5 个工作日。</p>")
     out.append(html_table(bad_table, bad_rows(data)))
     out.append("<h2>五、另列（不计入数字）</h2>")
     out.append("<p class=note>可疑评价</p>" + html_table(_pick(columns.SUSPECT, (
