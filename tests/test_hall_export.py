@@ -136,9 +136,9 @@ def test_export_command(desk, tmp_path):
         [sys.executable, "-m", "sim.hall", "export", "--db", db, "--month", "2026-11", "--format", "gbt",
          "--as-of", "2026-12-01", "--out", str(out)], capture_output=True, text=True, env=env, timeout=30)
     assert answer.returncode == 0, answer.stderr
-    assert "2026-11 gbt: 11 ratings, 3 unrated, 3 withheld, 1 undated" in answer.stderr
+    assert "2026-11 gbt：评价 11 条，未评价 3 条，另列 3 条，时间待定 1 条" in answer.stderr
     assert json.loads(out.read_text(encoding="utf-8")) == desk.export("2026-11", "gbt")
     answer = subprocess.run(
-        [sys.executable, "-m", "sim.hall", "export", "--db", db, "--month", "2026-11", "--as-of", "2026-12-01"],
+        [sys.executable, "-m", "sim.hall", "导出", "--db", db, "--month", "2026-11", "--as-of", "2026-12-01"],
         capture_output=True, text=True, env=env, timeout=30)
     assert json.loads(answer.stdout)["format"] == "province"

@@ -183,3 +183,20 @@ def test_the_outbox_survives_a_restart_and_sends_nothing_twice(hall, tmp_path):
         assert province.posts == 6
     finally:
         again.close()
+
+
+def test_a_rating_overturned_after_it_was_pushed_goes_out_again_marked(hall, tmp_path):
+    server, push, province, _ = hall
+    province.start()
+    we1, _ = service_events()
+    post(server, "WE-0001", we1)
+    wait_for(lambda: len(province.items) == 6)
+    with HallDesk(str(tmp_path / "hall.db"), today=lambda: datetime.date(2026, 10, 9)) as desk:
+        appeal = desk.file_appeal("r-bad", "群众误按", by="1001 张三", on=datetime.date(2026, 10, 8))
+        desk.decide_appeal(appeal.n, "overturned", "王科长", "录像显示误按", on=datetime.date(2026, 10, 9))
+    push.wake()
+    wait_for(lambda: len(province.items) == 7)
+    update = province.items[-1]
+    assert check_item(update) == []
+    assert (update["itemId"], update["itemType"], update["withheld"], update["satisfaction"]) == (
+        "r-bad:overturned", "update", "overturned:1", "1")

@@ -158,3 +158,11 @@ def test_the_month_defaults_to_last_month(desk, tmp_path):
     answer = run("报表", "--db", db, "--as-of", "2026-12-01")
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.startswith(f"好差评月报 {last_month()}（")
+
+
+def test_the_export_withholds_flagged_ratings_with_their_flag(desk):
+    export = desk.export("2026-11", "province", as_of=D("2026-12-01"))
+    assert [(w["id"], w["reason"], w.get("flag")) for w in export["withheld"]] == [
+        ("hq01-b2-2", "overturned", None), ("hq02-s1", "suspect", None), ("hq02-s2", "suspect", None),
+        ("hq02-forged", "flagged", "hash")]
+    assert "hq02-forged" not in [r.get("id") for r in export["ratings"]]

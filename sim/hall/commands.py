@@ -223,7 +223,7 @@ def _export(desk: HallDesk, args: argparse.Namespace) -> None:
     text = json.dumps(data, ensure_ascii=False, indent=1) + "\n"
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
-        print(f"wrote {args.out}: {describe(data)}", file=sys.stderr)
+        print(f"已写 {args.out}：{describe(data)}", file=sys.stderr)
     else:
         sys.stdout.write(text)
 

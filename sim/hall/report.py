@@ -139,7 +139,8 @@ class _Staff:
 
 def build_report(events: Sequence[Event], month: str, resolved: Collection[str] = (),
                  today: datetime.date | None = None, *, records: HallRecords | None = None,
-                 calendar: WorkCalendar | None = None, hall: str | None = None) -> dict[str, Any]:
+                 calendar: WorkCalendar | None = None, hall: str | None = None,
+                 flags: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The report of ``month`` as JSON-shaped data.
 
     Args:
@@ -150,6 +151,7 @@ def build_report(events: Sequence[Event], month: str, resolved: Collection[str] 
         records: the hall's registry, follow-up, appeals, heartbeat log, flags and short numbers.
         calendar: working days; the library with the shipped overlay by default.
         hall: report this hall only.
+        flags: event id -> why the hall flagged it, added to ``records.flags``.
 
     Returns:
         ``month``, ``as_of``, ``time_zone``; ``halls``: each ``{"hall", "name",
@@ -179,7 +181,7 @@ def build_report(events: Sequence[Event], month: str, resolved: Collection[str] 
     calendar = calendar or load_calendar()
     events = list(events)
     dated = date_events(events)
-    flags = flags_of(events, records.flags)
+    flags = flags_of(events, {**records.flags, **(flags or {})})
     reasons = reason_codes(e for e in events if str(e.get("id")) not in flags)
     appeals = {rid: known for rid, appeal in records.appeals.items() if (known := appeal.as_of(as_of))}
     overturned = {rid for rid, appeal in appeals.items() if appeal.decision == "overturned"}
