@@ -4,6 +4,9 @@ with one type; unrated services past 5 working days get the default marker and a
 
 import datetime
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -200,3 +203,21 @@ def test_a_rating_overturned_after_it_was_pushed_goes_out_again_marked(hall, tmp
     assert check_item(update) == []
     assert (update["itemId"], update["itemType"], update["withheld"], update["satisfaction"]) == (
         "r-bad:overturned", "update", "overturned:1", "1")
+
+
+def test_the_window_matter_and_the_queue_from_the_command_line(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    db = str(tmp_path / "hall.db")
+
+    def run(*args):
+        answer = subprocess.run([sys.executable, "-m", "sim.hall", *args], capture_output=True, text=True, env=env,
+                                timeout=30)
+        assert answer.returncode == 0, answer.stderr
+        return answer.stdout
+    assert run("登记", "--db", db, "WE-0003", "TOWN", "--name", "城关镇便民服务中心") == "WE-0003 已登记到大厅 TOWN\n"
+    assert run("事项", "--db", db, "TOWN", "01", "--code", "X-1", "--name", "个体工商户登记") == (
+        "TOWN/01 默认事项：X-1 个体工商户登记\n")
+    assert json.loads(run("push", "--db", db, "--format", "json")) == {
+        "pending": 0, "sent": 0, "oldest_pending": None, "last_error": None}
+    assert run("推送", "--db", db).startswith("省平台推送：待发 0  已发 0")

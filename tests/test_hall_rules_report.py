@@ -11,6 +11,7 @@ import sys
 import hall_month
 import pytest
 
+from sim.hall.commands import last_month
 from sim.hall.report import format_report
 from sim.hall.report_csv import write_csv
 
@@ -151,7 +152,6 @@ def test_pending_as_of_mid_month(desk, tmp_path):
 
 
 def test_the_month_defaults_to_last_month(desk, tmp_path):
-    from sim.hall.commands import last_month
     assert last_month(D("2026-12-06")) == "2026-11" and last_month(D("2027-01-01")) == "2026-12"
     db = str(tmp_path / "hall.db")
     desk.close()

@@ -82,7 +82,7 @@ NAMES = {
 
 def _add(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, aliases=[NAMES[name]], help=f"{NAMES[name]}：{help_text}")
-    parser.set_defaults(name=name)
+    parser.set_defaults(command_name=name)
     _common(parser)
     return parser
 
@@ -267,7 +267,7 @@ def _push(desk: HallDesk, args: argparse.Namespace) -> None:
 
 
 def _run(desk: HallDesk, args: argparse.Namespace) -> None:
-    command = args.name
+    command = args.command_name
     simple: dict[str, Callable[[HallDesk, argparse.Namespace], None]] = {
         "report": _report, "tongbao": _tongbao, "export": _export, "pending": _pending, "fleet": _fleet,
         "push": _push}
