@@ -85,8 +85,10 @@ def service_events():
     """What two windows send on 2026-09-30 (the day before National Day)."""
     we1 = [
         rating("WE-0001", "r-good", "2026-09-30T09:00:00+08:00", "very_satisfied"),
-        {**event("WE-0001", "d-good", "detail", "2026-09-30T09:03:00+08:00"), "rating_id": "r-good",
-         "reason_codes": ["501", "502"], "reasons_version": "v1"},
+        {**event("WE-0001", "d-good", "detail", "2026-09-30T09:00:20+08:00"), "rating_id": "r-good",
+         "reason_codes": ["501"], "reasons_version": "v1"},
+        {**event("WE-0001", "f-good", "detail", "2026-09-30T15:00:00+08:00"), "rating_id": "r-good",
+         "assess_number": 2, "reason_codes": ["502"], "comment": "办事很快", "public": False},
         rating("WE-0001", "r-suspect", "2026-09-30T09:00:04+08:00", "satisfied", suspect=True),
         event("WE-0001", "u-service", "unrated", "2026-09-30T10:00:00+08:00"),
         rating("WE-0001", "r-bad", "2026-09-30T11:00:00+08:00", "very_dissatisfied"),
@@ -102,12 +104,12 @@ def service_events():
 def test_every_item_arrives_exactly_once_after_the_platform_was_down(hall):
     server, push, province, _ = hall
     we1, we3 = service_events()
-    post(server, "WE-0001", we1[:3])
+    post(server, "WE-0001", we1[:4])
     post(server, "WE-0003", we3)
-    post(server, "WE-0001", we1[3:])
+    post(server, "WE-0001", we1[4:])
     # Made as they arrive, kept while the platform is unreachable.
-    wait_for(lambda: len(push.items()) == 7 and push.status()["last_error"])
-    assert province.posts == 0 and push.status()["pending"] == 7
+    wait_for(lambda: len(push.items()) == 8 and push.status()["last_error"])
+    assert province.posts == 0 and push.status()["pending"] == 8
     province.start()
     province.down()  # up again, but answering 503 for a while
     wait_for(lambda: province.refused >= 2)
@@ -116,7 +118,7 @@ def test_every_item_arrives_exactly_once_after_the_platform_was_down(hall):
     wait_for(lambda: push.status()["pending"] == 0)
     items = province.items
     ids = [item["itemId"] for item in items]
-    assert ids == ["r-good", "d-good", "r-suspect", "r-free", "u-service", "r-bad", "r-forged"]
+    assert ids == ["r-good", "d-good", "f-good", "r-suspect", "r-free", "u-service", "r-bad", "r-forged"]
     assert province.posts - province.refused == len(items)  # each accepted once, none sent again
     for item in items:
         assert check_item(item) == [], item
@@ -128,9 +130,16 @@ def test_every_item_arrives_exactly_once_after_the_platform_was_down(hall):
         "projectNo": "P-r-good", "taskCode": "T-0001", "taskName": "营业执照办理", "deptCode": "市场监管局",
         "areaCode": "410307", "proManager": "张三", "pf": "5", "satisfaction": "5",
         "assessTime": "2026-09-30 09:00:00", "assessNumber": 1, "isPublic": "1", "isDefault": "0", "withheld": ""}
-    # 追评: assessNumber 2, the rating's case and level, its own reason codes.
-    assert (by_id["d-good"]["assessNumber"], by_id["d-good"]["projectNo"], by_id["d-good"]["satisfaction"],
-            by_id["d-good"]["evalDetail"], by_id["d-good"]["ratingId"]) == (2, "P-r-good", "5", "501,502", "r-good")
+    # The reasons chosen at the counter: an update of the rating (assessNumber 1) with its evalDetail.
+    assert {k: by_id["d-good"][k] for k in ("itemType", "assessNumber", "projectNo", "satisfaction", "evalDetail",
+                                              "ratingId")} == {
+        "itemType": "update", "assessNumber": 1, "projectNo": "P-r-good", "satisfaction": "5", "evalDetail": "501",
+        "ratingId": "r-good"}
+    # 追评: assessNumber 2, the rating's case and level, its own reasons and words, not public.
+    assert {k: by_id["f-good"][k] for k in ("itemType", "assessNumber", "projectNo", "satisfaction", "evalDetail",
+                                              "writingEvaluation", "isPublic", "assessTime")} == {
+        "itemType": "followup", "assessNumber": 2, "projectNo": "P-r-good", "satisfaction": "5", "evalDetail": "502",
+        "writingEvaluation": "办事很快", "isPublic": "0", "assessTime": "2026-09-30 15:00:00"}
     # Withheld ratings go out with their marking, not hidden.
     assert by_id["r-suspect"]["withheld"] == "suspect"
     assert (by_id["r-forged"]["withheld"], by_id["r-forged"]["satisfaction"]) == ("flagged:hash", "5")
@@ -150,7 +159,7 @@ def test_an_unrated_service_gets_the_default_marker_after_five_working_days(hall
     province.start()
     we1, _ = service_events()
     post(server, "WE-0001", we1)
-    wait_for(lambda: push.status()["pending"] == 0 and len(province.items) == 6)
+    wait_for(lambda: push.status()["pending"] == 0 and len(province.items) == 7)
     # 5 working days from 09-30 across National Day (10-01..07 off, Saturday 10-10 worked): 10-13.
     clock.set("2026-10-13T18:00:00+08:00")
     push.wake()
@@ -158,14 +167,14 @@ def test_an_unrated_service_gets_the_default_marker_after_five_working_days(hall
     assert [i["itemType"] for i in province.items].count("default") == 0
     clock.set("2026-10-14T08:00:00+08:00")
     push.wake()
-    wait_for(lambda: len(province.items) == 7)
+    wait_for(lambda: len(province.items) == 8)
     default = province.items[-1]
     assert check_item(default) == []
     assert (default["itemId"], default["itemType"], default["isDefault"], default["satisfaction"],
             default["assessNumber"], default["assessTime"], default["projectNo"]) == (
         "u-service:default", "default", "1", "", 0, "2026-10-13 23:59:59", "P-u-service")
     time.sleep(0.3)
-    assert len(province.items) == 7  # once
+    assert len(province.items) == 8  # once
 
 
 def test_the_outbox_survives_a_restart_and_sends_nothing_twice(hall, tmp_path):
@@ -180,10 +189,10 @@ def test_the_outbox_survives_a_restart_and_sends_nothing_twice(hall, tmp_path):
         again.start()
         wait_for(lambda: len(province.items) == 2)
         post(server, "WE-0001", we1[2:])
-        wait_for(lambda: len(province.items) == 6)
+        wait_for(lambda: len(province.items) == 7)
         time.sleep(0.3)
         assert [i["itemId"] for i in province.items] == [e["id"] for e in we1]
-        assert province.posts == 6
+        assert province.posts == 7
     finally:
         again.close()
 
@@ -193,12 +202,12 @@ def test_a_rating_overturned_after_it_was_pushed_goes_out_again_marked(hall, tmp
     province.start()
     we1, _ = service_events()
     post(server, "WE-0001", we1)
-    wait_for(lambda: len(province.items) == 6)
+    wait_for(lambda: len(province.items) == 7)
     with HallDesk(str(tmp_path / "hall.db"), today=lambda: datetime.date(2026, 10, 9)) as desk:
         appeal = desk.file_appeal("r-bad", "群众误按", by="1001 张三", on=datetime.date(2026, 10, 8))
         desk.decide_appeal(appeal.n, "overturned", "王科长", "录像显示误按", on=datetime.date(2026, 10, 9))
     push.wake()
-    wait_for(lambda: len(province.items) == 7)
+    wait_for(lambda: len(province.items) == 8)
     update = province.items[-1]
     assert check_item(update) == []
     assert (update["itemId"], update["itemType"], update["withheld"], update["satisfaction"]) == (

@@ -45,8 +45,9 @@ RATE_WITHIN_WORKING_DAYS = 5
 DATA_SOURCE = "PJQ"
 #: The channel of a window whose hall set none and whose device sent no rating yet (政务大厅其他终端).
 DEFAULT_CHANNEL = "5"
-#: Item types: a rating, a 追评 (assessNumber 2), an unrated service, the default marker after the limit,
-#: and an update when a rating is overturned on appeal after it was pushed.
+#: Item types: a rating, a 追评 (a ``detail`` with ``assess_number`` 2), an unrated service, the default marker
+#: after the limit, and an update of a pushed rating (the reasons chosen at the counter right after it, a
+#: ``detail`` without ``assess_number``; or its overturning on appeal).
 ITEM_TYPES = ("rating", "followup", "unrated", "default", "update")
 #: Every field of an item, in order, and its type.
 FIELDS: dict[str, type] = {
@@ -368,9 +369,13 @@ class _Context:
             return None
         kind = event["type"]
         event_id = str(event["id"])
-        source = event  # the service's fields: for a 追评, those of its rating
+        source = event  # the service's fields: for a 追评 or the reasons of a rating, those of its rating
+        item_type = str(kind)
         if kind == "detail":
             source = self._rating(str(event.get("rating_id"))) or event
+            # assess_number 2: a 追评 (added later, on the phone page); otherwise the reasons the citizen chose
+            # right after rating at the counter: an update of the rating's evalDetail.
+            item_type = "followup" if event.get("assess_number") == 2 else "update"
         hall = self.registry.hall_of(str(event.get("device_id") or ""))
         window = str(source.get("window_no") or "")
         matter = self.matters.get((hall, window)) or self.matters.get((hall, "*"))
@@ -385,7 +390,7 @@ class _Context:
         reasons: list[Any] = codes if isinstance(codes, list) else []
         return {
             "itemId": event_id,
-            "itemType": {"rating": "rating", "detail": "followup", "unrated": "unrated"}[kind],
+            "itemType": item_type,
             "projectNo": _text(source.get("project_no") or source.get("session_id") or source.get("id")),
             "taskCode": _text(source.get("task_code") or (matter[0] if matter else "")),
             "taskName": _text(source.get("task_name") or (matter[1] if matter else "")),
@@ -397,7 +402,7 @@ class _Context:
             "evalDetail": ",".join(str(code) for code in reasons),
             "writingEvaluation": _text(event.get("comment")),
             "assessTime": china_time(when).strftime(_TIME),
-            "assessNumber": {"rating": 1, "detail": 2, "unrated": 0}[kind],
+            "assessNumber": {"rating": 1, "followup": 2, "update": 1, "unrated": 0}[item_type],
             "dataSource": DATA_SOURCE,
             "isPublic": "0" if event.get("public") is False or source.get("public") is False else "1",
             "isDefault": "0",
