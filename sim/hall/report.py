@@ -588,8 +588,8 @@ def format_report(data: Mapping[str, Any]) -> str:
             outcome += f" {appeal['decided_on']} 复核人 {appeal['reviewer']}：{appeal['note']}"
         lines.append(f"    {outcome} id {appeal['id']}")
     lines.append(f"可疑评价（不计入好评率）{len(data['suspect'])}")
-    lines += [f"  {s['time']} {s['hall']}/{s['window_no']} {s['level_text']} 工号 {s['staff_no'] or '-'} id {s['id']}"
-              for s in data["suspect"]]
+    lines += [f"  {s['time']} {s['hall']}/{s['window_no']} {s['level_text']} 工号 {s['staff_no'] or '-'}"
+              f"{' 编号 ' + s['no'] if s['no'] else ''} id {s['id']}" for s in data["suspect"]]
     lines.append(f"标记事件（链断裂、冲突、缺失等，不计入任何数字）{len(data['flagged'])}")
     if data["flagged"]:
         lines += columns.text_table(columns.FLAGGED[:-1], data["flagged"])
