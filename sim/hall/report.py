@@ -481,7 +481,8 @@ def _rate(tally: Mapping[str, Any]) -> str:
 
 
 def _figures(tally: Mapping[str, Any], indent: str) -> list[str]:
-    counts = "  ".join(f"{LEVEL_TEXT[level]} {n}" for level, n in tally["counts"].items())
+    # The level columns of the CSV and the 通报, read the same way.
+    counts = "  ".join(f"{column.title} {column.cell(tally)}" for column in columns.FIGURES[:len(LEVELS)])
     unrated = "不可知（评价未绑定办件）" if tally["unrated"] is None else str(tally["unrated"])
     rate = "" if tally["unrated_rate"] is None else f"  未评率 {tally['unrated_rate'] * 100:.1f}%"
     lines = [f"{indent}{counts}  合计 {tally['ratings']}", f"{indent}好评率 {_rate(tally)}",
