@@ -337,6 +337,73 @@ class Outbox(OutboxSettlement):
         with self._lock:
             self._head = self.book.hall_head(self._conn, self._head, self._opened_head, seq, digest)
 
+    def reseal(self, after_seq: int, after_hash: str) -> int:
+        """Seal every event the hall has not acknowledged again onto the hall's head.
+
+        The hall answered ``seq_taken``: it holds some of our seqs under other
+        events (a data folder restored from an older copy, cloned, or carried
+        over). Every pending or sending event (never a delivered or rejected
+        one) keeps its ``id`` and content and gets, in ``seq`` order, a new
+        ``seq`` after ``after_seq`` (after the last seq this outbox keeps, if
+        that is higher, so no seq goes to two rows), a new ``prev_hash``
+        linking onto ``after_hash`` and a new ``hash``. Later appends continue
+        after the last. The seqs left empty here are recorded in ``lost`` as
+        held by the hall (delivered), so the chain stays checkable.
+
+        Returns:
+            How many events were sealed again.
+
+        Raises:
+            StorageError: SQLite cannot write (nothing changed).
+        """
+        with self._lock:
+            if self._marks:
+                self.flush_marks()
+            rows = self._conn.execute(
+                "SELECT seq, id, CAST(body AS BLOB), hash FROM events WHERE state = 'pending' ORDER BY seq").fetchall()
+            moving: list[tuple[int, Event]] = []
+            damaged: list[tuple[int, str]] = []
+            for seq, _event_id, body, digest in rows:
+                if seq in self._marks or seq in self._skipped:
+                    continue
+                event, why = repair.read_row(seq, body, digest)
+                if event is None:
+                    damaged.append((seq, why))
+                else:
+                    moving.append((seq, event))
+            if damaged:
+                self._set_aside(damaged)
+            if not moving:
+                return 0
+            moved: dict[int, tuple[int, str]] = {}
+            with self._transaction():
+                old = [seq for seq, _ in moving]
+                for chunk in chunks(old, 500):
+                    self._conn.execute(f"DELETE FROM events WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
+                rest, rest_hash = schema.read_head(self._conn)
+                start, prev = (after_seq, after_hash) if after_seq >= rest else (rest, rest_hash)
+                repair.record_vacated(self._conn, start, after_seq, after_hash)
+                for i, (seq, event) in enumerate(moving):
+                    fields = {k: v for k, v in event.items() if k not in ("seq", "prev_hash", "hash")}
+                    sealed, text = seal_text(fields, start + 1 + i, prev)
+                    self._conn.execute(_INSERT, (sealed["seq"], sealed["id"], sealed["type"], text, sealed["hash"]))
+                    prev = sealed["hash"]
+                    moved[seq] = (sealed["seq"], prev)
+            # Claimed events keep their claim under the new seq.
+            sending = {moved.get(seq, (seq, ""))[0]: (event_id, moved[seq][1] if seq in moved else digest)
+                       for seq, (event_id, digest) in self._sending.items()}
+            self._sending = sending
+            self._sending_ids = {event_id: seq for seq, (event_id, _) in sending.items()}
+            self._head = (start + len(moving), prev)
+            self._cursor = min([start + 1, *(s for s in self._sending)])
+            self._commits += 1
+            self.book.witness.note_head(*self._head)
+            self.book.incident(
+                f"the hall holds seq {moving[0][0]} under another event (a restored, cloned or carried-over data "
+                f"folder): {len(moving)} undelivered events sealed again as seq {start + 1}..{start + len(moving)}",
+                reused_seq_prevented=len(moving))
+            return len(moving)
+
     def damage(self) -> dict[str, Any]:
         """What damage was found, cumulative across restarts, for ``Status``, the heartbeat and ``evaluator-verify``.
 
