@@ -40,8 +40,13 @@ def test_reseal_moves_pending_and_sending_events_onto_the_halls_head_and_keeps_t
 
     assert n == 5
     pending = box.events()
-    moved = [e for e in pending if e["seq"] > 3]
+    moved = [e for e in pending if e["seq"] > 3 and e["type"] == "rating"]
     assert [e["seq"] for e in moved] == [8, 9, 10, 11, 12]
+    # The hall learns that this folder is an older copy: what its newer copy sealed after seq 7 is unknown here.
+    gap = pending[-1]
+    assert (gap["seq"], gap["type"], gap["reason"], gap["from_seq"], gap["to_seq"], gap["count"]) == \
+        (13, "gap", "restored_copy", 8, None, 0)
+    assert gap["device_id"] == "d1" and gap["prev_hash"] == moved[-1]["hash"] and "level" not in gap
     assert [e["id"] for e in moved] == [e["id"] for e in ours]
     assert moved[0]["prev_hash"] == theirs[-1]["hash"]
     assert first_break(theirs + moved) is None or first_break(first + theirs + moved) is None
@@ -49,14 +54,14 @@ def test_reseal_moves_pending_and_sending_events_onto_the_halls_head_and_keeps_t
         assert after["hash"] == event_hash(after)
         assert {k: v for k, v in before.items() if k not in ("seq", "prev_hash", "hash")} == \
             {k: v for k, v in after.items() if k not in ("seq", "prev_hash", "hash")}
-    assert box.head() == (12, moved[-1]["hash"])
+    assert box.head() == (13, gap["hash"])
     nxt = box.append(rating(99))
-    assert nxt["seq"] == 13 and nxt["prev_hash"] == moved[-1]["hash"]
+    assert nxt["seq"] == 14 and nxt["prev_hash"] == gap["hash"]
 
     # The two in flight are acknowledged by id under their new seqs; the rest is claimed next.
     assert box.mark_delivered([e["id"] for e in claimed], 2.0) == 2
     rest = box.claim(50)
-    assert [e["seq"] for e in rest] == [10, 11, 12, 13]
+    assert [e["seq"] for e in rest] == [10, 11, 12, 13, 14]
     assert box.damage()["reused_seq_prevented"] == 5
     box.close()
 
@@ -84,13 +89,14 @@ def test_reseal_never_touches_delivered_or_rejected_events_and_never_gives_a_seq
     seqs = [e["seq"] for e in kept]
     assert len(seqs) == len(set(seqs))
     assert [e["id"] for e in kept[:3]] == [e["id"] for e in events[:3]]
-    assert [e["seq"] for e in kept[3:]] == [4, 5, 6]               # after our own dead letter at 3
+    assert [e["seq"] for e in kept[3:6]] == [4, 5, 6]              # after our own dead letter at 3
+    assert kept[6]["type"] == "gap" and kept[6]["seq"] == 7          # announced once per open
     assert box.count("delivered") == 2 and box.count("rejected") == 1
-    assert box.reseal(100, "ab" * 32) == 3
-    assert [e["seq"] for e in box.events("pending")] == [101, 102, 103]
-    assert box.reseal(0, GENESIS_HASH) == 3                    # lower again: after what is kept or recorded
-    assert [e["seq"] for e in box.events("pending")] == [101, 102, 103]
-    assert box.append(rating(9))["seq"] == 104
+    assert box.reseal(100, "ab" * 32) == 4                     # the gap event too: not delivered yet
+    assert [e["seq"] for e in box.events("pending")] == [101, 102, 103, 104]
+    assert box.reseal(0, GENESIS_HASH) == 4                    # lower again: after what is kept or recorded
+    assert [e["seq"] for e in box.events("pending")] == [101, 102, 103, 104]
+    assert box.append(rating(9))["seq"] == 105
     box.close()
 
 

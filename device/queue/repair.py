@@ -142,7 +142,7 @@ def read_row(seq: int, body: Any, digest: Any) -> tuple[dict[str, Any] | None, s
         digest = digest.decode("ascii", "replace")
     if not isinstance(body, (str, bytes)) or not isinstance(digest, str):
         return None, "damaged: the row cannot be read"
-    raw = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
+    raw = body if isinstance(body, bytes) else body.encode("utf-8", "surrogateescape")
     if hashlib.sha256(raw).hexdigest() != digest:
         return None, "damaged: its contents do not match its hash"
     try:
@@ -298,6 +298,7 @@ _COLUMNS = "seq, id, type, body, hash, state, attempts, error, delivered_at"
 def _open_damaged(path: str) -> sqlite3.Connection | None:
     try:
         conn = sqlite3.connect(path, isolation_level=None)
+        conn.text_factory = schema.lenient_text
         # A truncated file: SQLite then reads the pages that are there instead of refusing the file.
         conn.execute("PRAGMA writable_schema=ON")
     except sqlite3.Error:
@@ -391,6 +392,56 @@ def salvage(aside: str, dst: sqlite3.Connection, known_head: int) -> Salvage:
                 except sqlite3.Error:
                     continue
     return result
+
+
+# --- another device's outbox ---------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Foreign:
+    """An outbox of another device found at our path, kept aside."""
+
+    device_id: str
+    aside: str
+    undelivered: int
+
+
+def keep_foreign_aside(path: str, device_id: str) -> Foreign | None:
+    """If the outbox at ``path`` was kept by another device, move it (and its companions) aside.
+
+    A data folder carried over from another device (a swapped card) holds
+    that device's chain: this device can neither sign its events nor continue
+    its seqs. It is kept whole beside the new outbox (``<path>.foreign-<id>-<time>``)
+    for a technician to hand over; nothing in it is sent.
+
+    Returns:
+        What was kept aside, or None when the outbox is this device's (or new, or unreadable).
+    """
+    if not os.path.exists(path):
+        return None
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.text_factory = schema.lenient_text
+        try:
+            owner = schema.stored_device(conn)
+            undelivered = int(conn.execute("SELECT count(*) FROM events WHERE state IN ('pending', 'sending')")
+                              .fetchone()[0]) if owner and owner != device_id else 0
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    if not owner or owner == device_id:
+        return None
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in owner)[:32]
+    aside = f"{path}.foreign-{safe}-{stamp}"
+    for suffix in ("", "-wal", "-shm", "-witness", "-damage.log"):
+        try:
+            os.replace(path + suffix, aside + suffix)
+        except FileNotFoundError:
+            pass
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    logger.error("outbox %s belongs to device %r, not %r: kept aside as %s", path, owner, device_id, aside)
+    return Foreign(owner, aside, undelivered)
 
 
 # --- a move of the outbox (outbox.path changed) ------------------------------------------
