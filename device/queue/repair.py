@@ -28,6 +28,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
+from device import files
 from device.errors import StorageError
 from device.queue import schema
 from device.queue.witness import State
@@ -452,13 +453,14 @@ def request_move(old: str, new: str) -> None:
     Written durably now (a commit of ``outbox.path``); the move itself waits
     until the outbox is closed, at the next start.
     """
-    from device.settings import write_atomic
-
     old, new = os.path.abspath(old), os.path.abspath(new)
     if old == new:
         return
     os.makedirs(os.path.dirname(new), mode=0o700, exist_ok=True)
-    write_atomic(new + MOVE_SUFFIX, old.encode("utf-8"), mode=0o600)
+    try:
+        files.write_atomic(new + MOVE_SUFFIX, old.encode("utf-8"), mode=0o600)
+    except OSError as e:
+        raise StorageError(f"cannot write {new + MOVE_SUFFIX}: {e.strerror or e}") from None
     logger.info("the outbox will move from %s to %s at the next start", old, new)
 
 
@@ -539,40 +541,19 @@ def _move_file(src: str, dst: str) -> None:
     if not os.path.exists(src):
         return
     os.makedirs(os.path.dirname(os.path.abspath(dst)), mode=0o700, exist_ok=True)
-    try:
-        os.rename(src, dst)
-    except OSError:
-        # Another filesystem: copy, flush, then replace, so a cut leaves the old file whole.
-        tmp = dst + ".moving"
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o600)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-        _fsync_dir(os.path.dirname(os.path.abspath(dst)))
-        os.unlink(src)
-        return
-    _fsync_dir(os.path.dirname(os.path.abspath(dst)))
+    files.move(src, dst)
 
 
 def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    files.remove(path)
 
 
 def _fsync_dir(folder: str) -> None:
+    """Flush a folder, best effort: the damage path goes on even where a folder cannot be flushed."""
     try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        files.fsync_dir(folder)
+    except OSError as e:
+        logger.debug("folder %s not flushed: %s", folder, e)
 
 
 def log_incident(path: str, record: dict[str, Any]) -> None:
