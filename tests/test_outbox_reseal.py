@@ -108,3 +108,38 @@ def test_reseal_with_nothing_waiting_changes_nothing(tmp_path):
     assert box.reseal(5, "cd" * 32) == 0
     assert box.head() == head
     box.close()
+
+
+def test_a_restored_copy_learns_the_halls_head_then_reseals_as_the_uploader_calls_them(tmp_path):
+    """The uploader's order: the verified answer's head first, then ``reseal`` for the ``seq_taken`` ids."""
+    path = tmp_path / "outbox.db"
+    box = Outbox(path, device_id="d1")
+    [box.append(rating(i)) for i in range(3)]
+    deliver(box, 3)
+    box.close()
+    shutil.copytree(tmp_path, tmp_path / "backup")         # the older copy
+    box = Outbox(path, device_id="d1")
+    newer = [box.append(rating(10 + i)) for i in range(4)]  # seq 4..7, delivered: the hall holds 1..7
+    deliver(box, 4)
+    box.close()
+    shutil.rmtree(tmp_path / "outbox.db-witness", ignore_errors=True)
+    for name in ("outbox.db", "outbox.db-witness", "outbox.db-wal", "outbox.db-shm"):
+        if (tmp_path / name).exists():
+            (tmp_path / name).unlink()
+        if (tmp_path / "backup" / name).exists():
+            shutil.copyfile(tmp_path / "backup" / name, tmp_path / name)
+
+    box = Outbox(path, device_id="d1")                      # restored: head 3, nothing seems wrong
+    assert box.head()[0] == 3
+    mine = [box.append(rating(20 + i)) for i in range(2)]   # seq 4, 5: the hall holds both
+    box.release(e["id"] for e in box.claim(10))             # the answer: seq_taken for both, head 7
+    box.note_acknowledged_head(7, newer[-1]["hash"])
+    assert box.damage()["rewritten"] == 0                   # a taken seq, not a rewritten history
+    assert box.reseal(7, newer[-1]["hash"]) == 2
+    sent = box.claim(10)
+    assert [(e["seq"], e["type"]) for e in sent] == [(8, "rating"), (9, "rating"), (10, "gap")]
+    assert [e["id"] for e in sent[:2]] == [e["id"] for e in mine] and sent[0]["prev_hash"] == newer[-1]["hash"]
+    assert (sent[2]["reason"], sent[2]["from_seq"], sent[2]["to_seq"]) == ("restored_copy", 8, None)
+    damage = box.damage()
+    assert damage["reused_seq"] == 0 and damage["lost"] == 0
+    box.close()

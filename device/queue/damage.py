@@ -191,7 +191,10 @@ class DamageBook:
         See :meth:`~device.queue.outbox.Outbox.note_acknowledged_head`.
         """
         if seq > head[0]:
-            reused = max(0, head[0] - opened_head)
+            # Events sealed since this open under seqs the hall holds: a hall that rejects them
+            # (seq_taken) gets them sealed again; only those it took anyway were used twice.
+            reused = int(conn.execute("SELECT count(*) FROM events WHERE seq > ? AND seq <= ? AND state = ?",
+                                      [opened_head, head[0], schema.DELIVERED]).fetchone()[0])
             first = head[0] + 1
             try:
                 with schema.immediate(conn, self.path):
@@ -211,7 +214,11 @@ class DamageBook:
             head = (seq, digest)
         else:
             ours = repair.hash_at(conn, seq)
-            if ours is not None and ours != digest and self.witness.flag(seq, digest):
+            row = conn.execute("SELECT state FROM events WHERE seq = ?", [seq]).fetchone()
+            # Not yet acknowledged here: another copy's event holds that seq at the hall (seq_taken and a
+            # reseal follow), not a rewritten history.
+            taken = row is not None and row[0] == schema.PENDING
+            if ours is not None and ours != digest and not taken and self.witness.flag(seq, digest):
                 self.incident(f"the event at seq {seq} differs from the one the hall acknowledged "
                               "(a rewritten history)", rewritten=1)
             self._refine_losses(conn, seq)

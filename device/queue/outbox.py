@@ -191,6 +191,8 @@ class Outbox(OutboxSettlement):
 
     def close(self) -> None:
         """Write what waits in memory, close the connections; the outbox cannot be used afterwards."""
+        if hasattr(self, "_conn") and self.book.gaps:
+            self._append_gaps()
         if hasattr(self, "_conn") and self._marks:
             try:
                 self.flush_marks()
@@ -296,6 +298,8 @@ class Outbox(OutboxSettlement):
         A row that cannot be read is set aside as a dead letter with the
         reason and the rows behind it are handed out instead.
         """
+        if self.book.gaps:
+            self._append_gaps()
         # The witness of the last commit goes to disk here, on the uploader's thread.
         self.book.witness.sync()
         batch: list[Event] = []
@@ -390,9 +394,8 @@ class Outbox(OutboxSettlement):
         if seq <= 0:
             return
         with self._lock:
+            # A gap found here is appended by the next claim or append: after a reseal that may follow.
             self._head = self.book.hall_head(self._conn, self._head, self._opened_head, seq, digest)
-            if self.book.gaps:
-                self._append_gaps()
 
     #: The name the uploader may call after each verified answer (the same method).
     note_hall_head = note_acknowledged_head
