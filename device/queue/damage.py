@@ -254,7 +254,7 @@ class DamageBook:
 def summary(damage: dict[str, Any]) -> str:
     """One line for a fault list: ``lost 40, set aside 1, ...``; "" when nothing was ever found."""
     parts = [f"{kind.replace('_', ' ')} {damage[kind]}" for kind in
-             ("lost", "lost_delivered", "set_aside", "rewritten", "reused_seq", "replaced")
+             ("lost", "lost_delivered", "set_aside", "rewritten", "reused_seq", "replaced", "foreign", "gaps")
              if damage.get(kind)]
     if damage.get("marks_unsaved"):
         parts.append(f"{damage['marks_unsaved']} delivery marks not yet saved (disk full)")

@@ -266,6 +266,8 @@ class Outbox(OutboxSettlement):
                     logger.warning("outbox: gap event not written yet (%s)", e)
                     return
                 self.book.gaps.pop(0)
+                self.book.counts.gaps += 1
+                self.book.witness.set_counts(self.book.counts)
                 logger.warning("outbox: gap event kept as seq %d: %s, seq %s..%s, %d not delivered",
                                event["seq"], reason, first, last, count)
 
