@@ -106,7 +106,7 @@ class DamageBook:
                           reused_seq_prevented=loss.size if tail else 0)
             if loss.size > delivered:
                 self.gap(loss.first, loss.last, loss.size - delivered,
-                         "lost_wal" if "WAL" in loss.reason else "lost_events")
+                         "lost_wal" if "WAL" in loss.reason and not self.kept_aside else "lost_events")
         for seq, why in found.damaged:
             self.incident(f"the row of seq {seq} was set aside as a dead letter ({why})", set_aside=1)
             if seq in undelivered:
@@ -162,6 +162,10 @@ class DamageBook:
                                                                 if saved.header_repaired else ""))
         self.incident(f"the database failed SQLite's check ({check[:120]}); kept aside as "
                       f"{os.path.basename(aside)}; {how}", replaced=1)
+        for seq, why, delivered in saved.damaged:
+            self.incident(f"the row of seq {seq} was set aside as a dead letter ({why})", set_aside=1)
+            if not delivered:
+                self.gap(seq, seq, 1, "unreadable_row")
         unreadable = "" if saved.opened and not saved.header_repaired else (
             f"the outbox database {self.path} could not be opened ({check[:120]}); it was kept aside as {aside} "
             f"and a new one started ({how}); the device starts again with it")

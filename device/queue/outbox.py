@@ -35,6 +35,7 @@ chain stays checkable across the holes (``device.integrity``).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -66,6 +67,9 @@ CHECKPOINT_COMMITS = 50
 MARKS_FLUSH_S = 10.0
 #: ... or once this many wait.
 MARKS_FLUSH_COUNT = 500
+#: Ids appended lately, kept in memory: the same id appended again (a retried append) is refused.
+#: The file has no index on ``id`` (it cost a page per append; see :func:`device.queue.schema.create`).
+RECENT_IDS = 1024
 
 # Fixed statement texts: sqlite3 keeps them prepared in its statement cache.
 _INSERT = "INSERT INTO events (seq, id, type, body, hash, state) VALUES (?, ?, ?, ?, ?, 'pending')"
@@ -118,6 +122,8 @@ class Outbox(OutboxSettlement):
         #: Rows that could not be read and could not be marked either: never claimed again.
         self._skipped: set[int] = set()
         self._commits = 0
+        self._recent_ids: collections.deque[str] = collections.deque(maxlen=RECENT_IDS)
+        self._recent_set: set[str] = set()
         self._checkpointer = schema.Checkpointer(self.path)
         self.device_id, self.window_no = device_id, window_no
         self._clocks = clocks
@@ -225,6 +231,8 @@ class Outbox(OutboxSettlement):
 
     def _append(self, fields: dict[str, Any]) -> Event:
         """Seal and keep ``fields`` (the lock held; capacity already checked)."""
+        if fields.get("id") in self._recent_set:
+            raise StorageError(f"outbox {self.path}: event id {fields['id']} was appended already")
         seq, prev = self._head
         event, text = seal_text(fields, seq + 1, prev)
         row = (event["seq"], event["id"], event["type"], text, event["hash"])
@@ -244,6 +252,10 @@ class Outbox(OutboxSettlement):
             self.capacity.note_failure(e)
             raise StorageError(f"cannot write to outbox {self.path}: {e}") from e
         self._head = (event["seq"], event["hash"])
+        if len(self._recent_ids) == RECENT_IDS:
+            self._recent_set.discard(self._recent_ids[0])
+        self._recent_ids.append(event["id"])
+        self._recent_set.add(event["id"])
         # Beside the database, before anyone can claim the event (one pwrite, no fsync here).
         self.book.witness.note_head(event["seq"], event["hash"])
         self._waiting += 1

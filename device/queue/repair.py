@@ -291,6 +291,8 @@ class Salvage:
     copied: int = 0
     set_aside: int = 0
     header_repaired: bool = False
+    #: ``(seq, why, delivered)`` of the rows copied as dead letters.
+    damaged: list[tuple[int, str, bool]] = dataclasses.field(default_factory=list)
 
 
 _COLUMNS = "seq, id, type, body, hash, state, attempts, error, delivered_at"
@@ -373,6 +375,7 @@ def salvage(aside: str, dst: sqlite3.Connection, known_head: int) -> Salvage:
             event, why = read_row(seq, body, digest)
             state, error = stored_state, stored_error
             if event is None:
+                result.damaged.append((seq, why, state == schema.DELIVERED))
                 state, error = schema.REJECTED, why
                 result.set_aside += 1
             elif state == schema.SENDING:
