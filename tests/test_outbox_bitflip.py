@@ -167,3 +167,14 @@ def test_an_outbox_of_another_device_is_kept_aside_and_a_gap_says_how_many_wait_
     left = Outbox(aside, device_id="WE-0002")                 # nothing in it was sent or lost: 3 still pending
     assert left.waiting() == 3
     left.close()
+
+
+def test_evaluator_verify_exits_1_for_a_dead_letter_the_hall_refused(tmp_path):
+    path = tmp_path / "outbox.db"
+    box = Outbox(path, device_id="d1")
+    [box.append(rating(i)) for i in range(3)]
+    batch = box.claim(1)
+    box.mark_rejected({batch[0]["id"]: "invalid: level"})
+    box.close()
+    rc, out, _err = verify(path)
+    assert rc == 1 and "1 dead letters (seq 1)" in out
