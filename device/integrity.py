@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from device.queue import witness
 from device.records import GENESIS_HASH, event_hash
 
 #: The damage kinds counted on a chain, in the order they are printed.
@@ -281,8 +282,6 @@ def _parse(body: str) -> dict[str, Any]:
 
 def witness_notes(conn: sqlite3.Connection, path: str | os.PathLike[str], report: ChainReport, head: int) -> None:
     """What the device's witness beside an outbox says: its head against the file's, the damage it counted."""
-    from device.queue import witness
-
     found, state = witness.read(os.fspath(path) + "-witness")
     if found == "missing":
         if head:

@@ -19,6 +19,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+import sqlite_utils
+
 from device.errors import StorageError
 from device.queue import repair, schema
 from device.queue.witness import Head, Witness
@@ -153,8 +155,6 @@ class DamageBook:
         aside = repair.move_aside(self.path)
         self.kept_aside.append(aside)
         conn = connect()
-        import sqlite_utils
-
         schema.create(sqlite_utils.Database(conn), self.path)
         saved = repair.salvage(aside, conn, self.witness.state.head.seq)
         how = ("could not be read at all" if not saved.opened else

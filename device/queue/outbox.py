@@ -69,7 +69,7 @@ MARKS_FLUSH_S = 10.0
 MARKS_FLUSH_COUNT = 500
 #: Ids appended lately, kept in memory: the same id appended again (a retried append) is refused.
 #: The file has no index on ``id`` (it cost a page per append; see :func:`device.queue.schema.create`).
-RECENT_IDS = 1024
+RECENT_IDS = 64
 
 # Fixed statement texts: sqlite3 keeps them prepared in its statement cache.
 _INSERT = "INSERT INTO events (seq, id, type, body, hash, state) VALUES (?, ?, ?, ?, ?, 'pending')"

@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -423,7 +424,8 @@ def keep_foreign_aside(path: str, device_id: str) -> Foreign | None:
     if not os.path.exists(path):
         return None
     try:
-        conn = sqlite3.connect(path, isolation_level=None)
+        # Read-only: looking must not checkpoint or otherwise change the file before its checks.
+        conn = sqlite3.connect("file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro", uri=True)
         conn.text_factory = schema.lenient_text
         try:
             owner = schema.stored_device(conn)
@@ -471,8 +473,6 @@ def events_in(path: str) -> int:
     """Events kept in the outbox at ``path`` (0 if there is none); read-only."""
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return 0
-    import urllib.parse
-
     try:
         conn = sqlite3.connect("file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro", uri=True)
         try:
