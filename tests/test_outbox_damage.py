@@ -112,7 +112,7 @@ def test_a_wal_deleted_after_a_kill_is_counted_and_no_seq_is_used_again(tmp_path
     box.close()
     rc, lines = verify_lines(path)
     assert rc == 1 and lines[0] == "d1: BREAK at seq 1: seq 1..10 recorded as lost by the device"
-    assert lines[1] == "d1: damage: 6 lost (seq 1), 4 lost delivered (seq 1)"
+    assert lines[1] == "d1: damage: 6 lost (seq 1), 4 lost delivered (seq 1), 1 gaps (seq 11)"
 
 
 def test_a_truncated_wal_loses_only_its_tail_and_says_how_many(tmp_path):

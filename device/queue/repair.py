@@ -29,7 +29,7 @@ import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
-from device import files
+from device import files, integrity
 from device.errors import StorageError
 from device.queue import schema
 from device.queue.witness import State
@@ -214,7 +214,7 @@ def _check_tail(conn: sqlite3.Connection, runs: list[tuple[int, int, str]], coun
 
 
 #: Why seqs left empty by :meth:`~device.queue.outbox.Outbox.reseal` are recorded in ``lost``.
-HELD_BY_HALL = "held by the hall under other events (a restored, cloned or carried-over folder); " \
+HELD_BY_HALL = integrity.HELD_BY_HALL + " (a restored, cloned or carried-over folder); " \
     "this outbox's undelivered events were sealed again after them"
 
 
