@@ -25,8 +25,17 @@ the hall last acknowledged. A database that fails the check is kept aside and
 what can be read is copied into a new one; what went missing is recorded as
 runs of lost seqs and counted, and no seq is ever used twice. A row that
 cannot be read is set aside as a dead letter with the reason when it is
-claimed, and never blocks the rows behind it. :meth:`Outbox.damage` gives
-the counts.
+claimed, and never blocks the rows behind it. Every loss found becomes a
+``gap`` event appended to the chain (``from_seq``, ``to_seq``, ``count``,
+``reason``), delivered like any event, so the hall learns of it.
+:meth:`Outbox.damage` gives the counts.
+
+A data folder restored from an older copy, cloned, or carried over never
+gives a seq the hall holds to another event: another device's outbox is
+kept aside at open (``device_id``), the hall's head from each verified
+answer moves ours past it (:meth:`Outbox.note_acknowledged_head`), and when
+the hall answers ``seq_taken`` the undelivered events are sealed again after
+its head (:meth:`Outbox.reseal`).
 
 Pruning deletes delivered events only, oldest first, and records each run of
 deleted ``seq`` numbers with the hash of its last event in ``pruned``, so the
