@@ -417,8 +417,15 @@ class Outbox(OutboxSettlement):
         if seq <= 0:
             return
         with self._lock:
-            # A gap found here is appended by the next claim or append: after a reseal that may follow.
-            self._head = self.book.hall_head(self._conn, self._head, self._opened_head, seq, digest)
+            opened = self._opened_head
+            self._head = self.book.hall_head(self._conn, self._head, opened, seq, digest)
+            if self.book.gaps and self._conn.execute(
+                    "SELECT 1 FROM events WHERE state = 'pending' AND seq > ? AND seq <= ? LIMIT 1",
+                    [opened, seq]).fetchone() is None:
+                # Nothing of ours sits at a seq the hall holds: no reseal follows, the gap goes now.
+                self._append_gaps()
+            # Else the reseal that follows (seq_taken) appends it after the events it seals again,
+            # or the next claim or append does.
 
     #: The name the uploader may call after each verified answer (the same method).
     note_hall_head = note_acknowledged_head
