@@ -34,6 +34,8 @@ from damage_rig import (
     wait_for,
 )
 
+from device.handlers.commands import EraseSettings
+
 RARE = "王\U00020000"  # 𠀀: a rare character (生僻字) the bitmap font lacks
 LONG_URL = "https://hall.example.org/rate?w=" + "x" * 300
 
@@ -467,6 +469,13 @@ def key_kills(work: str, kills: int = 50, seed: int | None = None) -> Outcome:
 
             def factory_reset(self) -> None:
                 self.resets += 1
+
+            def ask(self, request: Any) -> Any:
+                # The owner of the settings and the key carries the erase out (here, on the asking thread).
+                if isinstance(request, EraseSettings):
+                    request.erase()
+                    return None
+                raise TypeError(f"unknown request {type(request).__name__}")
 
             def status(self) -> dict[str, Any]:
                 return {}
