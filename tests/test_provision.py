@@ -109,11 +109,13 @@ def test_wrong_device_is_refused_before_anything_changes(rig, profile, capsys):
     assert rig.device.applied == [] and not os.path.exists(rig.store.path)
 
 
-def test_a_value_the_device_rejects_stops_before_commit(rig, tmp_path, capsys):
+def test_a_value_the_device_would_reject_stops_before_the_port_is_touched(rig, tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text('[staff]\nname = "李四"\n[session]\nsource = "nowhere"\n', encoding="utf-8")
     code, _, err = run(capsys, "--port", rig.port.path, "--profile", bad)
-    assert code == provision.EXIT_REJECTED and "session.source" in err
+    # The device's own rules, checked on the laptop: no command reached the console.
+    assert code == provision.EXIT_USAGE and "session.source" in err
+    assert rig.console.status.answered == 0
     assert rig.device.applied == [] and not os.path.exists(rig.store.path)
     assert rig.ask("Status")["staged"] == []
 
