@@ -98,7 +98,7 @@ def test_status_sections_speak_local_time_and_never_null(rig):
     assert rig.ask("Status faults") == {"ok": True, "section": "faults", "mode": "running", "faults": [], "count": 0}
     rig.device.status = lambda: {"online": True, "last_upload_at": "2026-12-06T02:00:00.000+00:00"}
     shown = rig.ask("Status uplink")["last_upload_at"]
-    assert datetime.datetime.fromisoformat(shown) == datetime.datetime(2026, 12, 6, 2, tzinfo=datetime.timezone.utc)
+    assert datetime.datetime.fromisoformat(shown) == datetime.datetime(2026, 12, 6, 2, tzinfo=datetime.UTC)
     assert rig.ask("Status netwrk")["did_you_mean"] == "network"
 
 
