@@ -33,7 +33,7 @@ def split_wifi(arg: str) -> tuple[str, str]:
         try:
             parts = shlex.split(arg)
         except ValueError:
-            raise CommandRefused("invalid_value", 'unbalanced quotes: use Wifi "network name" password') from None
+            raise CommandRefused("invalid_value", 'unbalanced quotes: use Wifi "network name" "password"') from None
         if not 1 <= len(parts) <= 2:
             raise CommandRefused("invalid_value", 'use: Wifi "network name" "password"')
         return parts[0], parts[1] if len(parts) > 1 else ""
