@@ -110,6 +110,9 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
                 problems.append(f"{full_key}: {problem}")
             else:
                 values[full_key] = converted
+    if not problems:
+        # The profile as a whole, as Commit checks it (on a device with the default configuration).
+        problems = [f"{k}: {m}" for k, m in _row_problems(values)]
     if problems:
         raise ProvisionError(EXIT_USAGE, f"profile {path} has bad keys:\n  " + "\n  ".join(problems))
     return values, key or None

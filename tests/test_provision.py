@@ -125,11 +125,16 @@ def test_a_value_the_device_would_reject_stops_before_the_port_is_touched(rig, t
     assert rig.ask("Status")["staged"] == []
 
 
-def test_a_commit_the_device_refuses_lists_the_problems(rig, tmp_path, capsys):
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[buttons]\nstaff_pin = 5\n[session]\nsource = \"staff_button\"\n", encoding="utf-8")
-    code, _, err = run(capsys, "--port", rig.port.path, "--profile", bad)
-    assert code == provision.EXIT_REJECTED and "buttons.staff_pin" in err
+def test_a_commit_the_device_refuses_lists_the_problems(tmp_path, capsys):
+    # Sound on its own, wrong on this device: its staff key is wired to a rating button's pin.
+    rig = Rig(tmp_path, extra=("buttons.staff_pin=5",))
+    try:
+        bad = tmp_path / "bad.toml"
+        bad.write_text('[session]\nsource = "staff_button"\n', encoding="utf-8")
+        code, _, err = run(capsys, "--port", rig.port.path, "--profile", bad)
+        assert code == provision.EXIT_REJECTED and "buttons.staff_pin" in err
+    finally:
+        rig.close()
 
 
 def test_no_answer_is_a_timeout(tmp_path, profile, capsys):
