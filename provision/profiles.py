@@ -15,6 +15,7 @@ on a Chinese Windows) has a header row; its columns are :data:`CSV_COLUMNS`
 
 import csv
 import dataclasses
+import io
 import os
 import tomllib
 from typing import Any
@@ -190,7 +191,8 @@ def check_csv(path: str | os.PathLike[str], *, need: tuple[str, ...] = REQUIRED_
         ProvisionError: listing every problem of every row (and of the file) at once.
     """
     text = _read_csv(path)
-    reader = csv.DictReader(text.splitlines())
+    # Not splitlines(): a quoted cell may hold a newline, which must reach the checks (and be refused).
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [c.strip() for c in (reader.fieldnames or [])]
     problems: list[str] = []
     if not header:
@@ -206,7 +208,9 @@ def check_csv(path: str | os.PathLike[str], *, need: tuple[str, ...] = REQUIRED_
             problems.append(f"{path}: unknown column {column!r} (see --help for the columns)")
     rows: list[Row] = []
     seen: dict[tuple[str, str], int] = {}
-    for n, raw in enumerate(reader, start=2):
+    last = reader.line_num  # the header's last line
+    for raw in reader:
+        n, last = last + 1, reader.line_num  # where the row starts (a quoted cell may span lines)
         if not any((cell or "").strip() for cell in raw.values() if isinstance(cell, str)):
             continue  # an empty line
         values, wifi, row_problems = _row_values(raw)

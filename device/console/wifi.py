@@ -55,7 +55,7 @@ def _wifi(ctx: Context, arg: str) -> Answer:
         ctx.network.connect(ssid, password)
     except NetworkError as e:
         # The backend keeps the password out of its messages.
-        raise CommandRefused("wifi_failed", f"cannot join {ssid!r}: {e}") from None
+        raise CommandRefused("wifi_failed", str(e)) from None
     finally:
         del password
     logger.info("Wi-Fi %r joined from the console", ssid)
