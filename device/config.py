@@ -800,6 +800,15 @@ def _plain_http_elsewhere(url: str) -> bool:
         return True
 
 
+def frame_size(config: Config) -> tuple[int, int]:
+    """The frame size the configured panel draws: its size (the model's own when 0), turned by ``rotate``."""
+    d = config.display
+    w, h = d.width, d.height
+    if not (w and h):
+        w, h = DISPLAY_MODELS.get(d.model, (128, 64))
+    return (h, w) if d.rotate in (90, 270) else (w, h)
+
+
 def as_dict(config: Config) -> dict[str, dict[str, Any]]:
     """``{section: {key: value}}`` of a Config (secrets stay :class:`Secret`)."""
     return {name: {f.name: getattr(getattr(config, name), f.name) for f in dataclasses.fields(cls)}

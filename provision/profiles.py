@@ -173,10 +173,8 @@ def _row_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
     config, problems = config_mod.build(overlay)
     if problems:
         return problems
-    d = config.display
-    size = (d.height, d.width) if d.rotate in (90, 270) else (d.width, d.height)
     try:
-        check_screens(config, size)
+        check_screens(config, config_mod.frame_size(config))
     except ConfigError as e:
         return list(e.problems)
     except FontError:
