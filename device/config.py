@@ -94,18 +94,22 @@ def _check(fn: Callable[[Any], bool], message: str) -> dict[str, Any]:
     return {"check": fn, "message": message}
 
 
+def _n(x: float) -> str:
+    """A bound as a person writes it: ``10000000``, ``0.5``."""
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
 def _between(lo: float, hi: float, *, above: bool = False, unit: str = "") -> dict[str, Any]:
     """Field metadata: a number from ``lo`` to ``hi`` (``above``: greater than ``lo``), the range documented.
 
     Every number key has one: a value out of every sensible range (``1e308``
     seconds of thanks, a 100000-pixel panel) must never reach the device.
     """
-    low = f"greater than {lo:g}" if above else f"{lo:g}"
     unit = f" {unit}" if unit else ""
     if above:
-        message = f"must be greater than {lo:g} and at most {hi:g}{unit}"
+        message = f"must be greater than {_n(lo)} and at most {_n(hi)}{unit}"
     else:
-        message = f"must be {low} to {hi:g}{unit}"
+        message = f"must be {_n(lo)} to {_n(hi)}{unit}"
     meta = _check(lambda v: (lo < v if above else lo <= v) and v <= hi, message)
     meta["range"] = (lo, hi, above)
     return meta
@@ -391,6 +395,20 @@ def convert_value(key: str, value: Any) -> Value:
     if problem:
         raise ConfigError([(key, problem)])
     return converted
+
+
+def rule(key: str) -> str | None:
+    """What ``section.key`` accepts, as its refusal says it (``must be 0 to 255``), or None."""
+    section, _, name = key.partition(".")
+    f = {f.name: f for f in dataclasses.fields(sections()[section])}.get(name)
+    message = f.metadata.get("message") if f is not None else None
+    if message:
+        return str(message)
+    if key in READ_PATHS:
+        return "must be empty (the system's CAs) or an absolute path of a readable regular file"
+    if is_path_key(key):
+        return "must be an absolute path of a regular file (or one not made yet) in a writable folder"
+    return None
 
 
 def value_problem(key: str, value: Value) -> str | None:

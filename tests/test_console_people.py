@@ -102,6 +102,12 @@ def test_status_sections_speak_local_time_and_never_null(rig):
     assert rig.ask("Status netwrk")["did_you_mean"] == "network"
 
 
+def test_get_shows_what_a_number_or_path_key_accepts(rig):
+    assert rig.ask("Get session.thanks_s") == {"ok": True, "key": "session.thanks_s", "value": 3.0,
+                                               "rule": "must be greater than 0 and at most 60 s"}
+    assert "absolute path" in rig.ask("Get outbox.path")["rule"]
+
+
 def test_commit_of_a_hall_that_cannot_be_reached_says_so_and_still_commits(rig):
     assert rig.ask("Server http://127.0.0.1:9")["ok"]
     answer = rig.ask("Commit")

@@ -7,6 +7,7 @@ and :func:`device.config.build`) everywhere a value can come in.
 
 import dataclasses
 import os
+import tomllib
 import typing
 
 import pytest
@@ -134,8 +135,6 @@ def test_the_same_values_are_refused_from_set_files_and_check(tmp_path, capsys):
 
 def _is_toml(text):
     try:
-        import tomllib
-
         tomllib.loads(f"v = {text}")
         return True
     except ValueError:

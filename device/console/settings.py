@@ -111,7 +111,12 @@ def _get(ctx: Context, arg: str) -> Answer:
         return answer
     full_key = arg.split(maxsplit=1)[0].lower()
     _check_key(full_key)
-    return _read_answer(ctx, full_key)
+    answer = _read_answer(ctx, full_key)
+    current = answer["value"]
+    if config_mod.is_path_key(full_key) or (isinstance(current, (int, float)) and not isinstance(current, bool)):
+        # What the key accepts, for a person about to Set it (its range, or the rules of a path).
+        answer["rule"] = config_mod.rule(full_key)
+    return answer
 
 
 def _set(ctx: Context, arg: str) -> Answer:
