@@ -50,8 +50,8 @@ def test_five_simulators_from_one_csv_then_rating_at_the_hall(tmp_path, hall, ca
     for t in threads:
         t.join(60)
     csv_path = tmp_path / "hall.csv"
-    csv_path.write_text(HEADER + "".join(f"{n + 1},窗口{n + 1},HALL9-{n + 1:02d},00{n + 1},员工{n + 1},{hall.url},free\n"
-                                         for n in range(5)), encoding="utf-8")
+    rows = [f"{n},窗口{n},HALL9-{n:02d},00{n},员工{n},{hall.url},free\n" for n in range(1, 6)]
+    csv_path.write_text(HEADER + "".join(rows), encoding="utf-8")
     results = tmp_path / "results.csv"
     ports = iter([s.console for s in sims])
     code = main(["--csv", str(csv_path), "--next", "--port", "/dev/unused", "--results", str(results),
