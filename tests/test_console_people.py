@@ -16,6 +16,7 @@ import time
 import pytest
 from test_console import PIN, Rig
 
+from device.console import improv
 from device.console.commands import Command, Needs
 
 pytestmark = pytest.mark.timeout(60)
@@ -66,6 +67,17 @@ def test_status_network_shows_ssid_signal_and_ip_after_wifi(rig):
 
     wrong = rig.ask('Wifi "HallNet" wrong-password')
     assert wrong["ok"] is False and wrong["error"] == "wifi_failed" and "wrong-password" not in json.dumps(wrong)
+
+
+def test_an_improv_client_hears_of_wi_fi_joined_with_the_command(rig):
+    request_state = improv.encode_frame(improv.PacketType.RPC, improv.encode_rpc(improv.Command.REQUEST_STATE))
+    rig.tech.write(request_state + b"\n")
+    time.sleep(0.3)
+    assert improv.state_frame(improv.State.READY) in rig.tech.read(rig.tech.in_waiting)
+    assert rig.ask(f"Wifi HallNet {WIFI_PASSWORD}")["ok"]
+    rig.tech.write(request_state + b"\n")
+    time.sleep(0.3)
+    assert improv.state_frame(improv.State.PROVISIONED) in rig.tech.read(rig.tech.in_waiting)
 
 
 def test_wifi_needs_authorisation_and_never_logs_the_password(tmp_path, caplog):

@@ -56,6 +56,7 @@ class Context:
         button_timeout_s: the default wait per button in ``Test buttons``.
         commands: the console's command table (``Help`` reads it).
         network: the Wi-Fi backend (``None``: no Wi-Fi on this device).
+        network_changed: tell the Improv side that the Wi-Fi changed (so a client hears the new state).
     """
 
     device: DeviceControl
@@ -68,6 +69,7 @@ class Context:
     button_timeout_s: float
     commands: Mapping[str, Command] = dataclasses.field(default_factory=dict)
     network: WifiBackend | None = None
+    network_changed: Callable[[], None] | None = None
 
 
 Handler = Callable[[Context, str], Answer | None]

@@ -95,6 +95,11 @@ class ImprovRpc:
     def _state_now(self) -> improv.State:
         return improv.State.PROVISIONED if self._wifi_up() else improv.State.READY
 
+    def network_changed(self) -> None:
+        """The Wi-Fi was changed elsewhere (the ``Wifi`` command): read its state again and tell the client."""
+        self._wifi_connected = None
+        self.refresh()
+
     def refresh(self) -> None:
         """Tell an Improv client of a state change it has not heard of yet."""
         if not self.state.client_seen or self.state.state == improv.State.PROVISIONING:

@@ -189,7 +189,8 @@ class Console(Worker[ConsoleStatus]):
         self.auth.on_change = self.improv.refresh
         self._context = Context(device=device, settings=settings, pins=pins, auth=self.auth, staging=self.staging,
                                 send=self._send, firmware=firmware, button_timeout_s=button_timeout_s,
-                                commands=self.commands, network=network)
+                                commands=self.commands, network=network,
+                                network_changed=self.improv.network_changed)
         # The thread and callers of feed()/grant_presence() (tests, the supervisor) take turns.
         self._lock = threading.RLock()
         self._read_errors = 0

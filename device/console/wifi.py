@@ -58,6 +58,8 @@ def _wifi(ctx: Context, arg: str) -> Answer:
         raise CommandRefused("wifi_failed", str(e)) from None
     finally:
         del password
+        if ctx.network_changed is not None:
+            ctx.network_changed()
     logger.info("Wi-Fi %r joined from the console", ssid)
     return {"ok": True, "joined": ssid, **network_section(ctx)}
 
