@@ -177,7 +177,7 @@ class SessionSection:
     #: A rating this soon after the session opened is faster than a person.
     suspect_reaction_s: float = field(default=0.3, metadata=_between(0, 60, unit="s"))
     #: This many accepted ratings within ``suspect_window_s`` mark a burst.
-    suspect_count: int = field(default=4, metadata=_between(2, 1000))
+    suspect_count: int = field(default=4, metadata=_between(2, 1_000_000, unit="(1000000: in effect never)"))
     suspect_window_s: float = field(default=60.0, metadata=_between(0, 86400, above=True, unit="s"))
 
 
@@ -209,8 +209,8 @@ class DisplaySection:
     gpio_rst: int = field(default=25, metadata=_check(lambda v: v in BCM_PINS, "must be a BCM pin from 0 to 27"))
     contrast: int = field(default=255, metadata=_between(0, 255))
     dim_contrast: int = field(default=32, metadata=_between(0, 255))
-    dim_after_s: float = field(default=120.0, metadata=_between(0, 86400, above=True, unit="s"))
-    shift_every_s: float = field(default=180.0, metadata=_between(0, 86400, above=True, unit="s"))
+    dim_after_s: float = field(default=120.0, metadata=_between(0, 1e9, above=True, unit="s (1e9: never)"))
+    shift_every_s: float = field(default=180.0, metadata=_between(0, 1e9, above=True, unit="s (1e9: never)"))
     #: Thank with the level chosen and offer reason tags after a 差评 (a hall's explicit choice);
     #: off, the screens never tell the staff or the queue which level a citizen chose.
     show_level: bool = False
