@@ -166,7 +166,8 @@ def walk(rows: list[Row], *, port: str, results: str, prompt: Callable[[str], st
             continue
         path = answer.strip() or port
         result: dict[str, Any] = {"device_id": row.device_id, "window_no": row.window_no}
-        code = _one(row, path, result, out=out, pin=pin, new_pin=new_pin,
+        taken = {r.device_id: r.window_no for r in rows if r is not row}
+        code = _one(row, path, result, taken, out=out, pin=pin, new_pin=new_pin,
                     wifi=wifi or ((row.wifi_ssid, wifi_password) if row.wifi_ssid else None),
                     hmac_keys=hmac_keys, tests=tests, timeout=timeout, baudrate=baudrate, plug_timeout=plug_timeout)
         result["time"] = now_iso()
@@ -183,7 +184,7 @@ def walk(rows: list[Row], *, port: str, results: str, prompt: Callable[[str], st
     return EXIT_OK if not left else EXIT_BATCH
 
 
-def _one(row: Row, path: str, result: dict[str, Any], *, out: Callable[[str], None], pin: str | None,
+def _one(row: Row, path: str, result: dict[str, Any], taken: Mapping[str, str], *, out: Callable[[str], None], pin: str | None,
          new_pin: str | None, wifi: tuple[str, str] | None, hmac_keys: HmacKeys | None, tests: bool,
          timeout: float, baudrate: int, plug_timeout: float) -> int:
     """Provision one device; fill ``result`` (its ``outcome`` always); returns the exit code."""
@@ -205,7 +206,7 @@ def _one(row: Row, path: str, result: dict[str, Any], *, out: Callable[[str], No
     info: dict[str, Any] = {}
     try:
         code = provision(DeviceSession(port, timeout), row.values, key, pin=pin, new_pin=new_pin, tests=tests,
-                         out=out, wifi=wifi, info=info)
+                         out=out, wifi=wifi, info=info, taken=taken)
     except ProvisionError as e:
         out(f"evaluator-provision: {e}")
         code = e.code

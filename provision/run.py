@@ -43,13 +43,15 @@ def lock(session: DeviceSession) -> bool:
 def provision(session: DeviceSession, values: Mapping[str, Any], key: str | None, *, pin: str | None = None,
               new_pin: str | None = None, expect_device: str | None = None, tests: bool = True,
               restart: bool = False, out: Callable[[str], None] = print, wifi: tuple[str, str] | None = None,
-              info: dict[str, Any] | None = None) -> int:
+              info: dict[str, Any] | None = None, taken: Mapping[str, str] | None = None) -> int:
     """Apply, commit, read back and test; print the report through ``out``; always leave the console locked.
 
     Args:
         wifi: ``(ssid, password)`` to join (the password is never printed).
         info: filled with what was learnt of the device: ``device_id``, ``firmware``,
             ``public_key``, ``fingerprint``, ``algorithm`` (when the device has ``PublicKey``).
+        taken: ``{device id: window}`` of other windows of the batch: a device that already
+            carries one of those ids is refused (plugged in twice by mistake).
 
     Returns:
         0 when everything passed.
@@ -60,7 +62,7 @@ def provision(session: DeviceSession, values: Mapping[str, Any], key: str | None
     learnt: dict[str, Any] = info if info is not None else {}
     try:
         return _provision(session, values, key, pin=pin, new_pin=new_pin, expect_device=expect_device, tests=tests,
-                          restart=restart, out=out, wifi=wifi, info=learnt)
+                          restart=restart, out=out, wifi=wifi, info=learnt, taken=taken or {})
     finally:
         # Every way out: success, refusal, timeout, Ctrl-C. A restarted device starts locked anyway.
         if not learnt.get("restarted") and not lock(session):
@@ -112,7 +114,8 @@ def public_key(session: DeviceSession) -> dict[str, Any]:
 
 def _provision(session: DeviceSession, values: Mapping[str, Any], key: str | None, *, pin: str | None,
                new_pin: str | None, expect_device: str | None, tests: bool, restart: bool,
-               out: Callable[[str], None], wifi: tuple[str, str] | None, info: dict[str, Any]) -> int:
+               out: Callable[[str], None], wifi: tuple[str, str] | None, info: dict[str, Any],
+               taken: Mapping[str, str]) -> int:
     session.sync()
     status = session.ask("Status")
     if not status.get("ok") or "device_id" not in status:
@@ -121,6 +124,9 @@ def _provision(session: DeviceSession, values: Mapping[str, Any], key: str | Non
     info.update(device_id=found, firmware=status.get("firmware", ""))
     if expect_device and found != expect_device:
         raise ProvisionError(EXIT_WRONG_DEVICE, f"wrong device: expected {expect_device}, found {found}")
+    if found in taken and found != values.get("device.id"):
+        raise ProvisionError(EXIT_WRONG_DEVICE, f"this device is already {found} (window {taken[found]}): "
+                             "plug in a device not yet provisioned")
     out(f"device {found}, firmware {status.get('firmware', '?')}")
 
     prove_pin(session, status, pin)

@@ -116,11 +116,20 @@ def test_five_devices_from_one_csv_in_next_device_mode(tmp_path, devices, capsys
         assert device.rig.pins.verify(PIN).ok                           # factory-new: the PIN became its PIN
         assert not device.rig.console.authorized()                      # left locked
 
+    # A device plugged in twice by mistake is refused for another window, and left as it was.
+    results2 = tmp_path / "results2.csv"
+    code = main(["--csv", str(hall), "--next", "--port", "/dev/unused", "--results", str(results2), "--pin", PIN,
+                 "--no-tests"], prompt=plug_in(iter([devices[1].port, "q"])))
+    out = capsys.readouterr().out
+    assert code == provision.EXIT_BATCH and "this device is already HALL3-02 (window 2)" in out
+    assert devices[1].rig.device.config.device.id == "HALL3-02" and not devices[1].rig.console.authorized()
+    asked.clear()
+
     # Run again: every window is done; nothing is asked, nothing is sent.
     code = main(["--csv", str(hall), "--next", "--port", "/dev/unused", "--results", str(results), "--pin", PIN],
                 prompt=plug_in(iter([])))
     assert code == 0 and "5 done already, 0 to go" in capsys.readouterr().out
-    assert len(asked) == 5
+    assert asked == []
 
 
 def test_a_device_without_public_key_is_recorded_and_the_walk_goes_on(tmp_path, capsys, monkeypatch):
