@@ -184,8 +184,8 @@ def walk(rows: list[Row], *, port: str, results: str, prompt: Callable[[str], st
     return EXIT_OK if not left else EXIT_BATCH
 
 
-def _one(row: Row, path: str, result: dict[str, Any], taken: Mapping[str, str], *, out: Callable[[str], None], pin: str | None,
-         new_pin: str | None, wifi: tuple[str, str] | None, hmac_keys: HmacKeys | None, tests: bool,
+def _one(row: Row, path: str, result: dict[str, Any], taken: Mapping[str, str], *, out: Callable[[str], None],
+         pin: str | None, new_pin: str | None, wifi: tuple[str, str] | None, hmac_keys: HmacKeys | None, tests: bool,
          timeout: float, baudrate: int, plug_timeout: float) -> int:
     """Provision one device; fill ``result`` (its ``outcome`` always); returns the exit code."""
     if not wait_for_port(path, plug_timeout):
