@@ -677,10 +677,14 @@ def path_problem(key: str, value: str) -> str | None:
         if real == folder or real.startswith(folder + "/"):
             shown = value if real == value else f"{value} (= {real})"
             return f"must not be under {folder}: {shown} is not a file of the device's own"
+    examined = True
     try:
         st = os.stat(real)
     except FileNotFoundError:
         st = None
+    except PermissionError:
+        # Another user's folder (the service's, read by a tool run as someone else): its owner's start checks it.
+        st, examined = None, False
     except OSError as e:
         return f"{value} cannot be examined: {e.strerror}"
     if st is not None and not stat.S_ISREG(st.st_mode):
@@ -688,21 +692,37 @@ def path_problem(key: str, value: str) -> str | None:
             "a socket" if stat.S_ISSOCK(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or
             stat.S_ISBLK(st.st_mode) else "not a regular file")
         return f"{value} is {what}, not a regular file"
+    if not examined:
+        return None
     if key in READ_PATHS:
         if st is None:
             return f"no such file: {value}"
         if not os.access(real, os.R_OK):
             return f"{value} cannot be read"
         return None
-    # The nearest folder that exists must be a folder we may write in (the rest is made at start).
+    # The nearest folder that exists must be a folder the device may write in (the rest is made at start).
     folder = os.path.dirname(real)
     while not os.path.exists(folder):
         folder = os.path.dirname(folder)
     if not os.path.isdir(folder):
         return f"its folder {folder} is not a folder"
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if _may_judge(folder) and not os.access(folder, os.W_OK | os.X_OK):
         return f"its folder {folder} is not writable"
     return None
+
+
+def _may_judge(folder: str) -> bool:
+    """Whether this process can tell if the device may write in ``folder``.
+
+    As root (the installer, ``sudo evaluator --check``) or as the folder's
+    owner (the service itself): yes. A tool run by another user cannot speak
+    for the service's permissions; the service's own start checks them.
+    """
+    euid = os.geteuid()
+    try:
+        return euid == 0 or os.stat(folder).st_uid == euid
+    except OSError:
+        return False
 
 
 def _value_problem(key: str, value: Any) -> str | None:

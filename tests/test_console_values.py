@@ -159,3 +159,4 @@ def test_a_newline_in_a_text_key_from_a_file_is_refused(tmp_path):
     path.write_text('[staff]\nname = "张三\\n李四"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"staff\.name: must not contain control characters"):
         config.load([path])
+
