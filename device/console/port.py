@@ -15,16 +15,14 @@ import dataclasses
 import importlib
 import json
 import logging
-import socket
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from device import __version__
 from device.config import MASK, Secret
-from device.console import actions, improv, selftest, staging, wifi
+from device.console import actions, commit, improv, selftest, wifi
 from device.console import auth as auth_commands
 from device.console import settings as settings_commands
 from device.console.actions import suggest
@@ -57,62 +55,10 @@ REFUSALS_COUNTED = frozenset({"not_authorized", "unknown_key", "invalid_value", 
 #: Feature modules of the console that may not be in every build (the device keys' commands):
 #: each one's ``COMMANDS`` joins the table when the module is there.
 OPTIONAL_FEATURES = ("device.console.keys",)
-#: How long ``Commit`` tries to reach a newly set hall server before it says it could not.
-REACH_S = 2.0
-
-
-def _staging_commands() -> dict[str, Command]:
-    """``Commit``, ``Discard``, ``FactoryReset`` with their help; ``Commit`` says when the hall is out of reach."""
-    helps: dict[str, dict[str, Any]] = {
-        "commit": dict(name="Commit", summary="validate, save and apply everything staged, or refuse naming each key",
-                       usage="Commit", example="Commit"),
-        "discard": dict(name="Discard", summary="drop everything staged", usage="Discard", example="Discard"),
-        "factoryreset": dict(name="FactoryReset", summary="erase settings, device key and PIN (ratings are kept)",
-                             usage="FactoryReset yes", example="FactoryReset yes"),
-    }
-    commands = {name: dataclasses.replace(command, **helps.get(name, {}))
-                for name, command in staging.COMMANDS.items()}
-    if "commit" in commands:
-        commands["commit"] = dataclasses.replace(commands["commit"], handler=_commit_and_reach(commands["commit"]))
-    return commands
-
-
-def reach(url: str, timeout: float = REACH_S) -> str | None:
-    """Why the hall server at ``url`` cannot be reached (a TCP connection to its host and port), or None."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except TimeoutError:
-        return f"no answer from {host}:{port} within {timeout:g} s"
-    except OSError as e:
-        return f"{host}:{port}: {e.strerror or e}"
-
-
-def _commit_and_reach(commit: Command) -> Callable[[Context, str], Answer | None]:
-    def handler(ctx: Context, arg: str) -> Answer | None:
-        before = ctx.device.current_config().upload.server
-        staged = ctx.staging.values.get("upload.server")
-        answer = commit.handler(ctx, arg)
-        if answer is None or not answer.get("ok") or staged is None or staged == before:
-            return answer
-        # Committed even so: the hall may be down for a while; the device keeps ratings until it answers.
-        why = reach(str(staged))
-        if why is not None:
-            answer = {**answer, "reachable": False, "warning": f"the hall server cannot be reached now ({why}); "
-                      "saved anyway: ratings are kept until it answers. Send Test uplink to check it"}
-        else:
-            answer = {**answer, "reachable": True}
-        return answer
-    return handler
-
-
 def default_commands() -> dict[str, Command]:
     """Every feature's command table, joined."""
     tables: list[Mapping[str, Command]] = [actions.COMMANDS, settings_commands.COMMANDS, auth_commands.COMMANDS,
-                                           _staging_commands(), selftest.COMMANDS, wifi.COMMANDS]
+                                           commit.COMMANDS, selftest.COMMANDS, wifi.COMMANDS]
     for name in OPTIONAL_FEATURES:
         try:
             module = importlib.import_module(name)
