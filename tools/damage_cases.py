@@ -253,6 +253,10 @@ def bad_value(name: str, line: str | Callable[[Image], str], key: str) -> Callab
                     return out
                 staged, answer = dev.tech(text), dev.tech("Commit")
                 out.answered += 2
+                if staged.get("ok") is False and staged.get("key") == key:
+                    # Refused as it was staged (a hostile path never reaches Commit): the same refusal, earlier.
+                    refusal = {"key": key, "message": f"refused at Set: {staged['message']}"}
+                    answer = {"ok": False, "problems": [refusal]}
                 problems = {p.get("key"): p.get("message") for p in answer.get("problems", [])}
                 if answer.get("ok") or key not in problems:
                     out.problems.append(f"the commit was not refused for {key}: {answer}")
