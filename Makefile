@@ -8,11 +8,11 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage
+.PHONY: setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage syscalls
 
 TMUX := /usr/bin/tmux
 
-setup: $(STAMP) $(FONT) $(TMUX)
+setup: $(STAMP) $(FONT) $(TMUX) /usr/bin/strace /usr/bin/systemd-analyze
 
 # WenQuanYi Bitmap Song: the crisp CJK bitmap font (PCF, 12 and 16 px).
 $(FONT):
@@ -23,6 +23,11 @@ $(FONT):
 $(TMUX):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y tmux
+
+# strace and systemd-analyze: tests/test_syscalls.py checks the unit's SystemCallFilter against the calls made.
+/usr/bin/strace /usr/bin/systemd-analyze:
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y --no-install-recommends strace systemd
 
 $(STAMP): setup.py
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
@@ -58,6 +63,10 @@ bench: setup
 # The production program on the fake Pi for every display model x interface x rotation (40 child processes).
 fakepi-matrix: setup
 	$(PY) -m pytest -q -m slow tests/test_fakepi.py
+
+# The unit's SystemCallFilter against every call the doctor and the device make on the fake Pi (strace -f).
+syscalls: setup
+	$(PY) -m pytest -q -m slow tests/test_syscalls.py
 
 # The damage matrix, a line per case: damaged storage (lost WAL, flipped page, truncated file, poison row),
 # a true ENOSPC (a loop-mounted ext4 when run as root), a moved outbox, FactoryReset, bad values,

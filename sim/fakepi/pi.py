@@ -95,11 +95,15 @@ class FakePi:
         return env
 
     def start(self, args: Sequence[str], *, cwd: str, env: Mapping[str, str] | None = None,
-              module: str = "device", log_path: str | None = None) -> Child:
-        """Start ``python -m <module> <args>`` (the production entry point) on this Pi."""
+              module: str = "device", log_path: str | None = None, wrapper: Sequence[str] = ()) -> Child:
+        """Start ``python -m <module> <args>`` (the production entry point) on this Pi.
+
+        Args:
+            wrapper: a command the program runs under (``("strace", "-f", ...)``).
+        """
         log_path = log_path or os.path.join(self.root, "child.log")
         log = open(log_path, "wb")  # noqa: SIM115 - closed by Child.stop
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=dict(env or self.env()),
+        proc = subprocess.Popen([*wrapper, sys.executable, "-m", module, *args], cwd=cwd, env=dict(env or self.env()),
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         self.child = Child(proc, log, log_path)
         return self.child
