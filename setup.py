@@ -1,8 +1,15 @@
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# One version, device/__init__.py's: `evaluator --version`, every console script and the .deb read it too.
+VERSION = re.search(r'^__version__ = "([^"]+)"', (Path(__file__).parent / "device" / "__init__.py").read_text(),
+                    re.M).group(1)
 
 setup(
     name="window-evaluator",
-    version="0.1.0",
+    version=VERSION,
     description="Window Evaluator: the software of a 好差评 window evaluation device",
     python_requires=">=3.11",
     packages=find_packages(include=["device", "device.*", "sim", "sim.*", "provision", "provision.*"]),

@@ -22,15 +22,21 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+from device import __version__, doctor
 from device import config as config_mod
-from device.errors import ConfigError, EvaluatorError
-from device.hardware import staff_request
+from device.checks import check_screens, check_storage
+from device.drivers.serial_port import open_serial
+from device.errors import ConfigError, EvaluatorError, SerialPortError
+from device.hardware import make_pi_hardware, staff_request
+from device.layout import SYSTEM_CONFIG
+from device.network import NmcliBackend
 from device.notify import Notifier
+from device.settings import SettingsStore
+from device.supervisor import Supervisor, configured_size
 
 logger = logging.getLogger(__name__)
 
-#: Where the installed device keeps its configuration.
-SYSTEM_CONFIG = "/etc/window-evaluator/config.toml"
+__all__ = ["SYSTEM_CONFIG", "check", "install_signal_handlers", "main", "parse_args", "setup_logging"]
 
 
 def parse_args(argv: Sequence[str] | None, prog: str = "evaluator",
@@ -43,6 +49,7 @@ def parse_args(argv: Sequence[str] | None, prog: str = "evaluator",
                         help="a TOML configuration file (may be given more than once)")
     parser.add_argument("--set", action="append", default=[], dest="overrides",
                         metavar="SECTION.KEY=VALUE", help="override one configuration key")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--check", action="store_true",
                         help="check the configuration (and the committed settings) as a start would, then exit: "
                              "0 if it would start, 2 naming every bad key")
@@ -75,8 +82,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The device: the console first, then the rest under the supervisor."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["doctor"]:
-        from device import doctor
-
         return doctor.main(argv[1:])
     args = parse_args(argv).parse_args(argv)
     if not args.config and os.path.exists(SYSTEM_CONFIG):
@@ -91,13 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"evaluator: {e}\nevaluator: starting in recovery", file=sys.stderr)
         config = config_mod.load()
     setup_logging(config.log.level)
-
-    from device.drivers.serial_port import open_serial
-    from device.errors import SerialPortError
-    from device.hardware import make_pi_hardware
-    from device.network import NmcliBackend
-    from device.settings import SettingsStore
-    from device.supervisor import Supervisor
 
     notifier = Notifier.from_environment()
     stop = threading.Event()
@@ -116,10 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def check(paths: list[str], overrides: list[str]) -> int:
     """``evaluator --check``: what a start would find wrong with the configuration, without starting."""
-    from device.checks import check_screens, check_storage
-    from device.settings import SettingsStore
-    from device.supervisor import configured_size
-
     try:
         config = config_mod.load(paths, overrides)
         config = SettingsStore(config.console.settings_path, paths, overrides).load()

@@ -17,6 +17,7 @@ reaches comes in through :class:`Parts`, so tests swap in failing ones.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import errno
 import grp
@@ -30,16 +31,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from gpiozero import Button
+
+from device import __version__, integrity
 from device import config as config_mod
+from device.app import http_transport
+from device.checks import check_screens, load_key
+from device.clock import kernel_clock_synced
+from device.drivers.pins import open_pin_factory
 from device.errors import ConfigError, FontError
+from device.layout import SERVICE_USER, STATE_DIR, SYSTEM_CONFIG, UNIT
+from device.queue.health import uplink_check
+from device.settings import SettingsStore
+from device.supervisor import configured_size
+from device.ui import fonts
 
 if TYPE_CHECKING:
     from device.config import Config, Secret
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
-SERVICE_USER = "evaluator"
-UNIT = "window-evaluator.service"
-STATE_DIR = "/var/lib/window-evaluator"
 
 #: BCM GPIO number -> pin on the 40-pin header.
 HEADER_PIN = {2: 3, 3: 5, 4: 7, 14: 8, 15: 10, 17: 11, 18: 12, 27: 13, 22: 15, 23: 16, 24: 18, 10: 19, 9: 21,
@@ -88,13 +98,13 @@ def _run(command: Sequence[str]) -> tuple[int, str]:
 
 
 def _smbus(port: int) -> Any:
-    import smbus2
+    import smbus2  # Pi-only (the pi extra): imported when the panel's bus is probed
 
     return smbus2.SMBus(port)
 
 
 def _spidev(port: int, device: int) -> Any:
-    import spidev
+    import spidev  # Pi-only (the pi extra): imported when the panel's bus is probed
 
     spi = spidev.SpiDev()
     spi.open(port, device)
@@ -102,8 +112,6 @@ def _spidev(port: int, device: int) -> Any:
 
 
 def _pin_factory() -> Any:
-    from device.drivers.pins import open_pin_factory
-
     return open_pin_factory()
 
 
@@ -179,9 +187,6 @@ def _why(e: BaseException) -> str:
 
 def check_settings(paths: list[str], overrides: list[str], parts: Parts) -> tuple[Config, Result]:
     """The configuration, the committed settings on top, and what the screens must show."""
-    from device.checks import check_screens
-    from device.settings import SettingsStore
-    from device.supervisor import configured_size
 
     try:
         config = config_mod.load(paths, overrides)
@@ -266,8 +271,6 @@ def check_pins(config: Config, parts: Parts, service_running: bool) -> list[Resu
 
 
 def _check_pin(factory: Any, label: str, pin: int, service_running: bool) -> Result:
-    from gpiozero import Button
-
     where = f"GPIO {pin} (header pin {HEADER_PIN.get(pin, '?')})"
     try:
         button = Button(pin, pull_up=True, pin_factory=factory)
@@ -287,7 +290,6 @@ def _check_pin(factory: Any, label: str, pin: int, service_running: bool) -> Res
 
 
 def check_font(parts: Parts) -> Result:
-    from device.ui import fonts
 
     try:
         fonts.check_fonts(parts.font_dir)
@@ -352,7 +354,6 @@ def _missing_folder(folder: str, user: User, parts: Parts) -> Result:
 
 def check_database(config: Config) -> Result:
     """SQLite's integrity check and the outbox's hash chain (evaluator-verify's checks)."""
-    from device import integrity
 
     path = config.outbox.path
     if not os.path.exists(path):
@@ -373,9 +374,6 @@ def check_database(config: Config) -> Result:
 
 def check_hall(config: Config, parts: Parts) -> Result:
     """One signed heartbeat through the device's own uplink path; the answer must verify."""
-    from device import __version__
-    from device.checks import load_key
-    from device.queue.health import uplink_check
 
     server = config.upload.server
     if not server:
@@ -387,7 +385,6 @@ def check_hall(config: Config, parts: Parts) -> Result:
                       "run the doctor as root: sudo evaluator doctor")
     if not key:
         return Result("hall", FAIL, f"no device key in {config.upload.key_file}", KEY_FIX)
-    from device.app import http_transport
 
     make_transport = parts.make_transport or http_transport
     transport = make_transport(config, key, min(config.upload.timeout_s, 10.0))
@@ -415,7 +412,6 @@ def check_hall(config: Config, parts: Parts) -> Result:
 
 def check_clock(parts: Parts) -> Result:
     """Synchronised or not, and by what (the hall dates unsynced events by their clock events)."""
-    from device.clock import kernel_clock_synced
 
     synced = (parts.clock_synced or kernel_clock_synced)()
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -497,10 +493,6 @@ def run_checks(paths: list[str], overrides: list[str], parts: Parts | None = Non
 
 def main(argv: Sequence[str] | None = None, parts: Parts | None = None) -> int:
     """``evaluator doctor``: print one line per check; 1 when any failed."""
-    import argparse
-
-    from device.cli import SYSTEM_CONFIG
-
     parser = argparse.ArgumentParser(prog="evaluator doctor", description="Check each part of this device, one "
                                      "line each, and say what fixes what is wrong; exit 1 if any check fails")
     parser.add_argument("--config", action="append", default=[], metavar="PATH",

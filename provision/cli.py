@@ -5,6 +5,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from device import __version__
 from device.errors import ProvisionError, SerialPortError
 from provision import EXIT_PORT, EXIT_USAGE
 from provision.profiles import load_csv_row, load_profile
@@ -18,6 +19,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Provision a Window Evaluator over its serial console.",
         epilog="The PIN may also come from the EVALUATOR_PIN environment variable "
                "(keeps it out of the shell history). Neither the PIN nor the key is ever printed.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--port", required=True, help="the console port (e.g. /dev/ttyACM0, or the simulator's pty)")
     parser.add_argument("--baudrate", type=int, default=115200)
     source = parser.add_mutually_exclusive_group(required=True)
