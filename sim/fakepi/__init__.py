@@ -21,5 +21,6 @@ factory and luma's real bus classes run above them.
 - :mod:`sim.fakepi.panels`: panel controllers that decode the bus bytes
   back into panel RAM and the picture on the glass.
 
-Nothing here imports ``device``: the fake Pi is hardware, not the program.
+Nothing here imports ``device`` but its panel models (``device.panels``, data: which controller a model
+has): the fake Pi is hardware, not the program.
 """
