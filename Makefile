@@ -8,7 +8,7 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage syscalls
+.PHONY: setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage syscalls pi-install-check
 
 TMUX := /usr/bin/tmux
 
@@ -67,6 +67,10 @@ fakepi-matrix: setup
 # The unit's SystemCallFilter against every call the doctor and the device make on the fake Pi (strace -f).
 syscalls: setup
 	$(PY) -m pytest -q -m slow tests/test_syscalls.py
+
+# The install on Raspberry Pi OS resolves for armv7l and aarch64 (Python 3.11) with no source build (needs PyPI).
+pi-install-check: setup
+	$(PY) tools/pi_install.py
 
 # The damage matrix, a line per case: damaged storage (lost WAL, flipped page, truncated file, poison row),
 # a true ENOSPC (a loop-mounted ext4 when run as root), a moved outbox, FactoryReset, bad values,

@@ -19,7 +19,7 @@ setup(
         "gpiozero>=2.0",
         "luma.oled>=3.13",
         "luma.core>=2.4",
-        "Pillow>=10",
+        "Pillow>=9.4",  # Debian 12's python3-pil on the Pi (deploy/debian-packages.txt)
         "qrcode>=7.4",
         "sqlite-utils>=3.35",
         # RFC 9421 HTTP Message Signatures both ways on the uplink (contract v2); brings cryptography.
@@ -48,6 +48,7 @@ setup(
             "ruff>=0.6",
             "mypy>=1.10",
             "types-requests",
+            "packaging",  # tools/pi_install.py resolves the Pi's pinned wheels
         ],
         "bench": [
             "persist-queue>=1.0",
