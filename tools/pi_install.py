@@ -47,7 +47,7 @@ PYTHON = "3.11"
 
 def pins(path: Path = PINS) -> dict[str, Version]:
     """``{name: version}`` of the pinned wheels."""
-    found = {}
+    found: dict[str, Version] = {}
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
@@ -59,7 +59,7 @@ def pins(path: Path = PINS) -> dict[str, Version]:
 
 def debian(path: Path = DEBIAN) -> dict[str, Version]:
     """``{Python distribution: version}`` the Pi's packages provide."""
-    found = {}
+    found: dict[str, Version] = {}
     for line in path.read_text().splitlines():
         fields = line.split("#", 1)[0].split()
         if len(fields) >= 3 and fields[1] != "-":
