@@ -35,6 +35,9 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,bench]'
+	# rpi-lgpio (pure Python, RPi.GPIO over lgpio, as on Bookworm): the fake Pi runs luma's RPi.GPIO through it.
+	# --no-deps: its lgpio is the fake Pi's here (lgpio has no wheel for this machine).
+	$(PY) -m pip install --quiet --no-deps rpi-lgpio==0.6
 	touch $@
 
 # With a terminal: the interactive simulator. Without one: the built-in scenario.

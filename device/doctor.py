@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gpiozero import Button
 
-from device import __version__, integrity
+from device import __version__, integrity, panels, pinmap
 from device import config as config_mod
 from device.app import http_transport
 from device.checks import check_screens, load_key
@@ -145,6 +145,7 @@ class Parts:
         cmdline: the kernel's command line file.
         unit_path: where the installed unit is (its sandbox limits where the service may write).
         font_dir: the font folder (default: the device's).
+        device_tree: where the kernel shows the device tree (the buses' status, the I²C clock).
     """
 
     open_i2c: Callable[[int], Any] = _smbus
@@ -157,6 +158,7 @@ class Parts:
     cmdline: str = "/proc/cmdline"
     unit_path: str = f"/etc/systemd/system/{UNIT}"
     font_dir: str | None = None
+    device_tree: str = pinmap.DEVICE_TREE
 
 
 def _may(st: os.stat_result, user: User, bits: int) -> bool:
@@ -225,6 +227,11 @@ def check_display(config: Config, parts: Parts) -> Result:
         try:
             bus.write_quick(d.i2c_address)
         except OSError as e:
+            if e.errno == errno.EBUSY:
+                return Result("display", FAIL, f"0x{d.i2c_address:02X} on {node} is held by a kernel driver "
+                              f"(i2cdetect -y {d.i2c_port} shows UU)",
+                              "take the dtoverlay that claims that address out of config.txt, or wire the panel "
+                              "to another address and set display.i2c_address")
             return Result("display", FAIL, f"nothing answers at 0x{d.i2c_address:02X} on {node} ({_why(e)})",
                           f"check the panel's wiring (SDA to pin 3, SCL to pin 5, VCC to 3.3 V pin 1, GND to pin 9) "
                           f"and display.i2c_address: i2cdetect -y {d.i2c_port} lists the addresses that answer")
@@ -241,6 +248,44 @@ def check_display(config: Config, parts: Parts) -> Result:
         return _bus_failure(node, e, "spi", "dtparam=spi=on in config.txt")
     return Result("display", OK, f"{d.model}: {node} opens (SPI has no acknowledgement: Test display on the "
                   f"console shows whether the panel draws)")
+
+
+#: Each bus the firmware may have on: its device-tree alias, and the pins its kernel driver then holds.
+_BUSES = {"I2C1": ("i2c1", pinmap.I2C_PINS[1]), "SPI0": ("spi0", pinmap.SPI_PINS[0]),
+          "the UART": (pinmap.UART_ALIAS, pinmap.UART_PINS)}
+REINSTALL_FIX = "sudo deploy/install.sh (or reinstall the package) sets config.txt from the configuration, then reboot"
+
+
+def check_bus(config: Config, parts: Parts) -> Result:
+    """The buses as the firmware turned them on: the panel's I²C clock (400 kHz), and no bus the config does not use."""
+    d = config.display
+    tree = parts.device_tree
+    on = pinmap.buses(config)
+    extra = []
+    for name, (alias, pins) in _BUSES.items():
+        used = {"I2C1": on.i2c == 1, "SPI0": on.spi == 0, "the UART": on.uart}[name]
+        if not used and pinmap.enabled(alias, tree):
+            extra.append(f"{name} (GPIO {', '.join(map(str, sorted(pins)))} held by the kernel)")
+    also = f"; also on, unused: {', '.join(extra)}" if extra else ""
+    if d.interface != "i2c":
+        speed = f"SPI{d.spi_port} for the panel"
+        return Result("bus", WARN if extra else OK, speed + also, REINSTALL_FIX)
+    hz = pinmap.i2c_hz(d.i2c_port, tree)
+    if hz is None:
+        return Result("bus", WARN, f"I2C{d.i2c_port}: no clock-frequency in the device tree ({tree}){also}",
+                      "dtparam=i2c_arm_baudrate=400000 in config.txt (deploy/install.sh sets it), then reboot")
+    try:
+        w, h = panels.get(d.model).size
+        bits = panels.get(d.model).bits_per_pixel
+    except KeyError:
+        w, h, bits = 128, 64, 1
+    frame_ms = w * h * bits / 8 * 9 / hz * 1000
+    speed = f"I2C{d.i2c_port} at {hz / 1000:g} kHz (a full {d.model} frame: {frame_ms:.0f} ms on the wire)"
+    if hz < pinmap.I2C_FAST_HZ:
+        return Result("bus", WARN, f"{speed}: the panel budget needs {pinmap.I2C_FAST_HZ // 1000} kHz{also}",
+                      f"dtparam=i2c_arm_baudrate={pinmap.I2C_FAST_HZ} in config.txt (deploy/install.sh sets it), "
+                      "then reboot")
+    return Result("bus", WARN if extra else OK, speed + also, REINSTALL_FIX)
 
 
 def _bus_failure(node: str, e: OSError, group: str, enable: str) -> Result:
@@ -485,7 +530,8 @@ def run_checks(paths: list[str], overrides: list[str], parts: Parts | None = Non
     config, settings = check_settings(paths, overrides, parts)
     service = check_service(parts)
     running = service is not None and service.status == OK
-    results = [settings, check_display(config, parts), *check_pins(config, parts, running), check_font(parts),
+    results = [settings, check_display(config, parts), check_bus(config, parts), *check_pins(config, parts, running),
+               check_font(parts),
                *check_data(config, parts), check_database(config), check_hall(config, parts), check_clock(parts),
                check_console(config, parts)]
     return results + ([service] if service is not None else [])
