@@ -8,7 +8,7 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage syscalls pi-install-check
+.PHONY: setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage syscalls pi-install-check deb deb-test
 
 TMUX := /usr/bin/tmux
 
@@ -74,6 +74,18 @@ syscalls: setup
 # The install on Raspberry Pi OS resolves for armv7l and aarch64 (Python 3.11) with no source build (needs PyPI).
 pi-install-check: setup
 	$(PY) tools/pi_install.py
+
+# The package: out/window-evaluator_<version>_all.deb, installable offline (its wheels inside).
+deb: setup
+	$(PY) deploy/deb.py --out out
+
+# The package installed into a throwaway root (dpkg --root), upgraded from the previous version with ratings
+# pending, removed and purged; the program in the root's venv runs on the fake Pi. This machine's Debian
+# packages stand in for the Pi's compiled modules (python3-lgpio excepted: the fake Pi's lgpio stands in).
+deb-test: setup
+	$(SUDO) apt-get install -y --no-install-recommends python3-venv python3-pil python3-cryptography \
+	  python3-cbor2 python3-spidev python3-cffi-backend
+	$(PY) -m pytest -q -m slow tests/test_deb.py
 
 # The damage matrix, a line per case: damaged storage (lost WAL, flipped page, truncated file, poison row),
 # a true ENOSPC (a loop-mounted ext4 when run as root), a moved outbox, FactoryReset, bad values,

@@ -24,6 +24,10 @@
 #   - /etc/window-evaluator/config.toml (kept if there is one);
 #   - the systemd unit, enabled and (re)started.
 #
+# --package: run by the .deb's postinst (deploy/deb.py) from /opt/window-evaluator:
+# apt already installed the packages (the .deb's Depends), the wheels are the
+# package's own (offline), and the unit and the README are the package's files.
+#
 # --console usb (the default): the console is the USB gadget port /dev/ttyGS0;
 # --console uart: /dev/serial0 (GPIO 14/15). Only for a new config.toml:
 # an existing one says where the console is. Run it again after changing the
@@ -36,13 +40,15 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 CONSOLE=usb
 WHEELHOUSE=
+PACKAGE=no
 while [ $# -gt 0 ]; do
     case $1 in
+        --package) PACKAGE=yes; WHEELHOUSE=$SRC/wheels; shift ;;
         --console) CONSOLE=${2:-}; shift 2 ;;
         --console=*) CONSOLE=${1#*=}; shift ;;
         --wheelhouse) WHEELHOUSE=${2:-}; shift 2 ;;
         --wheelhouse=*) WHEELHOUSE=${1#*=}; shift ;;
-        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -60,19 +66,21 @@ case $codename in
 esac
 
 # --- packages --------------------------------------------------------------------
-mapfile -t PACKAGES < <(debian_packages "$SRC/deploy/debian-packages.txt")
-export DEBIAN_FRONTEND=noninteractive
-if [ -z "$WHEELHOUSE" ]; then
-    apt-get update -q
-fi
-for package in python3-lgpio; do
-    if ! apt-cache policy "$package" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-        die "no $package in apt's sources: it comes from Raspberry Pi OS's own archive (raspi.list);" \
-            "install on Raspberry Pi OS, or add that archive"
+if [ "$PACKAGE" = no ]; then
+    mapfile -t PACKAGES < <(debian_packages "$SRC/deploy/debian-packages.txt")
+    export DEBIAN_FRONTEND=noninteractive
+    if [ -z "$WHEELHOUSE" ]; then
+        apt-get update -q
     fi
-done
-say "installing packages: ${PACKAGES[*]}"
-apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+    for package in python3-lgpio; do
+        if ! apt-cache policy "$package" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+            die "no $package in apt's sources: it comes from Raspberry Pi OS's own archive (raspi.list);" \
+                "install on Raspberry Pi OS, or add that archive"
+        fi
+    done
+    say "installing packages: ${PACKAGES[*]}"
+    apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+fi
 
 # --- the program -------------------------------------------------------------------
 if [ ! -x "$ROOT$VENV/bin/python" ]; then
@@ -83,11 +91,18 @@ if [ ! -x "$ROOT$VENV/bin/python" ]; then
 fi
 PIP_FROM=()
 [ -z "$WHEELHOUSE" ] || PIP_FROM=(--no-index --find-links "$WHEELHOUSE")
-say "installing $SRC into $VENV${WHEELHOUSE:+ from $WHEELHOUSE}"
 "$ROOT$VENV/bin/pip" install --quiet --only-binary=:all: --no-deps "${PIP_FROM[@]}" \
     -r "$SRC/deploy/requirements-pi.txt"
-"$ROOT$VENV/bin/pip" install --quiet --no-deps --no-build-isolation "${PIP_FROM[@]}" "$SRC"
-install -m 0644 "$SRC/README.md" "$ROOT$PREFIX/README.md"
+if [ "$PACKAGE" = yes ]; then
+    VERSION=$(cat "$SRC/VERSION" 2>/dev/null || true)
+    say "installing window-evaluator ${VERSION:-} into $VENV from the package's wheels"
+    "$ROOT$VENV/bin/pip" install --quiet --no-deps --only-binary=:all: --force-reinstall "${PIP_FROM[@]}" \
+        "window-evaluator${VERSION:+==$VERSION}"
+else
+    say "installing $SRC into $VENV${WHEELHOUSE:+ (wheels from $WHEELHOUSE)}"
+    "$ROOT$VENV/bin/pip" install --quiet --no-deps --no-build-isolation "${PIP_FROM[@]}" "$SRC"
+    install -m 0644 "$SRC/README.md" "$ROOT$PREFIX/README.md"
+fi
 
 # --- the user ---------------------------------------------------------------------------
 for group in $SERVICE_GROUPS; do
@@ -161,7 +176,14 @@ if [ -f "$BOOT/cmdline.txt" ]; then
 fi
 
 # --- systemd ------------------------------------------------------------------------------
-install -D -m 0644 "$SRC/deploy/$UNIT" "$ROOT$UNIT_DIR/$UNIT"
+if [ "$PACKAGE" = yes ]; then
+    # The package's unit is in /lib/systemd/system; a copy an earlier install.sh left in /etc would hide it.
+    if [ -f "$ROOT$UNIT_DIR/$UNIT" ] && grep -q "^# Installed by deploy/install.sh" "$ROOT$UNIT_DIR/$UNIT"; then
+        rm -f "$ROOT$UNIT_DIR/$UNIT"
+    fi
+else
+    install -D -m 0644 "$SRC/deploy/$UNIT" "$ROOT$UNIT_DIR/$UNIT"
+fi
 # No login prompt on the ports the device answers on.
 "${SYSTEMCTL[@]}" mask $GETTYS
 if [ "$LIVE" = yes ]; then

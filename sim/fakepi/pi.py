@@ -128,10 +128,17 @@ class FakePi:
 
     # --- a child on the fake Pi -------------------------------------------------------------
 
-    def env(self, base: Mapping[str, str] | None = None, *, pin_factory: str | None = "lgpio") -> dict[str, str]:
-        """The environment of a process on this Pi: the fake libraries first on its path."""
+    def env(self, base: Mapping[str, str] | None = None, *, pin_factory: str | None = "lgpio",
+            project: bool = True) -> dict[str, str]:
+        """The environment of a process on this Pi: the fake libraries first on its path.
+
+        Args:
+            project: this checkout on the path too; False for a program installed elsewhere (a venv made by the
+                .deb), which brings its own ``device`` and ``sim``.
+        """
         env = dict(os.environ if base is None else base)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (LIBS, PROJECT, env.get("PYTHONPATH", "")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (LIBS, PROJECT if project else "",
+                                                        env.get("PYTHONPATH", "") if project else "") if p)
         env[ROOT_ENV] = self.root
         env.pop("LG_WD", None)
         if pin_factory is None:
@@ -141,15 +148,17 @@ class FakePi:
         return env
 
     def start(self, args: Sequence[str], *, cwd: str, env: Mapping[str, str] | None = None,
-              module: str = "device", log_path: str | None = None, wrapper: Sequence[str] = ()) -> Child:
+              module: str = "device", log_path: str | None = None, wrapper: Sequence[str] = (),
+              python: str = sys.executable) -> Child:
         """Start ``python -m <module> <args>`` (the production entry point) on this Pi.
 
         Args:
             wrapper: a command the program runs under (``("strace", "-f", ...)``).
+            python: the interpreter (an installed venv's, with :meth:`env` ``project=False``).
         """
         log_path = log_path or os.path.join(self.root, "child.log")
         log = open(log_path, "wb")  # noqa: SIM115 - closed by Child.stop
-        proc = subprocess.Popen([*wrapper, sys.executable, "-m", module, *args], cwd=cwd, env=dict(env or self.env()),
+        proc = subprocess.Popen([*wrapper, python, "-m", module, *args], cwd=cwd, env=dict(env or self.env()),
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         self.child = Child(proc, log, log_path)
         return self.child
