@@ -48,7 +48,7 @@ while [ $# -gt 0 ]; do
         --console=*) CONSOLE=${1#*=}; shift ;;
         --wheelhouse) WHEELHOUSE=${2:-}; shift 2 ;;
         --wheelhouse=*) WHEELHOUSE=${1#*=}; shift ;;
-        -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done

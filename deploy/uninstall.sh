@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --purge) PURGE=yes; shift ;;
         --package) PACKAGE=yes; shift ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
