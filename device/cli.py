@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from device import __version__, doctor
+from device import __version__
 from device import config as config_mod
 from device.checks import check_screens, check_storage
 from device.drivers.serial_port import open_serial
@@ -82,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The device: the console first, then the rest under the supervisor."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["doctor"]:
+        from device import doctor  # heavy: the whole program (app, uplink, integrity); the console starts without it
+
         return doctor.main(argv[1:])
     args = parse_args(argv).parse_args(argv)
     if not args.config and os.path.exists(SYSTEM_CONFIG):
