@@ -12,7 +12,10 @@ STAMP := $(VENV)/.installed
 
 TMUX := /usr/bin/tmux
 
-setup: $(STAMP) $(FONT) $(TMUX) /usr/bin/strace /usr/bin/systemd-analyze
+# strace, systemd-analyze and libseccomp's Python binding: tests/test_syscalls.py checks the unit's filter.
+PI_TOOLS := /usr/bin/strace /usr/bin/systemd-analyze /usr/share/doc/python3-seccomp
+
+setup: $(STAMP) $(FONT) $(TMUX) $(PI_TOOLS)
 
 # WenQuanYi Bitmap Song: the crisp CJK bitmap font (PCF, 12 and 16 px).
 $(FONT):
@@ -24,10 +27,11 @@ $(TMUX):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y tmux
 
-# strace and systemd-analyze: tests/test_syscalls.py checks the unit's SystemCallFilter against the calls made.
-/usr/bin/strace /usr/bin/systemd-analyze:
+# tests/test_syscalls.py: the unit's SystemCallFilter expanded (systemd-analyze), against the calls made (strace)
+# and enforced by the kernel (seccomp, through the system python3's binding) while the device takes a rating.
+$(PI_TOOLS):
 	$(SUDO) apt-get update
-	$(SUDO) apt-get install -y --no-install-recommends strace systemd
+	$(SUDO) apt-get install -y --no-install-recommends strace systemd python3-seccomp
 
 $(STAMP): setup.py
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \

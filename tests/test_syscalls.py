@@ -2,18 +2,25 @@
 
 The allowed set comes from the shipped unit itself (``tools/syscalls.py``
 expands each ``SystemCallFilter=`` line with ``systemd-analyze
-syscall-filter``); the calls made come from ``strace -f`` on the doctor and
-on the production entry point (``python -m device``) running on the fake
-Pi: started, a button pressed, the rating delivered to the hall, stopped by
-SIGTERM as systemd stops it (about 25 s under strace: ``make syscalls``, in
-CI; the default run checks how the filter is read and the clock's call). A call the unit denies fails with EPERM under
-systemd, silently: ``clock_adjtime`` denied left the device stamping every
-rating unsynchronised.
-"""
+syscall-filter``). Two ways to hold the device to it:
 
+- enforced: ``tools/under_filter.py`` loads that set into the kernel
+  (seccomp, EPERM for the rest, as systemd does) and the production entry
+  point (``python -m device``) runs under it on the fake Pi, takes a rating
+  and delivers it; the device gets the kernel's answer about the clock
+  (``clock_adjtime``), which a copy of the unit without it turns into EPERM
+  (a device that never sees NTP). In the default run: a few seconds.
+- traced: ``strace -f`` of the doctor and of the device taking a rating,
+  every call made compared with the set; a copy of the unit that denies
+  ``clock_adjtime`` fails. About 25 s under strace: ``make syscalls``.
+
+A call the unit denies fails with EPERM under systemd, silently:
+``clock_adjtime`` denied left the device stamping every rating unsynchronised.
+"""
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -124,6 +131,56 @@ def test_the_filter_is_read_as_systemd_reads_it():
     assert syscalls.allowed(unit) == {"read", "adjtimex"}
     with pytest.raises(ValueError):
         syscalls.allowed("[Service]\nSystemCallFilter=~@clock\n")
+
+
+# --- the unit's filter enforced by the kernel (seccomp), as systemd loads it -----------------------------
+
+ENFORCE = ["/usr/bin/python3", str(REPO / "tools" / "under_filter.py")]
+ASK_THE_CLOCK = ("import ctypes; libc = ctypes.CDLL(None, use_errno=True); "
+                 "print(libc.adjtimex(ctypes.create_string_buffer(512)), ctypes.get_errno())")
+
+
+def seccomp_missing() -> bool:
+    return subprocess.run(["/usr/bin/python3", "-c", "import seccomp"], capture_output=True).returncode != 0
+
+
+needs_seccomp = pytest.mark.skipif(not os.path.exists("/usr/bin/python3") or seccomp_missing(),
+                                   reason="needs Debian's python3-seccomp (make setup installs it)")
+
+
+def under(unit: Path, *command: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*ENFORCE, str(unit), "--", *command], capture_output=True, text=True, timeout=60,
+                          **kwargs)
+
+
+@needs_seccomp
+def test_under_the_enforced_filter_the_device_gets_the_kernels_answer_about_the_clock(tmp_path):
+    answer = under(UNIT, sys.executable, "-c", ASK_THE_CLOCK).stdout.split()
+    assert answer and answer[0] != "-1", answer          # 0 (synced) or 5 (TIME_ERROR): the kernel's own answer
+    denied = tmp_path / "window-evaluator.service"
+    denied.write_text(UNIT.read_text().replace("SystemCallFilter=adjtimex clock_adjtime clock_adjtime64",
+                                               "SystemCallFilter=adjtimex"))
+    assert under(denied, sys.executable, "-c", ASK_THE_CLOCK).stdout.split() == ["-1", "1"]   # EPERM: never synced
+
+
+@needs_seccomp
+def test_the_device_takes_a_rating_under_the_enforced_filter_on_the_fake_pi(tmp_path, hall):
+    hall.set_key("WE-0001", KEY)
+    config = write_config(tmp_path, hall)
+    pi = FakePi()
+    try:
+        child = pi.start(["--config", str(config)], cwd=str(tmp_path), log_path=str(tmp_path / "device.log"),
+                         wrapper=(*ENFORCE, str(UNIT), "--"))
+        child.wait_for(r"screen: idle", timeout=60)
+        pi.press(5, ms=80)
+        deadline = time.monotonic() + 30
+        while not [e for e in hall.events("WE-0001") if e["type"] == "rating"]:
+            assert time.monotonic() < deadline, child.log()[-3000:]
+            time.sleep(0.1)
+        assert "Operation not permitted" not in child.log() and "Traceback" not in child.log()
+        assert child.stop(timeout=20) == 0
+    finally:
+        pi.close()
 
 
 def test_under_the_units_filter_the_device_learns_the_clocks_sync_state(tmp_path):
