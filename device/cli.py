@@ -107,8 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SerialPortError as e:
         logger.warning("no technician console: %s", e)
         port = None
-    # heavy: the whole device (app, uplink, screens); `evaluator --version`, `--check` and `doctor` never need it
-    from device.supervisor import Supervisor
+    from device.supervisor import Supervisor  # heavy: the whole device; --version, --check, doctor never need it
 
     events: queue.Queue[Any] = queue.Queue()
     Supervisor(store, lambda c: make_pi_hardware(c, events, staff_request), events=events,
