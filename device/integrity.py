@@ -46,7 +46,7 @@ from device.records import GENESIS_HASH, event_hash
 
 #: The damage kinds counted on a chain, in the order they are printed.
 COUNTS = ("missing", "altered", "unlinked", "reused", "foreign", "lost", "lost_delivered", "set_aside",
-          "rewritten")
+          "dead_letters", "rewritten")
 
 
 @dataclass
@@ -151,7 +151,7 @@ class _Chain:
             return
         if seq > self.expected:
             self._gap(seq)
-        if event.get("hash") != event_hash(event):
+        if event.get("hash") != _hash_or_none(event):
             self.note_break(seq, "hash does not match the event's contents")
             self.report.count("altered", seq)
         elif self.prev is not None and event.get("prev_hash") != self.prev:
@@ -169,6 +169,14 @@ class _Chain:
         r.last = seq
 
 
+def _hash_or_none(event: dict[str, Any]) -> str | None:
+    """The event's hash, or None when its contents cannot even be encoded (a damaged row)."""
+    try:
+        return event_hash(event)
+    except (UnicodeError, TypeError, ValueError):
+        return None
+
+
 def _gap_text(expected: int, found: int) -> str:
     missing = f"{expected}" if found == expected + 1 else f"{expected}..{found - 1}"
     return f"seq gap: missing {missing} (expected {expected}, found {found})"
@@ -179,7 +187,10 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-    return sqlite3.connect(uri, uri=True)
+    conn = sqlite3.connect(uri, uri=True)
+    # A row with bytes that are not UTF-8 is damage to report, not a reason to stop reading.
+    conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
+    return conn
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -240,6 +251,9 @@ def check_outbox(conn: sqlite3.Connection) -> list[ChainReport]:
         for (seq,) in conn.execute("SELECT seq FROM events WHERE state = 'rejected' AND error LIKE 'damaged:%' "
                                    "ORDER BY seq"):
             report.count("set_aside", seq)
+        for (seq,) in conn.execute("SELECT seq FROM events WHERE state = 'rejected' AND (error IS NULL OR "
+                                   "error NOT LIKE 'damaged:%') ORDER BY seq"):
+            report.count("dead_letters", seq)
     return [report]
 
 

@@ -43,6 +43,23 @@ class DamageBook:
         self.kept_aside: list[str] = []
         #: Delivered marks kept in memory because the disk was full (see Outbox.mark_delivered).
         self.marks_unsaved = 0
+        #: ``gap`` events due: ``(from_seq, to_seq, count, reason)``; the outbox appends them to the chain.
+        self.gaps: list[tuple[int | None, int | None, int, str]] = []
+        #: A restored or cloned copy was already announced with a ``gap`` since this open.
+        self.copy_announced = False
+
+    def gap(self, from_seq: int | None, to_seq: int | None, count: int, reason: str) -> None:
+        """A ``gap`` event is due (see :data:`device.records.GAP_REASONS`)."""
+        self.gaps.append((from_seq, to_seq, count, reason))
+
+    def copy_found(self, after_seq: int) -> None:
+        """This folder is a restored, cloned or carried-over copy: the hall holds seqs up to ``after_seq`` it
+        never had. What its newer copy sealed after them and never delivered cannot be known here: one
+        ``gap`` (end and count unknown) says so, once per open."""
+        if self.copy_announced:
+            return
+        self.copy_announced = True
+        self.gap(after_seq + 1, None, 0, "lost_wal" if self.witness.found != "ok" else "restored_copy")
 
     def incident(self, message: str, **counts: int) -> None:
         """Record one incident: logged, counted, kept in the witness and the damage log."""
@@ -62,6 +79,12 @@ class DamageBook:
             StorageError: the database cannot be written (the findings stay uncounted
                 and are found again at the next open).
         """
+        undelivered = set()
+        if found.damaged:
+            marks = ",".join("?" * len(found.damaged))
+            undelivered = {seq for (seq,) in conn.execute(
+                f"SELECT seq FROM events WHERE state != ? AND seq IN ({marks})",
+                [schema.DELIVERED, *(seq for seq, _ in found.damaged)])}
         if found.losses or found.damaged:
             with schema.immediate(conn, self.path):
                 for loss in found.losses:
@@ -81,8 +104,13 @@ class DamageBook:
                           + ("; their seq numbers are not used again" if tail else ""),
                           lost=loss.size - delivered, lost_delivered=delivered,
                           reused_seq_prevented=loss.size if tail else 0)
+            if loss.size > delivered:
+                self.gap(loss.first, loss.last, loss.size - delivered,
+                         "lost_wal" if "WAL" in loss.reason else "lost_events")
         for seq, why in found.damaged:
             self.incident(f"the row of seq {seq} was set aside as a dead letter ({why})", set_aside=1)
+            if seq in undelivered:
+                self.gap(seq, seq, 1, "unreadable_row")
         if found.broken:
             shown = ", ".join(map(str, found.broken[:5]))
             self.witness.note_broken(max(found.broken))
@@ -179,6 +207,7 @@ class DamageBook:
                 f"{seq - first + 1} events gone here (the hall has them); the next seq follows the hall's"
                 + (f"; {reused} seq numbers were used twice before this was known" if reused else ""),
                 lost_delivered=seq - first + 1, reused_seq_prevented=seq - first + 1, reused_seq=reused)
+            self.copy_found(seq)
             head = (seq, digest)
         else:
             ours = repair.hash_at(conn, seq)

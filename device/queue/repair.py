@@ -133,13 +133,24 @@ def hash_at(conn: sqlite3.Connection, seq: int) -> str | None:
 
 
 def read_row(seq: int, body: Any, digest: Any) -> tuple[dict[str, Any] | None, str]:
-    """A stored row as an event (``hash`` included), or ``(None, why)`` when it cannot be trusted."""
-    if not isinstance(body, str) or not isinstance(digest, str):
+    """A stored row as an event (``hash`` included), or ``(None, why)`` when it cannot be trusted.
+
+    ``body`` may be the stored bytes (``CAST(body AS BLOB)``): a flipped byte
+    that breaks UTF-8 is then a reason, not an exception.
+    """
+    if isinstance(digest, bytes):
+        digest = digest.decode("ascii", "replace")
+    if not isinstance(body, (str, bytes)) or not isinstance(digest, str):
         return None, "damaged: the row cannot be read"
-    if hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest() != digest:
+    raw = body if isinstance(body, bytes) else body.encode("utf-8", "surrogateescape")
+    if hashlib.sha256(raw).hexdigest() != digest:
         return None, "damaged: its contents do not match its hash"
     try:
-        event = json.loads(body)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "damaged: its contents are not UTF-8"
+    try:
+        event = json.loads(text)
     except ValueError:
         return None, "damaged: its contents are not JSON"
     if not isinstance(event, dict) or event.get("seq") != seq:
@@ -198,6 +209,32 @@ def _check_tail(conn: sqlite3.Connection, runs: list[tuple[int, int, str]], coun
         prev = GENESIS_HASH if seq == 1 else hashes.get(seq - 1, ends.get(seq - 1))
         if prev is not None and event.get("prev_hash") != prev:
             found.broken.append(seq)
+
+
+#: Why seqs left empty by :meth:`~device.queue.outbox.Outbox.reseal` are recorded in ``lost``.
+HELD_BY_HALL = "held by the hall under other events (a restored, cloned or carried-over folder); " \
+    "this outbox's undelivered events were sealed again after them"
+
+
+def record_vacated(conn: sqlite3.Connection, upto: int, hall_seq: int, hall_hash: str) -> None:
+    """Record the seqs up to ``upto`` that nothing covers any more as held by the hall (inside a transaction).
+
+    Each hole becomes a ``lost`` run counted as delivered (the hall holds
+    those seqs); a hole just before a lost run joins it; the hash of a
+    hole's last seq is ``hall_hash`` at ``hall_seq``, else the ``prev_hash``
+    of the event after it.
+    """
+    runs = schema.runs(conn, "pruned") + schema.runs(conn, "lost")
+    for first, hole_end in reversed(_holes(_event_runs(conn) + [(a, b) for a, b, _ in runs], upto)):
+        last, delivered = hole_end, hole_end - first + 1
+        after = conn.execute("SELECT last, last_hash, delivered FROM lost WHERE first = ?", [last + 1]).fetchone()
+        if after is not None:
+            conn.execute("DELETE FROM lost WHERE first = ?", [last + 1])
+            last, digest, delivered = after[0], after[1], delivered + (after[2] or 0)
+        else:
+            digest = hall_hash if last == hall_seq else _prev_hash_of(conn, last + 1)
+        conn.execute("INSERT OR REPLACE INTO lost (first, last, last_hash, delivered, reason, found_at) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", [first, last, digest, delivered, HELD_BY_HALL, now_text()])
 
 
 # --- a damaged database: kept aside, salvaged ----------------------------------------------
@@ -261,6 +298,7 @@ _COLUMNS = "seq, id, type, body, hash, state, attempts, error, delivered_at"
 def _open_damaged(path: str) -> sqlite3.Connection | None:
     try:
         conn = sqlite3.connect(path, isolation_level=None)
+        conn.text_factory = schema.lenient_text
         # A truncated file: SQLite then reads the pages that are there instead of refusing the file.
         conn.execute("PRAGMA writable_schema=ON")
     except sqlite3.Error:
@@ -354,6 +392,56 @@ def salvage(aside: str, dst: sqlite3.Connection, known_head: int) -> Salvage:
                 except sqlite3.Error:
                     continue
     return result
+
+
+# --- another device's outbox ---------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Foreign:
+    """An outbox of another device found at our path, kept aside."""
+
+    device_id: str
+    aside: str
+    undelivered: int
+
+
+def keep_foreign_aside(path: str, device_id: str) -> Foreign | None:
+    """If the outbox at ``path`` was kept by another device, move it (and its companions) aside.
+
+    A data folder carried over from another device (a swapped card) holds
+    that device's chain: this device can neither sign its events nor continue
+    its seqs. It is kept whole beside the new outbox (``<path>.foreign-<id>-<time>``)
+    for a technician to hand over; nothing in it is sent.
+
+    Returns:
+        What was kept aside, or None when the outbox is this device's (or new, or unreadable).
+    """
+    if not os.path.exists(path):
+        return None
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.text_factory = schema.lenient_text
+        try:
+            owner = schema.stored_device(conn)
+            undelivered = int(conn.execute("SELECT count(*) FROM events WHERE state IN ('pending', 'sending')")
+                              .fetchone()[0]) if owner and owner != device_id else 0
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    if not owner or owner == device_id:
+        return None
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in owner)[:32]
+    aside = f"{path}.foreign-{safe}-{stamp}"
+    for suffix in ("", "-wal", "-shm", "-witness", "-damage.log"):
+        try:
+            os.replace(path + suffix, aside + suffix)
+        except FileNotFoundError:
+            pass
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    logger.error("outbox %s belongs to device %r, not %r: kept aside as %s", path, owner, device_id, aside)
+    return Foreign(owner, aside, undelivered)
 
 
 # --- a move of the outbox (outbox.path changed) ------------------------------------------
