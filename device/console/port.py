@@ -23,6 +23,7 @@ from device import __version__
 from device.config import MASK, Secret
 from device.console import actions, improv, selftest, staging
 from device.console import auth as auth_commands
+from device.console import keys as keys_commands
 from device.console import settings as settings_commands
 from device.console.auth import AUTH_IDLE_S, PRESENCE_S, Auth
 from device.console.commands import Answer, Command, Context, Needs, table
@@ -50,7 +51,7 @@ REFUSED_LOG_S = 60.0
 def default_commands() -> dict[str, Command]:
     """Every feature's command table, joined."""
     return table(actions.COMMANDS, settings_commands.COMMANDS, auth_commands.COMMANDS, staging.COMMANDS,
-                 selftest.COMMANDS)
+                 selftest.COMMANDS, keys_commands.COMMANDS)
 
 
 @dataclasses.dataclass(frozen=True)

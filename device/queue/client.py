@@ -25,6 +25,7 @@ What a client must promise (the uploader trusts nothing else):
 from __future__ import annotations
 
 import datetime
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -33,6 +34,8 @@ from device.clock import Clocks
 from device.errors import TransportError
 from device.queue import wire
 from device.queue.transport import Transport
+
+logger = logging.getLogger(__name__)
 
 #: ``Refusal.kind``: the request was too large: send fewer events per request.
 TOO_LARGE = "too_large"
@@ -158,6 +161,11 @@ class HttpHallClient:
     def base_url(self) -> str:
         return str(getattr(self.transport, "base_url", ""))
 
+    @property
+    def algorithm(self) -> str:
+        """The request signature in use: ``"ed25519"`` or ``"hmac-sha256"``."""
+        return str(getattr(self.transport, "algorithm", ""))
+
     def use_clocks(self, clocks: Clocks) -> None:
         self.clocks = clocks
         use = getattr(self.transport, "use_clocks", None)
@@ -199,6 +207,23 @@ class HttpHallClient:
         return session if isinstance(session, dict) else None
 
     def heartbeat(self, device_id: str, body: dict[str, Any]) -> HeartbeatAnswer:
+        """Post the heartbeat; during a key rotation, first signed with the next key (a probe).
+
+        A probe the hall answers (verified, 2xx) makes the next key the
+        device's key (:meth:`~device.keys.DeviceKeys.promote`); any other
+        outcome leaves the current key signing, and the heartbeat goes again
+        signed with it.
+        """
+        pending = getattr(self.transport, "pending_key", None)
+        if pending is not None and pending():
+            try:
+                reply = self.transport.request("POST", wire.heartbeat_path(device_id), body, probe=True)
+            except TransportError as e:
+                logger.info("key rotation: the hall does not answer the next key yet (%s)", e)
+            else:
+                if 200 <= reply.status < 300:
+                    return HeartbeatAnswer(True, reply.status, reply.data, reply.hall_time)
+                logger.info("key rotation: the hall answered the next key with %d", reply.status)
         reply = self.transport.request("POST", wire.heartbeat_path(device_id), body)
         ok = 200 <= reply.status < 300
         why = "" if ok else (wire.error_code(reply.data) or reply.text[:100])

@@ -1,0 +1,55 @@
+"""``PublicKey`` and ``RotateKey``: the device's own Ed25519 key pair on the console.
+
+``PublicKey`` needs no authorisation: the public key and its fingerprint are
+what a technician copies into the hall's registry. ``RotateKey`` needs it:
+it makes the next key and shows it (with the fingerprint of the key it
+replaces); the device goes on signing with the current key until the hall
+has answered a request signed with the next one (probed on heartbeats), so
+no rating waits and none is lost. The private key is never shown.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from device.console.commands import Answer, Command, Context, Needs
+from device.errors import CommandRefused, SettingsError
+from device.keys import DeviceKeys, device_keys
+
+logger = logging.getLogger(__name__)
+
+
+def _keys(ctx: Context) -> DeviceKeys:
+    path = ctx.device.current_config().upload.private_key_file
+    try:
+        return device_keys(path)
+    except SettingsError as e:
+        raise CommandRefused("key_unavailable", str(e)) from None
+
+
+def _public_key(ctx: Context, arg: str) -> Answer:
+    keys = _keys(ctx)
+    cfg = ctx.device.current_config()
+    answer: Answer = {"ok": True, **keys.info().to_json(), "signature": cfg.upload.signature}
+    pending = keys.pending_info()
+    if pending is not None:
+        answer["next"] = pending.to_json()
+    return answer
+
+
+def _rotate_key(ctx: Context, arg: str) -> Answer:
+    keys = _keys(ctx)
+    try:
+        new, old = keys.rotate()
+    except SettingsError as e:
+        raise CommandRefused("key_unavailable", str(e)) from None
+    logger.warning("console: key rotation asked; next key %s", new.fingerprint)
+    return {"ok": True, **new.to_json(), "previous_fingerprint": old.fingerprint, "pending": True,
+            "message": "register the new public key with the hall; the device signs with the current key "
+                       "until the hall answers the new one, then drops the old"}
+
+
+COMMANDS = {
+    "publickey": Command(_public_key),
+    "rotatekey": Command(_rotate_key, Needs.ALWAYS),
+}
