@@ -34,6 +34,7 @@ from sim.hall import HallServer
 from sim.hardware import make_sim_hardware
 from sim.network import NetworkLink
 from sim.pty_port import PtyPort
+from sim.terminal import TerminalScreen, raw_keys
 from sim.wifi import FakeNetworkBackend
 
 if TYPE_CHECKING:
@@ -186,7 +187,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_signal_handlers(stop)
     terminal = None
     if interactive:
-        from sim.terminal import TerminalScreen
         terminal = TerminalScreen()
     port = PtyPort()
     try:
@@ -359,8 +359,6 @@ def _run_stdin(driver: script_mod.Driver, control: Supervisor, stop: threading.E
 
 def _run_keys(driver: script_mod.Driver, terminal: Any, link: NetworkLink, stop: threading.Event,
               console_note: str = "") -> None:
-    from sim.terminal import raw_keys
-
     keymap = {str(n): n for n in range(1, 6)}
     with raw_keys() as read_key:
         while not stop.is_set():
