@@ -31,6 +31,7 @@ HELP = {
     "Test buttons [timeout_s] | Test display | Test uplink": "self-tests",
     "Queue | Upload": "outbox counts / upload now",
     "Restart | FactoryReset yes": "restart / erase settings, device key and PIN",
+    "PublicKey | RotateKey": "the device's Ed25519 public key and fingerprint / make the next key (rotation)",
 }
 
 
