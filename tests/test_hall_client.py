@@ -7,6 +7,7 @@ again after the hall's head; every dead letter shows in Status and the
 heartbeat; and a synced clock that disagrees with the hall is not believed.
 """
 
+import dataclasses
 import datetime
 import queue
 
@@ -196,3 +197,20 @@ def test_the_uploader_reports_clock_disagrees(outbox):
     assert clock.DISAGREES not in up.refresh_status().faults
     clocks.learn_hall_time(int(HALL_TIME.timestamp()))
     assert clock.DISAGREES in up.refresh_status().faults
+
+
+def test_only_the_ids_the_hall_names_are_marked_delivered(outbox):
+    events = fill(outbox, 4)
+    hall = MemoryHall()
+    real = hall.deliver
+
+    def half(device_id, sent_at, batch):
+        word = real(device_id, sent_at, batch)
+        # The hall keeps all four but its answer names only the first two.
+        return dataclasses.replace(word, acknowledged=word.acknowledged[:2])
+
+    hall.deliver = half
+    up = make_uploader(outbox, hall)
+    up.send_batch()
+    delivered = {e["id"] for e in outbox.events("delivered")}
+    assert delivered == {e["id"] for e in events[:2]} and outbox.waiting() == 2

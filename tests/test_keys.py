@@ -23,6 +23,7 @@ from device.queue import wire
 from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader
 from helpers import rating
+from sim.hall import HallServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -201,3 +202,33 @@ def test_a_key_file_that_cannot_be_made_is_a_refusal_naming_it(tmp_path):
     with pytest.raises(CommandRefused) as refused:
         console_keys._public_key(ctx, "")
     assert refused.value.code == "key_unavailable"
+
+
+HALL_HOLDS_KEYS = hasattr(HallServer, "add_public_key") and hasattr(HallServer, "hall_public_key")
+
+
+@pytest.mark.skipif(not HALL_HOLDS_KEYS, reason="the hall back end's registry of public keys is not merged yet")
+def test_the_hall_back_end_takes_both_keys_during_a_rotation_and_no_rating_is_lost(tmp_path, key_path, outbox):
+    hall = HallServer(tmp_path / "hall.db", hall_key_file=None)
+    hall.start()
+    try:
+        dk = keys.device_keys(key_path)
+        old = dk.info()
+        hall.add_public_key("d1", old.public_key)
+        signing = keys.Ed25519Signing(dk, keys.parse_public_key(hall.hall_public_key))
+        up = Uploader(outbox, HttpTransport(hall.url, "d1", signing, timeout=2), "d1", synced=lambda: True,
+                      heartbeat_s=60, retain_days=0)
+        before = [outbox.append(rating(i)) for i in range(3)]
+        new, _ = dk.rotate()
+        assert up.drain() and up.upkeep.heartbeat() and dk.info() == old      # the hall knows only the old
+        hall.add_public_key("d1", new.public_key)
+        during = [outbox.append(rating(10 + i)) for i in range(3)]
+        assert up.upkeep.heartbeat() and dk.info() == new                      # probed, promoted
+        hall.remove_public_key("d1", old.fingerprint)
+        after = [outbox.append(rating(20 + i)) for i in range(3)]
+        assert up.drain()
+        stored = {e["id"] for e in hall.events("d1")}
+        assert {e["id"] for e in before + during + after} <= stored
+        assert outbox.count("rejected") == 0 and outbox.waiting() == 0
+    finally:
+        hall.close()
