@@ -93,10 +93,10 @@ def test_a_man_in_the_middle_makes_the_device_give_up_nothing(rig, outbox, mode)
 
 @pytest.mark.parametrize("status", [400, 413])
 def test_a_hall_that_answers_verified_requests_with_a_refusal_for_a_while_costs_nothing(rig, outbox, status):
-    hall, _ = rig
+    hall, proxy = rig                            # the proxy only passes traffic here
     events = fill(outbox, 5)
     hall.inject("status", count=6, status=status)
-    up = uploader(outbox, hall.url, batch_size=5)
+    up = uploader(outbox, proxy.url, batch_size=5)
     for _ in range(30):
         up._release_held(everything=True)
         if up.drain():
