@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import multiprocessing
 import os
 import queue
 import sqlite3
@@ -67,21 +68,42 @@ def make_app(data_dir: str, uplink: list[str] | None = None, key: str = "") -> t
     return App(config, hardware, Secret(key), clocks=Clocks(synced=lambda: True)), hardware
 
 
-def hall_for(data_dir: str, signature: str) -> tuple[HallServer, list[str], str] | None:
-    """A loopback hall and the ``--set`` lines that point the device's uplink at it with ``signature``."""
+def _serve_hall(db: str, public_keys: dict[str, str], conn: Any) -> None:
+    """The hall back end in a process of its own (as on a real network): its work is not the device's."""
+    extra: dict[str, Any] = {"public_keys": public_keys} if public_keys else {"default_key": KEY}
+    with HallServer(db, **extra) as hall:
+        conn.send((hall.url, str(getattr(hall, "hall_public_key", ""))))
+        conn.recv()   # until the bench is done
+
+
+def hall_for(data_dir: str, signature: str) -> tuple[Any, list[str], str] | None:
+    """A loopback hall in another process and the ``--set`` lines that point the uplink at it with ``signature``.
+
+    Returns ``(stop, sets, shared key)``, or None when the hall holds no device public keys (``ed25519``).
+    """
     device = "WE-0001"
     sets = [f'upload.signature="{signature}"', "upload.heartbeat_s=0", f'device.id="{device}"']
-    if signature == keys.HMAC_SHA256:
-        hall = HallServer(os.path.join(data_dir, "hall.db"), default_key=KEY)
-        return hall, sets, KEY
-    if "public_keys" not in inspect.signature(HallServer).parameters:
-        return None
-    key_file = os.path.join(data_dir, "device-ed25519.pem")
-    registry: dict[str, Any] = {"public_keys": {device: keys.DeviceKeys(key_file).info().public_key}}
-    hall = HallServer(os.path.join(data_dir, "hall.db"), **registry)
-    sets += [f'upload.private_key_file="{key_file}"',
-             f'upload.hall_public_key="{getattr(hall, "hall_public_key")}"']  # noqa: B009
-    return hall, sets, ""
+    public: dict[str, str] = {}
+    if signature == keys.ED25519:
+        if "public_keys" not in inspect.signature(HallServer).parameters:
+            return None
+        key_file = os.path.join(data_dir, "device-ed25519.pem")
+        public = {device: keys.DeviceKeys(key_file).info().public_key}
+        sets.append(f'upload.private_key_file="{key_file}"')
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    proc = ctx.Process(target=_serve_hall, args=(os.path.join(data_dir, "hall.db"), public, theirs), daemon=True)
+    proc.start()
+    url, hall_key = ours.recv()
+    sets.append(f'upload.server="{url}"')
+    if public:
+        sets.append(f'upload.hall_public_key="{hall_key}"')
+
+    def stop() -> None:
+        ours.send("stop")
+        proc.join(10)
+
+    return stop, sets, "" if public else KEY
 
 
 def press(app: App, button: int) -> None:
@@ -104,14 +126,13 @@ def bench_latency(n: int, uploader: bool = True, signature: str = "") -> tuple[l
     (signing with it) instead of the uploader's work being done between presses.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        hall = None
+        stop_hall = None
         if signature:
             made = hall_for(tmp, signature)
             if made is None:
                 return None
-            hall, sets, key = made
-            hall.start()
-            app, hardware = make_app(tmp, [*sets, f'upload.server="{hall.url}"'], key)
+            stop_hall, sets, key = made
+            app, hardware = make_app(tmp, sets, key)
             app.uplink.start()
             uploader = False
         else:
@@ -142,10 +163,10 @@ def bench_latency(n: int, uploader: bool = True, signature: str = "") -> tuple[l
             t2 = time.perf_counter()
             device.append(t1 - t0)
             baseline.append(t2 - t1b)
-        if hall is not None:
+        if stop_hall is not None:
             delivered = app.outbox.count("delivered")
             app.uplink.stop()
-            hall.close()
+            stop_hall()
             print(f"  ({signature}: the uplink delivered {delivered} of {n} ratings during the run)", flush=True)
         app.outbox.close()
         hardware.close()
