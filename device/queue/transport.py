@@ -55,20 +55,18 @@ SIGNATURE_FALLBACK = "signature_fallback_hmac"
 
 
 def signing_for(config: Config, shared: Secret) -> Secret | Ed25519Signing:
-    """What the device signs with, from ``upload.signature`` (and makes its key pair when missing).
+    """What the device signs with, from ``upload.signature``.
 
-    ``ed25519`` needs the hall's public key to verify answers; without one,
-    a provisioned shared key is used instead (the transport then carries the
-    standing fault :data:`SIGNATURE_FALLBACK`), and with neither the
-    transport refuses to send (:data:`NO_HALL_KEY`).
+    ``ed25519`` needs the hall's public key to verify answers: with it, the
+    device's key pair is used (and made when missing); without it, the
+    shared key is used (the transport then carries a standing fault:
+    :data:`SIGNATURE_FALLBACK`, or :data:`NO_HALL_KEY` when there is no
+    shared key either). No key file is touched unless it will sign.
     """
     u = config.upload
-    if u.signature != ED25519:
+    if u.signature != ED25519 or not u.hall_public_key:
         return shared
-    if not u.hall_public_key and shared:
-        return shared
-    hall = parse_public_key(u.hall_public_key) if u.hall_public_key else None
-    return Ed25519Signing(device_keys(u.private_key_file), hall)
+    return Ed25519Signing(device_keys(u.private_key_file), parse_public_key(u.hall_public_key))
 
 
 def for_config(config: Config, shared: Secret, timeout: float) -> HttpTransport:
@@ -77,7 +75,7 @@ def for_config(config: Config, shared: Secret, timeout: float) -> HttpTransport:
     transport = HttpTransport(u.server, config.device.id, signing_for(config, shared), timeout=timeout,
                               verify=u.ca_bundle or u.verify_tls, insecure_http=u.insecure_http)
     if u.signature == ED25519 and transport.algorithm != ED25519:
-        transport.faults += (SIGNATURE_FALLBACK,)
+        transport.faults += (SIGNATURE_FALLBACK if shared else NO_HALL_KEY,)
     return transport
 
 
