@@ -277,7 +277,8 @@ def uplink_check(transport: HallClient | Transport, device_id: str, body: dict[s
     except TransportError as e:
         return {"ok": False, "verified": False, "error": "uplink_failed", "message": str(e), "server": server}
     result: dict[str, Any] = {"ok": 200 <= reply.status < 300, "verified": True, "status": reply.status,
-                              "server": server, "elapsed_ms": round((monotonic() - started) * 1000)}
+                              "server": server, "elapsed_ms": round((monotonic() - started) * 1000),
+                              "signature": str(getattr(hall, "algorithm", ""))}
     if reply.hall_time is not None:
         result["hall_time"] = clock.iso(datetime.datetime.fromtimestamp(reply.hall_time, datetime.UTC))
     if result["ok"]:
