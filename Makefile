@@ -8,11 +8,16 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage
+.PHONY: help setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage
+
+# `make help` lists every target with the comment on its line (## ...).
+help: ## This list
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+( [a-zA-Z_-]+)*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 TMUX := /usr/bin/tmux
+CHROMIUM := /usr/bin/chromium
 
-setup: $(STAMP) $(FONT) $(TMUX)
+setup: $(STAMP) $(FONT) $(TMUX) $(CHROMIUM) ## Install what is missing: Debian packages, the venv with the Python packages
 
 # WenQuanYi Bitmap Song: the crisp CJK bitmap font (PCF, 12 and 16 px).
 $(FONT):
@@ -24,6 +29,12 @@ $(TMUX):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y tmux
 
+# Headless Chromium prints the hall's monthly 通报 to PDF (sim/hall/tongbao.py) with the WenQuanYi Zen Hei
+# font; tests/test_hall_tongbao.py renders its pages with pdftoppm (poppler-utils) to compare with golden pages.
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y chromium poppler-utils fonts-wqy-zenhei
+
 $(STAMP): setup.py
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv python3-pip; }
@@ -33,22 +44,22 @@ $(STAMP): setup.py
 	touch $@
 
 # With a terminal: the interactive simulator. Without one: the built-in scenario.
-demo: setup
+demo: setup ## The simulated device end to end (interactive in a terminal, the built-in scenario otherwise)
 	@if [ -t 0 ] && [ -t 1 ]; then $(PY) -m sim; else $(PY) -m sim --demo; fi
 
-sim: setup
+sim: setup ## The simulator with ARGS (make sim ARGS='--help')
 	$(PY) -m sim $(ARGS)
 
 # The linter and the type checker first: code that fails them does not land.
-test: setup lint
+test: setup lint ## Lint, type-check, then every test of the default run (what CI runs)
 	$(PY) -m pytest -q
 
 # The linter and the type checker (ruff.toml, mypy.ini); part of `make test`.
-lint: setup
+lint: setup ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: setup
+bench: setup ## Every budget of DESIGN.md as ratios measured in one run
 	$(PY) bench/bench_render.py
 	$(PY) bench/bench_outbox.py
 	$(PY) bench/bench_uplink.py
@@ -56,22 +67,22 @@ bench: setup
 	$(PY) bench/bench_bus.py
 
 # The production program on the fake Pi for every display model x interface x rotation (40 child processes).
-fakepi-matrix: setup
+fakepi-matrix: setup ## The production program on the fake Pi: every panel x interface x rotation
 	$(PY) -m pytest -q -m slow tests/test_fakepi.py
 
 # The damage matrix, a line per case: damaged storage (lost WAL, flipped page, truncated file, poison row),
 # a true ENOSPC (a loop-mounted ext4 when run as root), a moved outbox, FactoryReset, bad values,
 # and 50 commits with the device key killed at random (tests/test_damage.py runs the same cases, 6 kills).
-damage: setup
+damage: setup ## The storage damage matrix, a line per case
 	$(PY) tools/damage.py
 
 # Power-cut soak: the simulator SIGKILLed during a press storm (CYCLES=200).
-soak soak-crash: setup
+soak soak-crash: setup ## Power-cut soak: the simulator killed during a press storm (CYCLES=200)
 	$(PY) tools/soak_crash.py --cycles $(or $(CYCLES),200)
 
 # Every screen at every resolution as PNG, in out/gallery.
-gallery: setup
+gallery: setup ## Every screen at every resolution as PNG in out/gallery
 	$(PY) -m sim.gallery out/gallery
 
-clean:
+clean: ## Remove the venv and caches
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,9 +1,17 @@
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# One version everywhere: the package, --version, the boot screen and the heartbeat read device/__init__.py.
+VERSION = re.search(r'^__version__ = "([^"]+)"', Path(__file__).with_name("device").joinpath("__init__.py")
+                    .read_text(encoding="utf-8"), re.M).group(1)
 
 setup(
     name="window-evaluator",
-    version="0.1.0",
+    version=VERSION,
     description="Window Evaluator: the software of a 好差评 window evaluation device",
+    license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["device", "device.*", "sim", "sim.*", "provision", "provision.*"]),
     include_package_data=True,
@@ -43,6 +51,8 @@ setup(
             "ruff>=0.6",
             "mypy>=1.10",
             "types-requests",
+            "types-pyserial",
+            "types-qrcode",
         ],
         "bench": [
             "persist-queue>=1.0",

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
+from luma.core.device import device as LumaDevice
 from luma.oled import device as oled
 
 from device.config import DISPLAY_MODELS, SPI_ONLY_MODELS
@@ -123,7 +124,7 @@ class Cost:
 
 
 def transition(model: str, interface: str, before: Screen, after: Screen, rounds: int,
-               make: Callable[[WireMeter], object] | None = None) -> Cost:
+               make: Callable[[WireMeter], LumaDevice] | None = None) -> Cost:
     """What showing ``after`` over ``before`` costs on this model and bus."""
     best = float("inf")
     meter = WireMeter(interface)
@@ -141,7 +142,7 @@ def transition(model: str, interface: str, before: Screen, after: Screen, rounds
     return Cost(meter.data_bytes, meter.seconds(), best)
 
 
-def _stock(cls: type, meter: WireMeter) -> object:
+def _stock(cls: type[LumaDevice], meter: WireMeter) -> LumaDevice:
     """luma's own driver, for comparison."""
     return cls(serial_interface=meter)
 

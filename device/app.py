@@ -1,23 +1,41 @@
-"""One build of the device: outbox, uplink workers, screen and loop, wired together.
+"""The composition root of one build: outbox, uplink workers, screen, the loop and its table.
 
 The :class:`~device.supervisor.Supervisor` makes an :class:`App` from a
 configuration and the hardware, runs it, and makes a new one when the
 technician commits settings that need it. Nothing here opens hardware:
-the hardware comes in, built by the entry point's factory.
+the hardware comes in, built by the entry point's factory. :meth:`App.wire`
+is the one place the loop's table is filled (the simulator's and the Pi's
+paths both come through here): adding an output or a console request is a
+line there, or an :class:`~device.hardware.Output` fitted to the hardware.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
-import os
+import socket
+import struct
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from device import __version__
+from device import state as st
 from device.clock import Clocks
+from device.handlers.assignment import InUse, assignment_path
+from device.handlers.commands import (
+    ButtonTest,
+    CommitSettings,
+    EraseSettings,
+    UploadNow,
+    commit_settings,
+    upload_now,
+)
+from device.handlers.panel import Panel
+from device.handlers.records import Records
 from device.loop import Loop
-from device.queue import transport as transport_mod
+from device.queue import client as client_mod
+from device.queue.damage import summary
 from device.queue.hall import HallLink, load_assignment
 from device.queue.outbox import Outbox
 from device.queue.transport import HttpTransport
@@ -38,11 +56,11 @@ TransportFactory = Callable[["Config", "Secret", float], Any]
 
 def http_transport(config: Config, key: Secret, timeout: float) -> HttpTransport:
     """The real transport: signed HTTP(S) to ``upload.server``, with the signature ``upload.signature`` names."""
-    return transport_mod.for_config(config, key, timeout)
+    return client_mod.for_config(config, key, timeout)
 
 
 class UplinkWorkers:
-    """The uploader and the hall link, as the loop sees them (:class:`~device.loop.Uplink`).
+    """The uploader and the hall link, as the loop's handlers see them.
 
     Every method only hands a request to a worker's own thread or reads a
     published snapshot: the loop never writes a worker's state.
@@ -117,13 +135,15 @@ class App:
         key: the device key.
         clocks: the :class:`~device.clock.Clocks` everything reads.
         make_transport: how to reach the hall server (tests pass their own).
+        on_commit: told of each configuration committed over the console (the supervisor's, on this thread).
 
     Raises:
         StorageError: the outbox cannot be opened.
     """
 
     def __init__(self, config: Config, hardware: Hardware, key: Secret, *, clocks: Clocks | None = None,
-                 make_transport: TransportFactory = http_transport) -> None:
+                 make_transport: TransportFactory = http_transport,
+                 on_commit: Callable[[Config], None] = lambda config: None) -> None:
         self.config = config
         self.hardware = hardware
         self.clocks = clocks = clocks or Clocks()
@@ -141,20 +161,60 @@ class App:
                 heartbeat_fields=self._heartbeat_fields)
             # The hall server's assignment wins over the configured identity; the
             # last one is kept beside the outbox for a reboot without network.
-            assignment_path = os.path.join(os.path.dirname(os.path.abspath(config.outbox.path)),
-                                           "assignment.json")
-            kept = load_assignment(assignment_path)
+            path = assignment_path(config)
+            kept = load_assignment(path)
             self.hall_link = HallLink(
                 make_transport(config, key, HallLink.POLL_WAIT_S + 10), config.device.id, self.events,
                 hall_mode=config.session.source == "hall", etag=kept.etag if kept else "", clocks=clocks)
             self.uplink = UplinkWorkers(self.uploader, self.hall_link, key, make_transport)
             self.screen = Screen(hardware.display, hardware.size, care.CareConfig())
-            self.loop = Loop(config, self.events, self.outbox, self.screen, RecordFactory(clocks), clocks,
-                             self.uplink, assignment=kept, assignment_path=assignment_path,
-                             service_info=lambda: (f"IP {local_address()}", f"固件 {__version__}"))
+            self.loop = Loop(self.events, clocks)
+            self.in_use = InUse(self.loop, config, hardware.size, path=path,
+                                reconfigure_uplink=self.uplink.reconfigure)
+            if kept is not None:
+                self.in_use.apply(kept, save=False)
+            self.records = Records(self.loop, self.outbox, RecordFactory(clocks), clocks, self.in_use,
+                                   self.uploader.wake)
+            self.panel = Panel(self.loop, self.screen, self.in_use, self.outbox, clocks,
+                               offline=self.uplink.offline, service_info=self.service_lines)
+            self.button_test = ButtonTest(self.loop)
+            self.wire(on_commit)
+            self.records.recover_open_session()
         except BaseException:
             self.outbox.close()
             raise
+
+    def wire(self, on_commit: Callable[[Config], None]) -> None:
+        """Fill the loop's table: every input and effect it does not step, and who handles it.
+
+        Outputs (the panel here; a speaker, buzzer or LED where ``hardware`` has one)
+        are handlers of effects, added the same way.
+        """
+        loop = self.loop
+        for part in (self.in_use, self.records, self.panel, self.button_test):
+            part.register(loop)
+        for output in self.hardware.outputs():
+            output.register(loop)
+        loop.register(UploadNow, upload_now(self.uplink.retry_rejected, self.uplink.wake))
+        loop.register(CommitSettings, commit_settings(self.in_use.reconfigure, on_commit))
+        loop.register(EraseSettings, self.erase)
+        loop.prepare(st.SessionOpened, self.vet_session)
+
+    def vet_session(self, event: st.SessionOpened) -> st.SessionVetted:
+        """What the state machine decides a hall session on: recorded already? can the panel show its QR?"""
+        return st.SessionVetted(event, recorded=self.outbox.has_session(event.session_id),
+                                qr_fits=self.in_use.qr_fits(event.qr_url))
+
+    def erase(self, request: EraseSettings) -> None:
+        """``FactoryReset`` on the loop's thread: the settings and key, then the hall's assignment."""
+        request.erase()
+        self.in_use.forget()
+
+    def service_lines(self) -> tuple[str, ...]:
+        """The technician's screen: identity, addresses, version, backlog; never secrets."""
+        last = self.uplink.last_upload_at()
+        return (f"ID {self.in_use.config.device.id}", f"IP {local_address()}", f"固件 {__version__}",
+                f"待传 {self.outbox.waiting()}", f"上传 {last[11:19] or '无'}")
 
     def _heartbeat_fields(self) -> dict[str, Any]:
         """Counters of the device itself for the heartbeat (read from published snapshots)."""
@@ -164,8 +224,6 @@ class App:
 
     def _extra_faults(self) -> list[str]:
         """Faults of the device itself for the heartbeat (read from published snapshots)."""
-        from device.queue.damage import summary
-
         status = self.loop.status
         faults = [] if self.uplink.has_key else ["no_device_key"]
         damage = summary(self.outbox.damage())
@@ -204,10 +262,6 @@ class App:
 
 def local_address() -> str:
     """IPv4 addresses of the network interfaces other than loopback (Linux ioctl)."""
-    import fcntl
-    import socket
-    import struct
-
     addresses = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for _, name in socket.if_nameindex():

@@ -16,8 +16,21 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from device.config import Secret
-from device.errors import ConfigError, FontError, QRFitError
+from device.config import DISPLAY_MODELS, Secret
+from device.errors import (
+    ConfigError,
+    DisplayError,
+    FontError,
+    LayoutError,
+    QRFitError,
+    StorageDamaged,
+    StorageError,
+)
+from device.queue.repair import events_in
+from device.queue.schema import COMPANIONS
+from device.ui import fonts
+from device.ui.models import IdleScreen, Indicators, LaterScreen
+from device.ui.screens import render
 
 if TYPE_CHECKING:
     from device.config import Config
@@ -59,11 +72,6 @@ def check_screens(config: Config, size: tuple[int, int]) -> None:
         ConfigError: listing every problem.
         FontError: the font itself is not installed.
     """
-    from device.errors import LayoutError
-    from device.ui import fonts
-    from device.ui.models import IdleScreen, Indicators
-    from device.ui.screens import render
-
     fonts.check_fonts()
     problems: list[tuple[str, str]] = []
     texts = {
@@ -122,8 +130,6 @@ def check_storage(config: Config) -> None:
 
 def device_files(config: Config) -> dict[str, str]:
     """``{real path: what it is}`` of every file the device keeps but its key (the outbox's companions too)."""
-    from device.queue.schema import COMPANIONS
-
     outbox, settings, key = (os.path.realpath(p) for p in (
         config.outbox.path, config.console.settings_path, config.upload.key_file))
     files = {outbox + suffix: "the outbox" for suffix in ("", *COMPANIONS)}
@@ -170,8 +176,6 @@ def check_new_outbox(old: Config, new: Config) -> list[tuple[str, str]]:
     The new place must be empty or hold an empty outbox: the pending events
     move there at the next start (:func:`device.queue.repair.adopt`).
     """
-    from device.queue.repair import events_in
-
     path = new.outbox.path
     if os.path.realpath(path) == os.path.realpath(old.outbox.path) or not os.path.exists(path):
         return []
@@ -195,8 +199,6 @@ def check_all(config: Config, size: tuple[int, int] | None = None) -> None:
     Raises:
         ConfigError: listing every problem.
     """
-    from device.supervisor import configured_size
-
     problems: list[tuple[str, str]] = []
     try:
         check_screens(config, size or configured_size(config))
@@ -211,6 +213,14 @@ def check_all(config: Config, size: tuple[int, int] | None = None) -> None:
         problems += e.problems
     if problems:
         raise ConfigError(problems)
+
+
+def configured_size(config: Config) -> tuple[int, int]:
+    """The frame size the configured panel would have (when the panel itself is not there)."""
+    w, h = config.display.width, config.display.height
+    if not (w and h):
+        w, h = DISPLAY_MODELS.get(config.display.model, (128, 64))
+    return (h, w) if config.display.rotate in (90, 270) else (w, h)
 
 
 #: Shown for a character the font lacks.
@@ -274,10 +284,6 @@ def fit_to_screen(config: Config, size: tuple[int, int], fallback: Config) -> tu
 
 def qr_fits(url: str, size: tuple[int, int]) -> bool:
     """Whether a QR code for ``url`` can be shown on the screens that show a session's QR."""
-    from device.errors import LayoutError
-    from device.ui.models import LaterScreen
-    from device.ui.screens import render
-
     try:
         render(LaterScreen(qr_url=url), size)
     except (QRFitError, LayoutError):
@@ -289,8 +295,6 @@ def qr_fits(url: str, size: tuple[int, int]) -> bool:
 
 def _missing(text: str) -> set[str]:
     """Characters of ``text`` some size of the font lacks (none when the font is not installed)."""
-    from device.ui import fonts
-
     missing: set[str] = set()
     try:
         for size_px in fonts.SIZES:
@@ -336,8 +340,6 @@ def faults_from(error: BaseException, stage: str) -> list[Fault]:
         error: the exception.
         stage: what was being built (``config``, ``checks``, ``hardware``, ``app``).
     """
-    from device.errors import DisplayError, StorageDamaged, StorageError
-
     if isinstance(error, StorageDamaged):
         # A storage fault: the supervisor tries again soon, and the next start opens the new database.
         return [Fault("storage", str(error), FIX_HINTS["storage_damage"], "outbox.path")]

@@ -12,6 +12,7 @@ import functools
 import math
 import os
 import tomllib
+import types
 import typing
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
@@ -661,3 +662,37 @@ def as_dict(config: Config) -> dict[str, dict[str, Any]]:
     """``{section: {key: value}}`` of a Config (secrets stay :class:`Secret`)."""
     return {name: {f.name: getattr(getattr(config, name), f.name) for f in dataclasses.fields(cls)}
             for name, cls in sections().items()}
+
+
+# --- which keys only a new build applies (field metadata ``restart``) ---------------------
+
+#: Sections whose every key only takes effect when the device is built again (the pins, the console's
+#: port, the outbox, logging) and the keys of other sections that do; kept as each field's
+#: ``metadata["restart"]`` below, so :func:`restart_keys` reads the schema, not a list of prefixes.
+_RESTART_SECTIONS = ("buttons", "console", "outbox", "log")
+_RESTART_FIELDS = {"display": ("model", "width", "height", "rotate", "interface", "i2c_port", "i2c_address",
+                               "spi_port", "spi_device", "gpio_dc", "gpio_rst"),
+                   "session": ("source",)}
+
+
+def _mark_restart() -> None:
+    for name, cls in sections().items():
+        for f in dataclasses.fields(cls):
+            restart = name in _RESTART_SECTIONS or f.name in _RESTART_FIELDS.get(name, ())
+            f.metadata = types.MappingProxyType({**f.metadata, "restart": restart})
+
+
+_mark_restart()
+
+
+def needs_restart(key: str) -> bool:
+    """Whether a change of ``section.key`` only takes effect when the device is built again."""
+    section, _, name = key.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(sections()[section])}
+    return bool(fields[name].metadata.get("restart", False))
+
+
+def restart_keys(old: Config, new: Config) -> list[str]:
+    """The keys changed from ``old`` to ``new`` that only a restart applies."""
+    before, after = as_dict(old), as_dict(new)
+    return [f"{s}.{k}" for s in after for k in after[s] if after[s][k] != before[s][k] and needs_restart(f"{s}.{k}")]

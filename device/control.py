@@ -1,17 +1,17 @@
 """What the console may ask of the device, and the supervisor's answer to it.
 
 The console runs in its own thread and changes nothing itself. Anything that
-touches the state machine, the configuration, the screen or the outbox goes
-to the device's loop as a command (:mod:`device.loop`) and is waited for; what
-the console reads comes from snapshots the loop and the workers publish. In
-recovery (the device did not start) the supervisor answers what it can and
-builds the device again when settings are committed.
+touches the state machine, the configuration, the screen, the outbox, the
+settings file, the device key or the assignment goes to the thread that owns
+it as a request (:meth:`DeviceControl.ask`) and is waited for: the device's
+loop, or in recovery (the device did not start) the supervisor, which builds
+the device again when settings are committed. What the console reads comes
+from snapshots the loop and the workers publish.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import typing
@@ -19,8 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from device import __version__
 from device import config as config_mod
+from device.checks import FIX_HINTS, load_key
 from device.config import Secret
 from device.errors import DeviceUnavailable
+from device.handlers.commands import CommitSettings, SetButtonTest, UploadNow
+from device.handlers.panel import ShowTestPattern
+from device.loop import Command
+from device.queue.damage import summary
+from device.queue.health import uplink_check
 
 if TYPE_CHECKING:
     from device.app import App
@@ -34,6 +40,11 @@ class DeviceControl(typing.Protocol):
     console's thread; an implementation hands work to the device's own loop
     where it must. In recovery, what needs the parts that did not start raises
     :class:`~device.errors.DeviceUnavailable`."""
+
+    def ask(self, request: Command) -> Any:
+        """Hand ``request`` to the thread that owns what it changes (the loop, or the supervisor in
+        recovery) and wait for its answer. A new console request that needs the device is a
+        :class:`~device.loop.Command` and one ``loop.register`` in the composition root: nothing here."""
 
     def current_config(self) -> config_mod.Config:
         """The configuration last committed (what reads answer)."""
@@ -68,13 +79,15 @@ class DeviceControl(typing.Protocol):
         """Restart the device program (after the answer has been written)."""
 
     def factory_reset(self) -> None:
-        """Settings, key and PIN are already gone; forget the rest (never an
-        undelivered rating) and restart."""
-
+        """Settings, key and PIN are already gone (erased by their owners); restart."""
 
 
 class SupervisorControl(DeviceControl):
-    """:class:`DeviceControl` over the supervisor and the app it runs (if any)."""
+    """:class:`DeviceControl` over the supervisor and the app it runs (if any).
+
+    It changes nothing itself: every change is a request carried out by the
+    thread that owns it, and every read a look at a published snapshot.
+    """
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
@@ -87,12 +100,16 @@ class SupervisorControl(DeviceControl):
             raise DeviceUnavailable(f"{what} needs the running device; it is in {self.supervisor.mode} ({faults})")
         return app
 
-    def _on_loop(self, command: Any, what: str, timeout: float = 10.0) -> Any:
-        from device.loop import Command
-
-        assert isinstance(command, Command)
-        self._app(what).events.put(command)
-        return command.wait(timeout)
+    def ask(self, request: Command, timeout: float = 10.0) -> Any:
+        app = self.supervisor.app
+        if app is not None:
+            app.events.put(request)
+        elif self.supervisor.serves(type(request)):
+            # In recovery the supervisor's own thread carries it out (a Commit is the repair).
+            self.supervisor.events.put(request)
+        else:
+            self._app(type(request).__name__)
+        return request.wait(timeout)
 
     def current_config(self) -> config_mod.Config:
         return self.supervisor.config
@@ -137,32 +154,20 @@ class SupervisorControl(DeviceControl):
         return counts
 
     def upload_now(self) -> None:
-        from device.loop import UploadNow
-
-        self._on_loop(UploadNow(), "Upload")
+        self._app("Upload")
+        self.ask(UploadNow())
 
     def apply(self, config: config_mod.Config, key: Secret | None = None) -> list[str]:
-        from device.loop import Reconfigure
-
-        # What reads answer from now on: the configuration as committed.
-        self.supervisor.config = config
-        if self.supervisor.app is None:
-            # In recovery a commit is the repair: build the device again with it.
-            self.supervisor.request_rebuild()
-            return []
-        restart: list[str] = self._on_loop(Reconfigure(config, key), "Commit")
+        """Settings already written by their owner: take them into use (a rebuild in recovery)."""
+        restart: list[str] = self.ask(CommitSettings(lambda: None, config, key))
         return restart
 
     def test_display(self) -> dict[str, Any] | None:
-        from device.loop import ShowTestPattern
-
-        result: dict[str, Any] = self._on_loop(ShowTestPattern(), "Test display")
+        self._app("Test display")
+        result: dict[str, Any] = self.ask(ShowTestPattern())
         return result
 
     def test_uplink(self) -> dict[str, Any]:
-        from device.checks import load_key
-        from device.queue.health import uplink_check
-
         app = self.supervisor.app
         if app is not None and app.uploader.running:
             # The same signed path the uploader uses, on its own thread.
@@ -176,10 +181,9 @@ class SupervisorControl(DeviceControl):
             transport.close()
 
     def button_test(self, active: bool) -> None:
-        from device.loop import SetButtonTest
-
+        self._app("Test buttons")
         self._button_sink = queue.Queue() if active else None
-        self._on_loop(SetButtonTest(self._button_sink), "Test buttons")
+        self.ask(SetButtonTest(self._button_sink))
 
     def wait_button(self, timeout: float) -> int | None:
         sink = self._button_sink
@@ -195,19 +199,11 @@ class SupervisorControl(DeviceControl):
         threading.Timer(0.2, self.supervisor.request_rebuild).start()
 
     def factory_reset(self) -> None:
-        path = os.path.join(os.path.dirname(os.path.abspath(self.supervisor.config.outbox.path)),
-                            "assignment.json")
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
         self.restart()
 
 
 def _damage(app: App) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The outbox's damage for ``Status``: its counts, and a standing fault once any was found."""
-    from device.checks import FIX_HINTS
-    from device.queue.damage import summary
 
     damage = app.outbox.damage()
     text = summary(damage)

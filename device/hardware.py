@@ -6,47 +6,75 @@ imports stay inside :func:`make_pi_hardware` so the rest imports anywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from device.errors import DisplayError, EvaluatorError, PinLibraryError
+from device.records import new_id
+from device.state import StaffRequested
 
 if TYPE_CHECKING:
     from device.config import Config
     from device.drivers.buttons import Buttons
     from device.drivers.display import Display
-    from device.state import StaffRequested
+    from device.loop import Loop
 
 logger = logging.getLogger(__name__)
 
 
+class Output(Protocol):
+    """An output besides the panel (a speaker, a buzzer, a status LED): it registers its own handlers.
+
+    ``register`` adds a handler for each effect it acts on
+    (``loop.register(Say, self.say)``), or a hook that follows the published
+    status (``loop.after_turn``); the composition root calls it for every
+    output fitted. Nothing else changes to add one.
+    """
+
+    def register(self, loop: Loop) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class Hardware:
-    """What the app drives: buttons feeding ``events``, and a display.
+    """What the app drives: buttons feeding ``events``, a display, and the outputs fitted.
 
     Attributes:
         buttons: :class:`~device.drivers.buttons.Buttons`.
         display: :class:`~device.drivers.display.Display` (or the simulator's wrapper).
         size: ``(width, height)`` to render at, after rotation.
         events: the queue the buttons put their events on.
+        speaker, buzzer, led: an :class:`Output` each, None when not fitted.
     """
 
     buttons: Buttons
     display: Display
     size: tuple[int, int]
     events: queue.Queue[Any]
+    speaker: Output | None = None
+    buzzer: Output | None = None
+    led: Output | None = None
+
+    def outputs(self) -> list[Output]:
+        """Every output fitted besides the panel (each field holding an :class:`Output`)."""
+        fixed = ("buttons", "display", "size", "events")
+        return [value for f in dataclasses.fields(self) if f.name not in fixed
+                and (value := getattr(self, f.name)) is not None and hasattr(value, "register")]
 
     def close(self) -> None:
         self.buttons.close()
         self.display.close()
+        for output in self.outputs():
+            output.close()
 
 
 def staff_request() -> StaffRequested:
     """A 请评价 press opens a session with an id made here, outside the pure step."""
-    from device.records import new_id
-    from device.state import StaffRequested
-
     return StaffRequested(new_id())
 
 
@@ -58,10 +86,9 @@ def make_pi_hardware(config: Config, events: queue.Queue[Any],
         PinLibraryError: no pin library loads (the supervisor starts in recovery).
         DisplayError: the bus cannot be opened or the panel does not answer.
     """
-    from device.drivers.buttons import Buttons
-    from device.drivers.display import Display
-    from device.drivers.pins import open_pin_factory
-    from device.errors import EvaluatorError, PinLibraryError
+    from device.drivers.buttons import Buttons  # Pi-only: gpiozero's pins, loaded only on a Pi
+    from device.drivers.display import Display  # Pi-only: luma's panels
+    from device.drivers.pins import open_pin_factory  # Pi-only: lgpio
 
     # The pin library first: lgpio's working directory is settled before luma's
     # GPIO module (rpi-lgpio, for SPI's DC/RST) loads lgpio too.
@@ -91,12 +118,12 @@ def open_panel(config: Config) -> Any:
     Raises:
         DisplayError: naming the bus and the model.
     """
-    from luma.core.interface.serial import i2c, spi
+    from luma.core.interface.serial import i2c, spi  # Pi-only: the buses (smbus2, spidev, RPi.GPIO)
 
-    from device.drivers.display import make_panel
-    from device.errors import DisplayError
+    from device.drivers.display import make_panel  # Pi-only: luma's panels
 
     d = config.display
+    bus: i2c | spi
     try:
         if d.interface == "i2c":
             bus = i2c(port=d.i2c_port, address=d.i2c_address)

@@ -71,6 +71,20 @@ class SessionOpened:
 
 
 @dataclass(frozen=True)
+class SessionVetted:
+    """A :class:`SessionOpened` with the facts the state machine decides it on.
+
+    The loop's preparer (:meth:`device.loop.Loop.prepare`) reads them where
+    the pure step cannot: whether the outbox already holds an event of the
+    session, and whether the panel can show its ``qr_url``.
+    """
+
+    opened: SessionOpened
+    recorded: bool = False
+    qr_fits: bool = True
+
+
+@dataclass(frozen=True)
 class SessionClosed:
     """The hall server closed the session ``session_id`` before anyone rated it."""
 
@@ -80,6 +94,20 @@ class SessionClosed:
 @dataclass(frozen=True)
 class Stopping:
     """The loop is stopping (a restart, a rebuild, a shutdown): an open session ends here."""
+
+
+@dataclass(frozen=True)
+class PanelSlept:
+    """The panel went to sleep (outside opening hours) or woke up."""
+
+    asleep: bool
+
+
+@dataclass(frozen=True)
+class ButtonTestSet:
+    """The technician's button test began (presses are reported, never rated) or ended."""
+
+    active: bool
 
 
 @dataclass(frozen=True)
@@ -146,8 +174,30 @@ class PressIgnored:
     why: str
 
 
+@dataclass(frozen=True)
+class ButtonTested:
+    """A press during the technician's button test: reported to the console, never a rating."""
+
+    button: int
+
+
+@dataclass(frozen=True)
+class SessionSkipped:
+    """A session the device already recorded that the hall still offers: not opened again."""
+
+    session_id: str
+
+
+@dataclass(frozen=True)
+class QrReplaced:
+    """A session's QR URL the panel cannot show: the window's own QR is shown instead (a fault)."""
+
+    session_id: str
+    length: int
+
+
 #: What :func:`step` may ask the caller to do.
-Effect = CommitRating | CommitUnrated | CommitDetail | PressIgnored
+Effect = CommitRating | CommitUnrated | CommitDetail | PressIgnored | ButtonTested | SessionSkipped | QrReplaced
 
 #: The reason tags of one level: ``((code, text), ...)``, at most four.
 Reasons = tuple[tuple[str, str], ...]
@@ -247,6 +297,14 @@ class State:
     chord_since: float = 0.0
     #: The session whose rating is being committed.
     committing: Session | None = field(default=None, repr=False)
+    #: The technician's button test is on: presses are reported, never rated.
+    button_test: bool = False
+    #: The panel sleeps (outside opening hours): a press only wakes it.
+    asleep: bool = False
+    #: Buttons whose press only woke the panel; their release is not a rating either.
+    waking: frozenset[int] = frozenset()
+    #: When a person last pressed a button (the panel dims and sleeps from it).
+    last_activity: float = 0.0
 
 
 def step(state: State, event: object, now: float, rules: Rules) -> tuple[State, list[Effect]]:
@@ -322,12 +380,24 @@ def _end_unrated(state: State, now: float, rules: Rules) -> tuple[State, list[Ef
 
 
 def _on_press(state: State, event: ButtonPressed, now: float, rules: Rules) -> tuple[State, list[Effect]]:
+    if state.button_test:
+        # The technician's button test: presses are reported, never rated.
+        return state, [ButtonTested(event.button)]
+    state = _replace(state, last_activity=now)
+    if state.asleep:
+        # A press on a sleeping panel only wakes it: nobody could see what they rated.
+        return _replace(state, waking=state.waking | {event.button}), []
     if not state.held:
         state = _replace(state, chord=frozenset(), chord_since=now)
     return _replace(state, held=state.held | {event.button}, chord=state.chord | {event.button}), []
 
 
 def _on_release(state: State, event: ButtonReleased, now: float, rules: Rules) -> tuple[State, list[Effect]]:
+    if state.button_test:
+        return state, []
+    state = _replace(state, last_activity=now)
+    if event.button in state.waking:
+        return _replace(state, waking=state.waking - {event.button}), []
     if event.button not in state.held:
         return state, []
     state = _replace(state, held=state.held - {event.button})
@@ -425,14 +495,29 @@ def _on_staff(state: State, event: StaffRequested, now: float, rules: Rules) -> 
 
 def _on_hall_session(state: State, event: SessionOpened, now: float,
                      rules: Rules) -> tuple[State, list[Effect]]:
+    return _on_vetted(state, SessionVetted(event), now, rules)
+
+
+def _on_vetted(state: State, vetted: SessionVetted, now: float, rules: Rules) -> tuple[State, list[Effect]]:
+    event = vetted.opened
     if rules.source != "hall" or not event.session_id:
         # A session without an id could not bind its rating to a service.
         return state, []
     if state.session is not None and state.session.session_id == event.session_id:
         return state, []
+    if vetted.recorded:
+        # A session this device already recorded (rated, or ended unrated before a restart)
+        # that the hall still offers: opening it again could record it twice.
+        return state, [SessionSkipped(event.session_id)]
+    fields = dataclasses.asdict(event)
+    effects: list[Effect] = []
+    if event.qr_url and not vetted.qr_fits:
+        # A session's QR from outside that the panel cannot show: the window's own QR instead, reported.
+        fields["qr_url"] = ""
+        effects.append(QrReplaced(event.session_id, len(event.qr_url)))
     # The hall moved on to the next service: the open one was not rated.
-    state, effects = _end_unrated(state, now, rules)
-    return _open_session(state, now, rules, **dataclasses.asdict(event)), effects
+    state, ended = _end_unrated(state, now, rules)
+    return _open_session(state, now, rules, **fields), ended + effects
 
 
 def _on_hall_closed(state: State, event: SessionClosed, now: float,
@@ -454,6 +539,14 @@ def _on_storage(state: State, event: StorageChanged, now: float, rules: Rules) -
     return _replace(state, storage_full=event.reason if event.full else ""), []
 
 
+def _on_panel(state: State, event: PanelSlept, now: float, rules: Rules) -> tuple[State, list[Effect]]:
+    return _replace(state, asleep=event.asleep), []
+
+
+def _on_button_test(state: State, event: ButtonTestSet, now: float, rules: Rules) -> tuple[State, list[Effect]]:
+    return _replace(state, button_test=event.active, held=frozenset(), chord=frozenset(), waking=frozenset()), []
+
+
 def _ignore(state: State, button: int, why: str) -> tuple[State, list[Effect]]:
     return _replace(state, ignored=state.ignored + 1), [PressIgnored(button, why)]
 
@@ -468,10 +561,18 @@ _HANDLERS: dict[type, Callable[[State, Any, float, Rules], tuple[State, list[Eff
     ButtonReleased: _on_release,
     StaffRequested: _on_staff,
     SessionOpened: _on_hall_session,
+    SessionVetted: _on_vetted,
     SessionClosed: _on_hall_closed,
     Stopping: _on_stopping,
     RatingCommitted: _on_committed,
     CommitFailed: _on_commit_failed,
     StorageChanged: _on_storage,
+    PanelSlept: _on_panel,
+    ButtonTestSet: _on_button_test,
     Tick: _on_tick,
 }
+
+
+def inputs() -> tuple[type, ...]:
+    """The input types :func:`step` takes (the loop steps these; other inputs go to handlers)."""
+    return tuple(_HANDLERS)

@@ -30,21 +30,33 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from device import __version__
 from device import config as config_mod
-from device.checks import Fault, check_screens, check_storage, faults_from, load_key
+from device.app import App, TransportFactory, http_transport
+from device.checks import Fault, check_screens, check_storage, configured_size, faults_from, load_key
 from device.clock import Clocks
-from device.errors import ConfigError, EvaluatorError, SettingsError
+from device.console import Console
+from device.console.commands import Command as ConsoleCommand
+from device.control import SupervisorControl
+from device.errors import ConfigError, DeviceUnavailable, EvaluatorError, SettingsError
+from device.handlers.assignment import assignment_path
+from device.handlers.commands import CommitSettings, EraseSettings
+from device.loop import Command, Wake
 from device.notify import Liveness, Notifier, Watchdog
-from device.settings import write_atomic
+from device.settings import PinStore, write_atomic
+from device.ui.models import BootScreen
+from device.ui.screens import render
 
 if TYPE_CHECKING:
-    from device.app import App, TransportFactory
     from device.config import Config, Secret
     from device.hardware import Hardware
     from device.settings import SettingsStore
+
+#: ``configured_size`` lives in :mod:`device.checks` (re-exported here for callers of the old name).
+__all__ = ["Supervisor", "configured_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +161,7 @@ class Supervisor:
         max_failed_starts: failed starts of new settings before the last good ones return.
         on_app: called with each app built (the simulator watches it).
         notifier: tells systemd of READY, STATUS and the watchdog (:mod:`device.notify`); None outside systemd.
+        console_commands: the console's command table (default: every feature's).
     """
 
     def __init__(self, store: SettingsStore, make_hardware: Callable[[Config], Hardware], *,
@@ -157,7 +170,8 @@ class Supervisor:
                  rebuild_hardware: bool = True, retry_s: float = RETRY_S,
                  max_failed_starts: int = MAX_FAILED_STARTS,
                  on_app: Callable[[App | None], None] | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None,
+                 console_commands: Mapping[str, ConsoleCommand] | None = None) -> None:
         self.store = store
         self.make_hardware = make_hardware
         self.events: queue.Queue[Any] = events if events is not None else queue.Queue()
@@ -169,6 +183,7 @@ class Supervisor:
         self.retry_s = retry_s
         self.max_failed_starts = max_failed_starts
         self.on_app = on_app
+        self.console_commands = console_commands
         self.starts = StartRecord(os.path.join(os.path.dirname(os.path.abspath(store.path)), "start.json"))
         #: What the device runs (or would run): the console's reads answer from it.
         self.config: Config = self._fallback_config()
@@ -191,9 +206,38 @@ class Supervisor:
     def request_rebuild(self) -> None:
         """Build the device again (a Restart, or a Commit in recovery); the console stays."""
         self._rebuild.set()
-        from device.loop import Wake
-
         self.events.put(Wake())
+
+    def serves(self, kind: type) -> bool:
+        """Whether the supervisor itself carries out a console request of this type while no app runs."""
+        return kind in (CommitSettings, EraseSettings)
+
+    def committed(self, config: Config) -> None:
+        """Settings were committed (on the loop's thread, which is this one): reads answer from them."""
+        self.config = config
+
+    def _serve(self, request: Command) -> None:
+        """A console request in recovery, on the supervisor's thread (the owner of the settings and keys)."""
+        try:
+            if isinstance(request, CommitSettings):
+                request.write()
+                # In recovery a commit is the repair: build the device again with it.
+                self.config = request.config
+                self.request_rebuild()
+                result: Any = []
+            elif isinstance(request, EraseSettings):
+                request.erase()
+                try:
+                    os.remove(assignment_path(self.config))
+                except FileNotFoundError:
+                    pass
+                result = None
+            else:
+                raise DeviceUnavailable(f"{type(request).__name__} needs the running device; it is in {self.mode}")
+        except Exception as e:
+            request.reply.set_exception(e)
+        else:
+            request.reply.set_result(result)
 
     def stop(self) -> None:
         self._stop.set()
@@ -266,10 +310,12 @@ class Supervisor:
             self._drain_inputs()
 
     def _drain_inputs(self) -> None:
-        """In recovery, button presses are not ratings: they are read and dropped."""
+        """In recovery, button presses are not ratings: they are read and dropped; console requests are served."""
         try:
             while True:
-                self.events.get_nowait()
+                event = self.events.get_nowait()
+                if isinstance(event, Command):
+                    self._serve(event)
                 self.events.task_done()
         except queue.Empty:
             pass
@@ -294,8 +340,6 @@ class Supervisor:
 
     def _build(self) -> App | None:
         """One try at building the device; ``None`` when it fails (see :attr:`faults`)."""
-        from device.app import App, http_transport
-
         overlay = self._overlay()
         good = self.starts.fallback(overlay, self.max_failed_starts)
         if good is not None:
@@ -324,7 +368,7 @@ class Supervisor:
         if not faults and self.hardware is not None:
             try:
                 app = App(config, self.hardware, load_key(config.upload.key_file), clocks=self.clocks,
-                          make_transport=self.make_transport or http_transport)
+                          make_transport=self.make_transport or http_transport, on_commit=self.committed)
             except Exception as e:
                 _log_failure("the device could not be built", e)
                 faults += faults_from(e, "app")
@@ -360,10 +404,6 @@ class Supervisor:
         """
         if self.hardware is None:
             return
-        from device import __version__
-        from device.ui.models import BootScreen
-        from device.ui.screens import render
-
         try:
             self.hardware.display.show(render(BootScreen(__version__, message), self.hardware.size))
         except Exception as e:
@@ -380,13 +420,10 @@ class Supervisor:
     def _open_console(self) -> None:
         if self.console_port is None:
             return
-        from device.console import Console
-        from device.control import SupervisorControl
-        from device.settings import PinStore
-
         pins = PinStore(os.path.join(os.path.dirname(os.path.abspath(self.config.upload.key_file)),
                                      "console.pin"))
-        self.console = Console(self.console_port, SupervisorControl(self), self.store, pins, network=self.network)
+        self.console = Console(self.console_port, SupervisorControl(self), self.store, pins, network=self.network,
+                               commands=self.console_commands)
         self.console.start()
 
     def _check_presence(self) -> None:
@@ -434,8 +471,6 @@ class Supervisor:
 
     def transport_for(self, config: Config, key: Secret) -> Any:
         """A transport to the hall server as the apps make them (the console's uplink test)."""
-        from device.app import http_transport
-
         return (self.make_transport or http_transport)(config, key, config.upload.timeout_s)
 
     def status(self) -> dict[str, Any]:
@@ -444,14 +479,6 @@ class Supervisor:
         if self.reverted is not None:
             faults.append(self.reverted.as_dict())
         return {"mode": self.mode, "faults": faults}
-
-
-def configured_size(config: Config) -> tuple[int, int]:
-    """The frame size the configured panel would have (when the panel itself is not there)."""
-    w, h = config.display.width, config.display.height
-    if not (w and h):
-        w, h = config_mod.DISPLAY_MODELS.get(config.display.model, (128, 64))
-    return (h, w) if config.display.rotate in (90, 270) else (w, h)
 
 
 def _log_failure(what: str, error: Exception) -> None:

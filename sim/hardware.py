@@ -29,6 +29,7 @@ class SimDisplay(Display):
     def __init__(self, panel: dummy, frames_dir: str | None = None,
                  on_frame: Callable[[Image.Image], None] | None = None) -> None:
         super().__init__(panel)
+        self.panel = panel
         self.frames_dir = frames_dir
         self.on_frame = on_frame
         self.count = 0
@@ -38,7 +39,7 @@ class SimDisplay(Display):
     def show(self, image: Image.Image) -> None:
         super().show(image)
         self.count += 1
-        frame = self.device.image
+        frame = self.panel.image
         if self.frames_dir:
             frame.save(os.path.join(self.frames_dir, f"frame-{self.count:05d}.png"))
         if self.on_frame is not None:

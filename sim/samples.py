@@ -1,6 +1,7 @@
 """One sample model per screen, as the app would show them: for the gallery,
 the render benchmark and the golden-image tests."""
 
+from device import __version__
 from device.levels import Level
 from device.ui.models import (
     FOLLOWUP_MESSAGE,
@@ -28,7 +29,7 @@ REASONS = (("401", "态度不好"), ("402", "效率低"), ("403", "业务不熟"
 
 #: One model per screen, as the app would show them.
 SAMPLES: dict[str, Screen] = {
-    "boot": BootScreen(version="1.0.0"),
+    "boot": BootScreen(version=__version__),
     "idle": IdleScreen(window_no="3", window_name="综合受理",
                        staff_name="张三丰", staff_no="010203",
                        qr_url=WINDOW_URL),
@@ -49,7 +50,7 @@ SAMPLES: dict[str, Screen] = {
                              seconds_left=15),
     "later": LaterScreen(qr_url=SESSION_URL, ticket="A023"),
     "service": ServiceScreen(lines=("ID EV-0001", "IP 192.168.1.23",
-                                    "固件 1.0.0", "待传 12", "上传 10:32")),
+                                    f"固件 {__version__}", "待传 12", "上传 10:32")),
     "paused": PausedScreen(reason="存储空间已满", qr_url=WINDOW_URL),
 }
 

@@ -7,10 +7,14 @@ from gpiozero.pins.mock import MockFactory
 
 @pytest.fixture
 def mock_factory():
+    """A fresh MockFactory; the pin factory in force before the test is put back after it (as gpiozero's own)."""
+    saved = Device.pin_factory
     factory = MockFactory()
-    yield factory
-    factory.reset()
-    Device.pin_factory = None
+    try:
+        yield factory
+    finally:
+        factory.reset()
+        Device.pin_factory = saved
 
 
 @pytest.fixture

@@ -149,9 +149,10 @@ class Ed25519Hall:
             self.log.append((path, index))
         if not device_id:
             return 401, {"error": "bad_signature"}, ""          # unsigned: v3 signs only verified requests
-        data = json.loads(body) if body else None
+        data: Any = json.loads(body) if body else {}
         if path == "/api/v1/evaluations":
-            accepted, duplicate = [], []
+            accepted: list[str] = []
+            duplicate: list[str] = []
             with self.lock:
                 for event in data["events"]:
                     (duplicate if event["id"] in self.events else accepted).append(event["id"])

@@ -42,7 +42,7 @@ def assert_golden(image, name):
     diff = ImageChops.logical_xor(expected, actual)
     box = diff.getbbox()
     if box is not None:
-        count = sum(1 for p in diff.getdata() if p)
+        count = sum(1 for p in diff.tobytes() if p)
         _save_actual(actual, path, diff)
         raise AssertionError(
             f"{name}: {count} pixels differ from {path.name} within {box}; "

@@ -2,6 +2,7 @@
 
 import pytest
 
+from device import __version__
 from device import config as config_mod
 from device.checks import check_screens
 from device.errors import ConfigError
@@ -77,7 +78,7 @@ def test_holding_1_and_5_shows_the_service_screen_and_rates_nothing(make_app):
     app.pump()
     assert isinstance(app.model, ServiceScreen)
     text = " ".join(app.model.lines)
-    assert "WE-0001" in text and "0.1.0" in text
+    assert "WE-0001" in text and __version__ in text
     factory.pin(PINS[0]).drive_high()
     factory.pin(PINS[4]).drive_high()
     app.pump()
@@ -125,7 +126,12 @@ def test_the_wal_is_checkpointed_when_idle_not_on_the_way_to_thanks(make_app):
     app, factory, clock = make_app()
     copied = []
     real = app.outbox.checkpoint
-    app.outbox.checkpoint = lambda: copied.append(real()) or copied[-1]
+
+    def checkpoint():
+        copied.append(real())
+        return copied[-1]
+
+    app.outbox.checkpoint = checkpoint
     clock.advance(31)
     tap(app, factory, 1)         # the press and its thanks: no checkpoint on that path
     assert copied == [] and isinstance(app.model, ThanksScreen)
@@ -249,9 +255,9 @@ def test_show_level_and_panel_care_apply_at_once_but_a_new_panel_needs_a_restart
     from device.ui.models import ThanksScreen as Thanks
 
     app, factory, _ = make_app()
-    old = app.loop.committed_config
+    old = app.in_use.committed
     new = dataclasses.replace(old, display=dataclasses.replace(old.display, show_level=True, contrast=100))
-    assert app.loop.reconfigure(new) == []
+    assert app.in_use.reconfigure(new) == []
     tap(app, factory, 4)
     assert app.model == Thanks(Level.DISSATISFIED)        # the level shown, without a restart
     panel = dataclasses.replace(new, display=dataclasses.replace(new.display, model="sh1106"))

@@ -53,7 +53,7 @@ def test_sleeps_outside_opening_hours():
     assert not care.care(datetime.datetime(2025, 3, 3, 8, 30), 0, 1000,
                          CFG).asleep
     assert care.care(datetime.datetime(2025, 3, 3, 18, 0), 0, 1000, CFG).asleep
-    holiday = CareConfig(closed_dates=["2025-03-03"])
+    holiday = CareConfig(closed_dates=("2025-03-03",))
     assert care.care(MONDAY_10, 0, 1000, holiday).asleep
 
 

@@ -2,6 +2,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,6 +103,7 @@ def test_the_device_with_a_bad_setting_names_it_and_stays_up_in_recovery(tmp_pat
     proc = subprocess.Popen([sys.executable, "-m", "device", "--set", "display.model=ssd9999",
                              "--set", f"console.settings_path=\"{tmp_path / 'settings.toml'}\""],
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert proc.stderr is not None
     time.sleep(3)
     assert proc.poll() is None, proc.stderr.read()
     proc.send_signal(signal.SIGTERM)
@@ -164,7 +166,7 @@ def test_format_value_writes_toml_that_reads_back_and_never_a_secret():
 def test_layers_are_dicts_taken_as_they_are_after_files_and_overrides(tmp_path, monkeypatch):
     base = tmp_path / "config.toml"
     base.write_text('[staff]\nname = "文件"\nno = "1"\n[device]\nwindow_no = "03"\n', encoding="utf-8")
-    layer = {"staff": {"name": 'Wang "Wu"\\'}, "buttons": {"pins": (4, 17, 27, 22, 23)}}
+    layer: dict[str, dict[str, Any]] = {"staff": {"name": 'Wang "Wu"\\'}, "buttons": {"pins": (4, 17, 27, 22, 23)}}
     c = config.load([base], ["staff.no=9", "staff.name=命令行"], layers=[layer, {"device": {"window_no": "12"}}])
     assert (c.staff.name, c.staff.no, c.device.window_no) == ('Wang "Wu"\\', "9", "12")
     assert c.buttons.pins == (4, 17, 27, 22, 23)
@@ -176,7 +178,8 @@ def test_layers_are_dicts_taken_as_they_are_after_files_and_overrides(tmp_path, 
 def test_bad_layers_are_reported_with_the_other_problems():
     with pytest.raises(ConfigError) as info:
         config.load(overrides=["display.rotate=45"],
-                    layers=[{"session": {"source": "nowhere"}, "staff": "not a table", "nosuch": {"x": 1}}])
+                    layers=[{"session": {"source": "nowhere"}, "staff": "not a table",  # type: ignore[dict-item]
+                             "nosuch": {"x": 1}}])
     assert {k for k, _ in info.value.problems} == {"display.rotate", "session.source", "staff", "nosuch"}
 
 

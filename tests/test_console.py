@@ -15,6 +15,7 @@ import pytest
 import serial
 
 from device.console import Console
+from device.handlers.commands import CommitSettings, EraseSettings
 from device.queue.health import uplink_check
 from device.queue.transport import HttpTransport
 from device.settings import PinStore, SettingsStore
@@ -35,13 +36,23 @@ class FakeDeviceControl:
         self.restart_keys = restart_keys
         self.applied = []
         self.keys = []
-        self.presses = queue.Queue()
+        self.presses: queue.Queue[object] = queue.Queue()
         self.button_test_active = False
         self.display_tests = 0
         self.uploads = 0
         self.restarts = 0
         self.resets = 0
         self.uplink = {"ok": True, "status": 200, "server": "http://hall.test", "elapsed_ms": 3}
+
+    def ask(self, request):
+        """The owner of the settings and keys carries out a request: here, at once, on the asking thread."""
+        if isinstance(request, CommitSettings):
+            request.write()
+            return self.apply(request.config, request.key)
+        if isinstance(request, EraseSettings):
+            request.erase()
+            return None
+        raise TypeError(f"unknown request {type(request).__name__}")
 
     def current_config(self):
         return self.config

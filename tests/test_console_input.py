@@ -59,10 +59,13 @@ def test_backspace_edits_the_line(rig):
 class MemoryPort:
     """An in-memory port for feeding the console directly."""
 
-    timeout = 0
+    timeout: float | None = 0
 
     def __init__(self):
         self.out = bytearray()
+
+    def read(self, size=1):
+        return b""
 
     def write(self, data):
         self.out += data

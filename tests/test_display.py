@@ -5,6 +5,8 @@ The bytes a driver sends are replayed into a model of the panel's controller
 rendered, bit for bit, for every supported model, interface and rotation.
 """
 
+from typing import Any
+
 import pytest
 from luma.core.device import dummy
 from luma.core.interface.serial import i2c, spi
@@ -253,8 +255,8 @@ def fake_kernel(fake_root):
 @pytest.mark.parametrize("model, interface, rotate", list(combinations()))
 def test_every_model_interface_and_rotation_shows_the_thank_you_screen(fake_kernel, model, interface, rotate):
     if interface == "i2c":
-        bus = i2c(bus=SMBus(1, kern=fake_kernel), address=0x3C)
-        where = dict(bus="i2c", port=1, target=0x3C)
+        bus: i2c | spi = i2c(bus=SMBus(1, kern=fake_kernel), address=0x3C)
+        where: dict[str, Any] = dict(bus="i2c", port=1, target=0x3C)
     else:
         bus = spi(spi=SpiDev(kern=fake_kernel), gpio=KernelGPIO(fake_kernel), port=0, device=0,
                   gpio_DC=24, gpio_RST=25)
@@ -279,7 +281,7 @@ def test_rgb565_packs_as_luma_does():
     image = Image.new("RGB", (16, 9))
     image.putdata([(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(16 * 9)])
     luma = bytearray()
-    for r, g, b in image.getdata():      # luma.oled's color_device, "65K format 1"
+    for r, g, b in image.convert("RGB").getdata():  # type: ignore[attr-defined]      # luma.oled's color_device, "65K format 1"
         luma += bytes([r & 0xF8 | g >> 5, g << 3 & 0xE0 | b >> 3])
     assert rgb565(image) == bytes(luma)
 

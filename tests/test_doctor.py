@@ -279,7 +279,7 @@ def test_a_stopped_service_is_a_warning_and_pins_are_left_to_a_running_one(setup
 
     # The running service holds the pins: busy is expected then.
     class Busy(MockFactory):
-        def pin(self, spec, **kwargs):
+        def pin(self, name, pin_class=None, **kwargs):
             raise OSError("GPIO busy")
 
     busy = Busy()

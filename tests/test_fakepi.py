@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,7 @@ class Device:
         key.write_text(KEY)
         hall.set_key("WE-0001", KEY)
         self.model, self.interface, self.rotate = model, interface, rotate
-        config = {
+        config: dict[str, dict[str, Any]] = {
             "device": {"id": "WE-0001"},
             "session": {"source": "free", "min_interval_s": 0, "thanks_s": 60},
             "display": {"model": model, "interface": interface, "rotate": rotate, "shift_every_s": 1e9},
@@ -83,8 +84,9 @@ class Device:
                                    env=env, log_path=str(tmp_path / "device.log"))
 
     def panel(self):
-        bus = dict(bus="i2c", port=1, target=0x3C) if self.interface == "i2c" else dict(bus="spi", port=0, target=0)
-        return self.pi.panel(self.model, **bus)
+        if self.interface == "i2c":
+            return self.pi.panel(self.model, bus="i2c", port=1, target=0x3C)
+        return self.pi.panel(self.model, bus="spi", port=0, target=0)
 
     def size(self):
         w, h = DISPLAY_MODELS[self.model]

@@ -5,6 +5,7 @@ from PIL import ImageFont
 
 from device.errors import FontError
 from device.ui import fonts
+from device.ui.models import IdleScreen
 from golden_util import SAMPLES
 
 pytestmark = pytest.mark.timeout(30)
@@ -55,9 +56,13 @@ def test_rare_character_is_reported():
         fonts.check_text(f"王{RARE_BMP}", "staff.name")
 
 
+IDLE = SAMPLES["idle"]
+assert isinstance(IDLE, IdleScreen)
+
+
 @pytest.mark.parametrize("name", ["张三丰", "欧阳娜娜", "买买提·艾力",
                                   "迪丽热巴·迪力木拉提", "Li Wei 李伟",
-                                  SAMPLES["idle"].staff_name])
+                                  IDLE.staff_name])
 def test_every_char_of_staff_names_has_a_glyph(name):
     for size in fonts.SIZES:
         assert fonts.missing_glyphs(name, fonts.load_font(size)) == []

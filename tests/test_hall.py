@@ -51,7 +51,7 @@ def call(server, method, path, payload=None, *, device=DEVICE, key=KEY, raw=None
     all_headers = {"Content-Type": "application/json", **signing, **(headers or {})}
     kwargs.setdefault("timeout", 5)
     answer = requests.request(method, server.url + path, data=body, headers=all_headers, **kwargs)
-    answer.signed = wire.SignedRequest(signing, nonce, 0)
+    answer.signed = wire.SignedRequest(signing, nonce, 0)  # type: ignore[attr-defined]
     return answer
 
 
@@ -121,13 +121,14 @@ def test_stale_and_replayed_requests_get_a_signed_401(tmp_path):
         replay = requests.post(srv.url + captured.target, data=captured.body, headers=dict(captured.headers),
                                timeout=5)
         assert replay.status_code == 401 and replay.json()["error"] == "replayed_request"
-        replay.signed = first.signed
+        replay.signed = first.signed  # type: ignore[attr-defined]
         assert verified(replay)                                   # the device can tell it from a portal
         offset[0] = 301.0                                         # the hall's clock moves on
         stale = post(srv, make_chain(1, start_seq=2, prev=events[0]["hash"]), created=time.time())
         assert stale.status_code == 401 and stale.json()["error"] == "stale_request" and verified(stale)
-        assert wire.verify_answer(KEY, stale.signed, 401, list(stale.raw.headers.items()),
-                                  stale.content).hall_time >= int(time.time() + 300)
+        hall_time = wire.verify_answer(KEY, stale.signed, 401, list(stale.raw.headers.items()),
+                                       stale.content).hall_time
+        assert hall_time is not None and hall_time >= int(time.time() + 300)
         future = post(srv, make_chain(1, start_seq=2, prev=events[0]["hash"]), created=time.time() + 700)
         assert future.status_code == 401 and future.json()["error"] == "stale_request"
         assert srv.events() == events
@@ -585,6 +586,7 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path):
         [sys.executable, "-m", "sim.hall", "--port", "0", "--db", db, "--device-key", KEY],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_repo_env(),
     )
+    assert proc.stdout is not None and proc.stderr is not None
     try:
         line = proc.stdout.readline()
         assert line.startswith("hall server listening on http://127.0.0.1:")

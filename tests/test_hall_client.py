@@ -10,13 +10,14 @@ heartbeat; and a synced clock that disagrees with the hall is not believed.
 import dataclasses
 import datetime
 import queue
+from typing import Any
 
 import pytest
 from memory_hall import MemoryHall, refuse
 
 from device import clock
 from device.levels import Level
-from device.queue.client import WAIT, HallClient, HttpHallClient, Refusal
+from device.queue.client import WAIT, Delivery, HallClient, HttpHallClient, Refusal
 from device.queue.hall import AssignmentChanged, HallLink
 from device.queue.outbox import Outbox
 from device.queue.uploader import Uploader
@@ -135,7 +136,7 @@ def test_the_hall_link_takes_its_assignment_through_the_in_memory_hall():
                                        "staff": {"no": "9", "name": "李四", "dept": ""},
                                        "qr_url": "https://hall.example/q", "reasons": [],
                                        "reasons_version": "1"})
-    events = queue.Queue()
+    events: queue.Queue[Any] = queue.Queue()
     link = HallLink(hall, "d1", events, hall_mode=False)
     assert link.fetch_assignment() is not None
     changed = events.get_nowait()
@@ -201,16 +202,15 @@ def test_the_uploader_reports_clock_disagrees(outbox):
 
 def test_only_the_ids_the_hall_names_are_marked_delivered(outbox):
     events = fill(outbox, 4)
-    hall = MemoryHall()
-    real = hall.deliver
 
-    def half(device_id, sent_at, batch):
-        word = real(device_id, sent_at, batch)
-        # The hall keeps all four but its answer names only the first two.
-        return dataclasses.replace(word, acknowledged=word.acknowledged[:2])
+    class Half(MemoryHall):
+        def deliver(self, device_id, sent_at, events):
+            word = super().deliver(device_id, sent_at, events)
+            assert isinstance(word, Delivery)
+            # The hall keeps all four but its answer names only the first two.
+            return dataclasses.replace(word, acknowledged=word.acknowledged[:2])
 
-    hall.deliver = half
-    up = make_uploader(outbox, hall)
+    up = make_uploader(outbox, Half())
     up.send_batch()
     delivered = {e["id"] for e in outbox.events("delivered")}
     assert delivered == {e["id"] for e in events[:2]} and outbox.waiting() == 2

@@ -144,7 +144,8 @@ def test_an_etag_spelt_in_lower_case_is_kept_and_sent_back():
         tiny.reply(200, {"content-type": "application/json", "etag": '"v7"'},
                    json.dumps(GOOD, ensure_ascii=False).encode())
         hl = HallLink(HttpTransport(tiny.url, "d1", Secret(KEY)), "d1", queue.Queue(), hall_mode=False)
-        assert hl.fetch_assignment().etag == '"v7"' and hl.status.etag == '"v7"'
+        fetched = hl.fetch_assignment()
+        assert fetched is not None and fetched.etag == '"v7"' and hl.status.etag == '"v7"'
         tiny.reply(304)
         assert hl.fetch_assignment() is None
         assert tiny.requests[-1][2]["If-None-Match"] == '"v7"'
@@ -154,7 +155,7 @@ def test_an_etag_spelt_in_lower_case_is_kept_and_sent_back():
 
 def test_the_link_runs_on_its_own_thread_and_takes_a_new_server_from_reconfigure(hall):
     hall.set_assignment(None, GOOD)
-    events = queue.Queue()
+    events: queue.Queue[object] = queue.Queue()
     dead = Recording(HttpTransport("http://127.0.0.1:9", "d1", Secret(KEY), timeout=1))
     hl = HallLink(dead, "old-id", events, hall_mode=False, retry_min_s=30, retry_max_s=60)
     before = hl.status
@@ -172,7 +173,7 @@ def test_the_link_runs_on_its_own_thread_and_takes_a_new_server_from_reconfigure
     assert hl.status.online is True and hl.status.assignments == 1 and hl.status.etag
     assert before.online is None and before.assignments == 0        # a reader's snapshot never changes
     with pytest.raises(dataclasses.FrozenInstanceError):
-        hl.status.online = False
+        hl.status.online = False  # type: ignore[misc]
 
 
 def test_sessions_are_long_polled_in_hall_mode_and_counted(hall):

@@ -222,7 +222,7 @@ class OfficialClient:
 
     def _await(self, command, multiple=False):
         """_sendRPCWithResponse: the result for ``command``; an error state > 0 rejects."""
-        received = []
+        received: list[bytes] = []
         while True:
             packet_type, data = self.next_packet()
             if packet_type == self.ERROR_STATE and data[0] > 0:

@@ -9,6 +9,7 @@ whatever it signs; the device must hold however the hall behaves.
 import inspect
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from mitm import BAD_LEVELS, Proxy
@@ -33,7 +34,9 @@ pytestmark = pytest.mark.timeout(120)
 def rig(tmp_path):
     """``(hall, proxy)``: the hall back end behind a proxy the device talks to."""
     proxy = Proxy()
-    served = {"public_url": proxy.url} if "public_url" in inspect.signature(HallServer).parameters else {}
+    served: dict[str, Any] = {}
+    if "public_url" in inspect.signature(HallServer).parameters:
+        served["public_url"] = proxy.url           # a hall that checks @target-uri: the device signs the proxy's
     hall = HallServer(tmp_path / "hall.db", default_key=KEY, **served)
     hall.start()
     host, port = hall.url.removeprefix("http://").split(":")

@@ -32,8 +32,8 @@ def test_an_edited_or_deleted_event_is_detectable(outbox):
     events = outbox.events()
     edited = [dict(e) for e in events]
     edited[1]["level"] = "very_satisfied"
-    assert first_break(edited)[0] == 2
-    assert first_break(events[:1] + events[2:])[0] == 3
+    assert (first_break(edited) or (None,))[0] == 2
+    assert (first_break(events[:1] + events[2:]) or (None,))[0] == 3
 
 
 def test_claim_is_oldest_first_and_only_acknowledged_ids_are_delivered(outbox):

@@ -208,7 +208,8 @@ def test_replayed_and_stale_requests_are_refused_with_a_signed_401(tmp_path, out
             status, headers, body = raw_request(hall.url, captured)
             assert status == 401 and json.loads(body)["error"] == "replayed_request"
             assert verdict(captured, status, headers, body).ok          # signed: not a portal's 401
-        assert link.poll_session().session_id == opened["session_id"]
+        polled = link.poll_session()
+        assert polled is not None and polled.session_id == opened["session_id"]
         # ... or five minutes later.
         offset[0] = 301.0
         for captured in observed:

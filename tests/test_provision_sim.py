@@ -35,16 +35,19 @@ class Sim:
              "--frames", str(tmp_path / "frames"), "--set", "session.thanks_s=0.3",
              "--set", "session.source=free", *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.console = None
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
+        self.console = ""
         for line in self.proc.stdout:
             if line.startswith("console: "):
                 self.console = line.split(": ", 1)[1].strip()
                 break
         assert self.console, self.proc.stderr.read()
-        self.stderr = []
-        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
+        self.stderr: list[str] = []
+        stderr = self.proc.stderr
+        threading.Thread(target=lambda: self.stderr.extend(stderr), daemon=True).start()
 
     def finish(self, script):
+        assert self.proc.stdin is not None
         self.proc.stdin.write(script)
         self.proc.stdin.close()
         assert self.proc.wait(60) == 0, "".join(self.stderr)

@@ -476,7 +476,12 @@ def test_app_on_a_full_disk_shows_paused_never_thanks(make_app, caplog):
     before = len(app.outbox.events())
     shown = []
     real_show = app.screen.show
-    app.screen.show = lambda model, now=0.0: (shown.append(model), real_show(model, now))
+
+    def show(model, now=0.0):
+        shown.append(model)
+        return real_show(model, now)
+
+    app.screen.show = show
     tap(app, factory, 2)
     assert isinstance(app.model, PausedScreen) and "存储已满" in app.model.reason
     assert not any(isinstance(m, ThanksScreen) for m in shown)

@@ -12,10 +12,17 @@ from device.errors import FontError, LayoutError, QRFitError
 from device.ui import care, screens
 from device.ui import layout as layout_mod
 from device.ui.layout import SAFE_MARGIN, draw_line
-from device.ui.models import IdleScreen, ServiceScreen
+from device.ui.models import IdleScreen, PromptScreen, ServiceScreen
 from golden_util import QR_SAMPLES, SAMPLES, SIZES, WINDOW_URL, assert_golden
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def sample(name, kind):
+    """The gallery's sample screen ``name``, which must be a ``kind``."""
+    model = SAMPLES[name]
+    assert isinstance(model, kind)
+    return model
 
 
 def decode(frame):
@@ -121,7 +128,7 @@ NAMES = [
 def test_names_of_2_to_12_chars_fit_unclipped(n, size):
     for base in NAMES:
         name = (base * 3)[:n]
-        model = dataclasses.replace(SAMPLES["idle_indicators"],
+        model = dataclasses.replace(sample("idle_indicators", IdleScreen),
                                     staff_name=name)
         lay = screens.layout(model, size)
         assert_block_unclipped(lay, "staff_name")
@@ -159,14 +166,14 @@ def test_frames_keep_care_margin_dark():
 
 
 def test_staff_name_with_missing_glyph_raises_font_error():
-    model = dataclasses.replace(SAMPLES["idle"], staff_name="李\U0001F600")
+    model = dataclasses.replace(sample("idle", IdleScreen), staff_name="李\U0001F600")
     with pytest.raises(FontError, match=r"staff\.name") as info:
         screens.render(model, (128, 64))
     assert "\U0001F600" in str(info.value)
 
 
 def test_url_too_long_for_panel_raises_qr_fit_error():
-    model = dataclasses.replace(SAMPLES["idle"],
+    model = dataclasses.replace(sample("idle", IdleScreen),
                                 qr_url="https://hcp.example.cn/" + "x" * 400)
     with pytest.raises(QRFitError, match="at most"):
         screens.render(model, (128, 64))
@@ -179,12 +186,12 @@ def test_too_many_service_lines_is_a_layout_error():
 
 
 def test_render_is_pure_and_dispatches_on_type():
-    model = SAMPLES["prompt"]
+    model = sample("prompt", PromptScreen)
     first = screens.render(model, (128, 64))
     assert first.tobytes() == screens.render(model, (128, 64)).tobytes()
     assert first.tobytes() == screens.render_prompt(model, (128, 64)).tobytes()
     with pytest.raises(TypeError):
-        screens.render(object(), (128, 64))
+        screens.render(object(), (128, 64))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("n", range(2, 13))

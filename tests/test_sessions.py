@@ -157,7 +157,7 @@ def test_a_rated_session_ends_in_its_rating_alone():
                                  (HALL, SessionOpened("s1"), Stopping())):
         _, effects = run(rules, [(0.0, opened), (2.0, Tap(1)), (3.0, later), (40.0, Tick())])
         (rating,) = [e for e in effects if isinstance(e, CommitRating)]
-        assert rating.session.session_id == "s1"
+        assert rating.session is not None and rating.session.session_id == "s1"
         assert [e for e in effects if isinstance(e, CommitUnrated)] == []
 
 
@@ -168,7 +168,7 @@ def test_the_hall_closing_another_session_ends_nothing():
 
 def test_the_same_hall_session_twice_is_one_session():
     _, effects = run(HALL, [(0.0, SessionOpened("s1")), (5.0, SessionOpened("s1")), (7.0, Tap(1))])
-    assert [e.session.session_id for e in effects if isinstance(e, CommitRating)] == ["s1"]
+    assert [e.session.session_id for e in effects if isinstance(e, CommitRating) and e.session] == ["s1"]
     assert [e for e in effects if isinstance(e, CommitUnrated)] == []
 
 
@@ -182,7 +182,7 @@ def test_a_staff_double_press_keeps_the_session_a_later_one_replaces_it():
     assert effects == [] and state.session.session_id == "s1" and state.session.deadline == 30.0
     state, effects = run(STAFF, [(10.0, StaffRequested("s3")), (11.0, Tap(4))], state)
     assert [e.session.session_id for e in effects if isinstance(e, CommitUnrated)] == ["s1"]
-    assert [e.session.session_id for e in effects if isinstance(e, CommitRating)] == ["s3"]
+    assert [e.session.session_id for e in effects if isinstance(e, CommitRating) and e.session] == ["s3"]
 
 
 def test_stopping_with_no_session_records_nothing():
@@ -314,10 +314,12 @@ def power_cut_when(tmp_path, hall, lines, seen_line):
            "--device-key", SIM_KEY]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
+    assert proc.stdin is not None and proc.stderr is not None
+    stderr = proc.stderr
     seen = threading.Event()
 
     def watch():
-        for line in proc.stderr:
+        for line in stderr:
             if seen_line in line:
                 proc.send_signal(signal.SIGKILL)    # the power goes
                 seen.set()

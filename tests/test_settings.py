@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+from typing import Any
 
 import pytest
 
@@ -79,8 +80,9 @@ def test_an_interrupted_settings_write_leaves_old_or_new(tmp_path, monkeypatch, 
 
 def test_overlay_renders_and_reads_back_anything_a_value_can_hold(tmp_path):
     store = SettingsStore(tmp_path / "settings.toml")
-    overlay = {"staff": {"name": 'Wang "Wu" \\ 王五', "no": "007"}, "buttons": {"pins": [4, 17, 27, 22, 23]},
-               "session": {"rating_window_s": 45.0, "source": "hall"}, "upload": {"verify_tls": False}}
+    overlay: dict[str, dict[str, Any]] = {
+        "staff": {"name": 'Wang "Wu" \\ 王五', "no": "007"}, "buttons": {"pins": [4, 17, 27, 22, 23]},
+        "session": {"rating_window_s": 45.0, "source": "hall"}, "upload": {"verify_tls": False}}
     store.save(overlay)
     config = store.load()
     assert config.staff.name == 'Wang "Wu" \\ 王五' and config.staff.no == "007"

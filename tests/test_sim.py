@@ -114,10 +114,12 @@ def test_killed_right_after_thanks_the_rating_is_delivered_exactly_once(tmp_path
            "--server", hall.url, "--device-key", KEY]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
+    assert proc.stdin is not None and proc.stderr is not None
+    stderr = proc.stderr
     seen = threading.Event()
 
     def watch():
-        for line in proc.stderr:
+        for line in stderr:
             if "screen: thanks" in line:
                 # The moment the thank-you frame is on the panel, the power goes.
                 proc.send_signal(signal.SIGKILL)

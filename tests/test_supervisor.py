@@ -11,6 +11,7 @@ import os
 import queue
 import threading
 import time
+from typing import Any
 
 import pytest
 import serial
@@ -71,8 +72,8 @@ class Rig:
             f"upload.server={json.dumps(hall.url)}",
             'session.source="free"', "session.min_interval_s=0", "buttons.bounce_ms=0",
             "upload.backoff_min_s=0.1", "upload.backoff_max_s=0.5"])
-        self.events = queue.Queue()
-        self.factory = None
+        self.events: queue.Queue[object] = queue.Queue()
+        self.factory: Any = None
         self.port = PtyPort()
         self.supervisor = Supervisor(
             self.store, make_hardware or self._sim_hardware, events=self.events, console_port=self.port,

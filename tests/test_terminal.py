@@ -89,7 +89,7 @@ class Terminal:
 def test_a_resize_redraws_for_the_new_size():
     size = [80, 24]
     out = Terminal()
-    screen = TerminalScreen(out, size=lambda: tuple(size))   # a test runs in the main thread: SIGWINCH is watched
+    screen = TerminalScreen(out, size=lambda: (size[0], size[1]))  # type: ignore[arg-type]   # a test runs in the main thread: SIGWINCH is watched
     try:
         screen.show(frame(lit=[(5, 5)]))
         assert braille(frame(lit=[(5, 5)]))[1] in out.text

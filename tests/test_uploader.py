@@ -267,7 +267,12 @@ def test_dead_letters_are_retried_by_the_uploader_not_by_the_caller(hall, outbox
     assert up.drain() and outbox.count("rejected") == 1
     calls = []
     real = outbox.retry_rejected
-    outbox.retry_rejected = lambda: (calls.append(threading.current_thread().name), real())[1]
+
+    def retry_rejected():
+        calls.append(threading.current_thread().name)
+        return real()
+
+    outbox.retry_rejected = retry_rejected
     up.start()
     try:
         retried = up.retry_rejected()

@@ -14,6 +14,7 @@ import json
 import pathlib
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -43,8 +44,8 @@ class TinyServer:
     """
 
     def __init__(self, key=KEY):
-        self.answer = (200, {}, b"{}")
-        self.requests = []
+        self.answer: tuple[int, dict[str, str], bytes] = (200, {}, b"{}")
+        self.requests: list[Any] = []
         self.sign = True
         self.key = key
         self.dribble = 0.0
@@ -182,6 +183,7 @@ def test_the_evaluations_answer_is_read_or_refused_as_a_whole():
     assert answer.head == wire.Head(7, "ab" * 32)
     assert wire.EvaluationsAnswer.from_json({"accepted": [], "duplicate": [],
                                              "head": {"seq": 0, "hash": "0" * 64}}).head is None
+    bad: Any
     for bad in (None, "page", {"accepted": 5}, {"accepted": []}, {"accepted": [], "duplicate": [],
                                                                     "rejected": [{"no-id": 1}]},
                 {"accepted": [], "duplicate": [], "head": {"seq": "7", "hash": "x"}}):
@@ -305,7 +307,7 @@ def test_an_answer_that_is_not_the_halls_answer_to_this_request_does_not_verify(
 def test_retry_after_is_found_however_its_name_is_spelt(name):
     assert wire.retry_after({name: "7"}, NOW) == 7
     assert wire.retry_after([(name, " 7 ")], NOW) == 7
-    assert Reply(503, {name: "7"}).headers.get("Retry-After") == "7"
+    assert Reply(503, Headers({name: "7"})).headers.get("Retry-After") == "7"
 
 
 def test_retry_after_as_an_http_date_and_what_is_no_answer():

@@ -32,7 +32,7 @@ IGNORED = ("device.__init__",)
 #: Helpers every step may use, not steps of their own: enums, clocks, the thread base, the key type, SQL set-up.
 UTILITIES = ("device.levels", "device.clock", "device.worker", "device.config", "device.queue.schema")
 #: The thank-you frame: a branch off the rating's path, not a hand the rating passes through.
-SCREEN = ("device.screen", "device.view", "device.ui.", "device.drivers.display")
+SCREEN = ("device.screen", "device.view", "device.ui.", "device.drivers.display", "device.handlers.panel")
 
 
 def on_path(module: str) -> bool:

@@ -4,11 +4,12 @@ A change is staged first (``StaffName 李四``), checked against the whole
 configuration as it is staged, and only ``Commit`` validates everything
 staged as a whole, runs every check a start runs on it (glyphs, QR fit,
 writable places, where the key and the outbox are: :func:`device.checks.check_all`)
-and refuses what would fail, saying why; then it writes the settings and a
-new device key as one unit (so a power cut mid-write leaves the old pair or
-the new, never a mix: :meth:`~device.settings.SettingsStore.commit`) and
-hands the new configuration to the device through
-:meth:`~device.control.DeviceControl.apply`.
+and refuses what would fail, saying why; then it asks the files' owner (the device's
+loop, or the supervisor in recovery: :class:`~device.handlers.commands.CommitSettings`)
+to write the settings and a new device key as one unit (so a power cut
+mid-write leaves the old pair or the new, never a mix:
+:meth:`~device.settings.SettingsStore.commit`) and to take the new configuration
+into use. The console's thread writes none of these files itself.
 
 A new ``outbox.path`` never strands pending events: the outbox moves there,
 with its whole chain, at the next start (:func:`device.queue.repair.request_move`).
@@ -29,6 +30,7 @@ from device import checks
 from device.config import Secret
 from device.console.commands import Answer, Command, Context, Needs
 from device.errors import CommandRefused, ConfigError, SettingsError
+from device.handlers.commands import CommitSettings, EraseSettings, NotApplied
 from device.queue import repair
 from device.settings import scrub
 
@@ -116,27 +118,32 @@ class Staging:
         key = self.key
         old_key, new_key = (os.path.abspath(c.upload.key_file) for c in (old_config, new_config))
         move = (old_key, new_key) if key is None and old_key != new_key and os.path.exists(old_key) else None
-        try:
+        values = bool(self.values)
+
+        def write() -> None:
+            """Run by the files' owner (the loop's thread, or the supervisor's in recovery)."""
             if os.path.realpath(old_config.outbox.path) != os.path.realpath(new_config.outbox.path):
                 # Before the settings: once they name the new place, the outbox must follow.
                 repair.request_move(old_config.outbox.path, new_config.outbox.path)
-            self.settings.commit(overlay if self.values else None,
+            self.settings.commit(overlay if values else None,
                                  key=(new_key, key.reveal().encode("utf-8")) if key is not None else None, move=move)
+            if key is not None and old_key != new_key and not checks.check_paths(old_config):
+                # A new key in a new place: the old key file is no key of this device any more.
+                scrub(old_key)
+            logger.info("committed %s%s", ", ".join(committed), "; device key replaced" if key is not None else "")
+
+        try:
+            restart = list(self.device.ask(CommitSettings(write, new_config, key)) or [])
         except (SettingsError, OSError) as e:
             raise CommandRefused("commit_failed", str(e) if isinstance(e, SettingsError)
                                  else f"nothing changed: {e.strerror or e}") from None
+        except NotApplied as e:
+            self.values.clear()
+            self.key = None
+            return {"ok": False, "error": "apply_failed", "committed": committed, "saved": True,
+                    "message": f"saved, but not applied ({str(e).split(':')[0]}); Restart to apply"}
         self.values.clear()
         self.key = None
-        if key is not None and old_key != new_key and not checks.check_paths(old_config):
-            # A new key in a new place: the old key file is no key of this device any more.
-            scrub(old_key)
-        logger.info("committed %s%s", ", ".join(committed), "; device key replaced" if key is not None else "")
-        try:
-            restart = list(self.device.apply(new_config, key) or [])
-        except Exception as e:
-            logger.exception("committed settings could not be applied")
-            return {"ok": False, "error": "apply_failed", "committed": committed, "saved": True,
-                    "message": f"saved, but not applied ({type(e).__name__}); Restart to apply"}
         answer: Answer = {"ok": True, "committed": committed, "restart_needed": restart}
         if restart:
             answer["message"] = "saved; restart to apply " + ", ".join(restart)
@@ -170,7 +177,9 @@ def _factory_reset(ctx: Context, arg: str) -> None:
         default = ctx.settings.build({})
     except ConfigError:
         default = current
-    try:
+
+    def erase() -> None:
+        """Run by the files' owner (the loop's thread, or the supervisor's in recovery)."""
         if os.path.realpath(default.outbox.path) != os.path.realpath(current.outbox.path):
             # The settings named another place for the outbox: its events follow it back.
             repair.request_move(current.outbox.path, default.outbox.path)
@@ -183,8 +192,11 @@ def _factory_reset(ctx: Context, arg: str) -> None:
                 logger.error("factory reset: %s is not removed: it is not a key file of its own", key_file)
                 continue
             scrub(key_file)
-        ctx.pins.clear()
         ctx.settings.scrub_strays()
+
+    try:
+        ctx.device.ask(EraseSettings(erase))
+        ctx.pins.clear()  # the PIN is the console's own file
     except (SettingsError, OSError) as e:
         raise CommandRefused("commit_failed", f"factory reset incomplete: {e}") from None
     ctx.staging.discard()

@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from device.clock import Clocks
+from device.config import Config, Secret
 from device.errors import TransportError
+from device.keys import ED25519, Ed25519Signing, device_keys, parse_public_key
 from device.queue import wire
-from device.queue.transport import Transport
+from device.queue.transport import NO_HALL_KEY, HttpTransport, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -253,3 +255,32 @@ def as_client(carrier: HallClient | Transport) -> HallClient:
     if isinstance(carrier, HallClient):
         return carrier
     return HttpHallClient(carrier)
+
+
+#: ``ed25519`` configured, no hall public key, but a shared key provisioned: signing with that (v2).
+SIGNATURE_FALLBACK = "signature_fallback_hmac"
+
+
+def signing_for(config: Config, shared: Secret) -> Secret | Ed25519Signing:
+    """What the device signs with, from ``upload.signature``.
+
+    ``ed25519`` needs the hall's public key to verify answers: with it, the
+    device's key pair is used (and made when missing); without it, the
+    shared key is used (the transport then carries a standing fault:
+    :data:`SIGNATURE_FALLBACK`, or :data:`NO_HALL_KEY` when there is no
+    shared key either). No key file is touched unless it will sign.
+    """
+    u = config.upload
+    if u.signature != ED25519 or not u.hall_public_key:
+        return shared
+    return Ed25519Signing(device_keys(u.private_key_file), parse_public_key(u.hall_public_key))
+
+
+def for_config(config: Config, shared: Secret, timeout: float) -> HttpTransport:
+    """The transport ``config`` asks for: server, TLS, and the signature ``upload.signature`` names."""
+    u = config.upload
+    transport = HttpTransport(u.server, config.device.id, signing_for(config, shared), timeout=timeout,
+                              verify=u.ca_bundle or u.verify_tls, insecure_http=u.insecure_http)
+    if u.signature == ED25519 and transport.algorithm != ED25519:
+        transport.faults += (SIGNATURE_FALLBACK if shared else NO_HALL_KEY,)
+    return transport

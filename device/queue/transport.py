@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from device.clock import Clocks
-from device.config import Config, Secret
+from device.config import Secret
 from device.errors import TransportError, UnauthenticatedAnswer
-from device.keys import ED25519, HMAC_SHA256, Ed25519PrivateKey, Ed25519Signing, device_keys, parse_public_key
+from device.keys import ED25519, HMAC_SHA256, Ed25519PrivateKey, Ed25519Signing
 from device.queue import wire
 
 logger = logging.getLogger(__name__)
@@ -50,35 +50,6 @@ TLS_UNVERIFIED = "tls_unverified"
 PLAIN_HTTP_REFUSED = "plain_http_refused"
 #: ``ed25519`` without the hall's public key: no answer can verify.
 NO_HALL_KEY = "no_hall_public_key"
-#: ``ed25519`` configured, no hall public key, but a shared key provisioned: signing with that (v2).
-SIGNATURE_FALLBACK = "signature_fallback_hmac"
-
-
-def signing_for(config: Config, shared: Secret) -> Secret | Ed25519Signing:
-    """What the device signs with, from ``upload.signature``.
-
-    ``ed25519`` needs the hall's public key to verify answers: with it, the
-    device's key pair is used (and made when missing); without it, the
-    shared key is used (the transport then carries a standing fault:
-    :data:`SIGNATURE_FALLBACK`, or :data:`NO_HALL_KEY` when there is no
-    shared key either). No key file is touched unless it will sign.
-    """
-    u = config.upload
-    if u.signature != ED25519 or not u.hall_public_key:
-        return shared
-    return Ed25519Signing(device_keys(u.private_key_file), parse_public_key(u.hall_public_key))
-
-
-def for_config(config: Config, shared: Secret, timeout: float) -> HttpTransport:
-    """The transport ``config`` asks for: server, TLS, and the signature ``upload.signature`` names."""
-    u = config.upload
-    transport = HttpTransport(u.server, config.device.id, signing_for(config, shared), timeout=timeout,
-                              verify=u.ca_bundle or u.verify_tls, insecure_http=u.insecure_http)
-    if u.signature == ED25519 and transport.algorithm != ED25519:
-        transport.faults += (SIGNATURE_FALLBACK if shared else NO_HALL_KEY,)
-    return transport
-
-
 class Headers(Mapping[str, str]):
     """An answer's header fields, looked up case-insensitively; repeated lines kept in :attr:`lines`."""
 
