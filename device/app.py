@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from device import __version__
 from device import state as st
 from device.clock import Clocks
+from device.console.keys import RotateDeviceKey, rotate_device_key
 from device.handlers.assignment import InUse, assignment_path
 from device.handlers.commands import (
     ButtonTest,
@@ -198,6 +199,7 @@ class App:
         loop.register(UploadNow, upload_now(self.uplink.retry_rejected, self.uplink.wake))
         loop.register(CommitSettings, commit_settings(self.in_use.reconfigure, on_commit))
         loop.register(EraseSettings, self.erase)
+        loop.register(RotateDeviceKey, rotate_device_key)
         loop.prepare(st.SessionOpened, self.vet_session)
 
     def vet_session(self, event: st.SessionOpened) -> st.SessionVetted:

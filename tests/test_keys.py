@@ -4,6 +4,7 @@ import base64
 import hashlib
 import logging
 import os
+import queue
 import stat
 import types
 from typing import Any
@@ -15,16 +16,19 @@ from ed25519_hall import Ed25519Hall
 
 from device import config as config_mod
 from device import keys
+from device.app import App
 from device.config import Secret
 from device.console import keys as console_keys
 from device.console.port import default_commands
 from device.errors import CommandRefused
+from device.hardware import staff_request
 from device.queue import client as transport_mod
 from device.queue import wire
 from device.queue.transport import NO_HALL_KEY, HttpTransport
 from device.queue.uploader import Uploader
 from helpers import rating
 from sim.hall import HallServer
+from sim.hardware import make_sim_hardware
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -177,7 +181,14 @@ def test_a_key_rotated_while_ratings_are_pending_loses_none_and_the_hall_takes_b
 
 def console_context(key_path, signature="ed25519"):
     config = config_mod.load(overrides=[f'upload.private_key_file="{key_path}"', f'upload.signature="{signature}"'])
-    device = types.SimpleNamespace(current_config=lambda: config)
+    asked = []
+
+    def ask(request):
+        # What the loop does with the request, on its own thread in the device.
+        asked.append(type(request).__name__)
+        return console_keys.rotate_device_key(request)
+
+    device = types.SimpleNamespace(current_config=lambda: config, ask=ask, asked=asked)
     return types.SimpleNamespace(device=device)
 
 
@@ -188,6 +199,7 @@ def test_public_key_and_rotate_key_on_the_console(key_path):
     shown = console_keys._public_key(ctx, "")
     assert shown["ok"] and shown["algorithm"] == "ed25519" and shown["fingerprint"].startswith("SHA256:")
     rotated = console_keys._rotate_key(ctx, "")
+    assert ctx.device.asked == ["RotateDeviceKey"]                    # the owner's thread makes the key
     assert rotated["previous_fingerprint"] == shown["fingerprint"] and rotated["fingerprint"] != shown["fingerprint"]
     assert set(rotated) >= {"ok", "algorithm", "public_key", "fingerprint", "previous_fingerprint"}
     assert console_keys._public_key(ctx, "")["next"]["fingerprint"] == rotated["fingerprint"]
@@ -235,3 +247,19 @@ def test_the_hall_back_end_takes_both_keys_during_a_rotation_and_no_rating_is_lo
         assert outbox.count("rejected") == 0 and outbox.waiting() == 0
     finally:
         hall.close()
+
+
+def test_the_running_device_makes_the_next_key_on_its_own_thread(tmp_path, key_path):
+    config = config_mod.load(overrides=[f'outbox.path="{tmp_path / "outbox.db"}"', 'session.source="free"',
+                                        f'upload.private_key_file="{key_path}"'])
+    hardware, _ = make_sim_hardware(config, queue.Queue(), staff_request)
+    app = App(config, hardware, Secret(""))
+    try:
+        request = console_keys.RotateDeviceKey(key_path)
+        app.events.put(request)
+        app.pump()
+        new, old = request.wait(5)
+        assert keys.device_keys(key_path).pending_info() == new and new != old
+    finally:
+        app.close()
+        hardware.close()
