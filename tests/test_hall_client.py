@@ -66,7 +66,7 @@ def test_a_whole_request_refusal_never_costs_an_event(outbox, status):
     assert outbox.count("rejected") == 0 and outbox.waiting() == 5 and hall.held("d1") == []
     assert up.refresh_status().faults, "the refusals are reported"
     hall.refusals.clear()                          # the hall answers normally again
-    up._release_held(everything=True)
+    up.release_held(everything=True)
     assert up.drain() and len(hall.held("d1")) == 5 and outbox.count("rejected") == 0
 
 

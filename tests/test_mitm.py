@@ -82,11 +82,11 @@ def test_a_man_in_the_middle_makes_the_device_give_up_nothing(rig, outbox, mode)
     assert saw_fault, f"{mode}: the device did not report the interference"
     # The proxy lets traffic through: every rating arrives, the 差评 among them.
     proxy.mode = "pass"
-    up._release_held(everything=True)
+    up.release_held(everything=True)
     for _ in range(10):
         if up.drain():
             break
-        up._release_held(everything=True)
+        up.release_held(everything=True)
     stored = {e["id"] for e in hall.events("d1")}
     assert bad - stored == set(), f"{mode}: {len(bad - stored)} 差评 missing at the hall"
     assert {e["id"] for e in events} <= stored and outbox.count("rejected") == 0 and outbox.waiting() == 0
@@ -101,7 +101,7 @@ def test_a_hall_that_answers_verified_requests_with_a_refusal_for_a_while_costs_
     hall.inject("status", count=6, status=status)
     up = uploader(outbox, proxy.url, batch_size=5)
     for _ in range(30):
-        up._release_held(everything=True)
+        up.release_held(everything=True)
         if up.drain():
             break
     assert outbox.count("rejected") == 0 and outbox.waiting() == 0

@@ -153,7 +153,7 @@ def test_a_hall_that_answers_413_down_to_one_event_costs_nothing_and_backs_off(h
     assert delays[:2] == [0, 0] and up.batch_limit == 1
     assert all(d > 0 for d in delays[2:])          # refused alone: wait, never give up
     assert outbox.count("rejected") == 0 and up.status.fault == "hall_refused"
-    up._release_held(everything=True)
+    up.release_held(everything=True)
     assert up.drain() and len(hall.events("d1")) == 4 and outbox.count("rejected") == 0
 
 

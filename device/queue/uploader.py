@@ -228,7 +228,7 @@ class Uploader(Worker[UploadStatus]):
         """
         with self._force_lock:
             force, self._force = self._force, False
-        held_s = self._release_held()
+        held_s = self.release_held()
         now = self.monotonic_ms()
         if force or now >= self.send_at_ms:
             delay = self._send_safely()
@@ -339,7 +339,7 @@ class Uploader(Worker[UploadStatus]):
         self._held[event_id] = self.monotonic_ms() + int(hold_s * 1000)
         logger.warning("uploader: event %s refused alone %d times; held back %.0f s", event_id, failures, hold_s)
 
-    def _release_held(self, everything: bool = False) -> float:
+    def release_held(self, everything: bool = False) -> float:
         """Put held events whose hold ran out back to pending. Returns seconds until the next runs out."""
         if not self._held:
             return IDLE_POLL_S
@@ -399,7 +399,7 @@ class Uploader(Worker[UploadStatus]):
         if self._reseals_in_a_row > MAX_RESEALS_IN_A_ROW:
             self.publish(fault=SEQ_TAKEN)
             return self._backoff(f"the hall still says seq_taken after {MAX_RESEALS_IN_A_ROW} reseals")
-        self._release_held(everything=True)
+        self.release_held(everything=True)
         after_seq, after_hash = (head.seq, head.hash) if head is not None else (0, GENESIS)
         n = reseal(after_seq, after_hash)
         self.resealed += n
