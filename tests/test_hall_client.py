@@ -214,3 +214,15 @@ def test_only_the_ids_the_hall_names_are_marked_delivered(outbox):
     up.send_batch()
     delivered = {e["id"] for e in outbox.events("delivered")}
     assert delivered == {e["id"] for e in events[:2]} and outbox.waiting() == 2
+
+
+def test_the_hall_link_takes_a_session_through_the_in_memory_hall():
+    hall = MemoryHall(session={"session_id": "s-1", "ticket": "A001", "project_no": "P1", "task_code": "T",
+                               "task_name": "办件", "qr_url": "https://hall.example/q/s-1"})
+    events: queue.Queue[Any] = queue.Queue()
+    link = HallLink(hall, "d1", events, hall_mode=True)
+    opened = link.poll_session()
+    assert opened is not None and opened.session_id == "s-1" and events.get_nowait() == opened
+    hall.session = None
+    assert link.poll_session() is None
+    assert events.get_nowait().session_id == "s-1"      # the hall closed it: SessionClosed, once
