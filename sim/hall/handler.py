@@ -144,11 +144,13 @@ class HallHTTPServer(http.server.HTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         """Hand the connection to an idle worker (a new one while under ``workers``); else wait for one."""
         with self._pool_lock:
-            if self._idle == 0 and len(self._workers) < self.capacity.workers:
+            # An idle worker is spoken for by this connection; else a new one, while under the bound.
+            if self._idle > 0:
+                self._idle -= 1
+            elif len(self._workers) < self.capacity.workers:
                 worker = threading.Thread(target=self._serve_connections, daemon=True,
                                           name=f"hall-worker-{len(self._workers)}")
                 self._workers.append(worker)
-                self._idle += 1
                 worker.start()
         while True:
             try:
@@ -164,8 +166,6 @@ class HallHTTPServer(http.server.HTTPServer):
             item = self._work.get()
             if item is None:
                 return
-            with self._pool_lock:
-                self._idle -= 1
             request, client_address = item
             try:
                 self.finish_request(request, client_address)
@@ -381,7 +381,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 except OSError:
                     pass  # the deadline passed: answer all the same
             raise BadRequest(f"body over {max_body} bytes; send smaller batches", 413)
-        body = self.rfile.read(length) if length else b""
+        try:
+            body = self.rfile.read(length) if length else b""
+        except OSError:
+            self.close_connection = True
+            raise BadRequest("the body did not arrive within the read deadline") from None
         if len(body) != length:
             self.close_connection = True
             raise BadRequest("the body ended before its Content-Length")

@@ -22,7 +22,7 @@ from typing import Any, Self
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from sim.hall import dating, keys
-from sim.hall.auth import Authenticator, KeyRing, Refused, Verified, sign_answer
+from sim.hall.auth import MAX_NONCES_PER_DEVICE, Authenticator, KeyRing, Refused, Verified, sign_answer
 from sim.hall.contract import (
     DEFAULT_MAX_BODY,
     BadRequest,
@@ -95,6 +95,9 @@ class HallServer:
             when missing; by default beside the database (in memory for
             ``":memory:"``); ``None`` keeps a new one in memory.
         capacity: worker pool, backlog and deadlines (:class:`~sim.hall.handler.Capacity`).
+        per_device_nonces: requests one device may send within the 300 s
+            window (its nonces, kept durably); past it that device alone is
+            answered 429.
 
     A device with a public key in the registry signs with ``ed25519`` (any of
     its keys) and gets answers signed with the hall's key; a device with only
@@ -115,7 +118,7 @@ class HallServer:
                  session_max_age_s: float = 600.0, public_url: str | Sequence[str] | None = None,
                  public_keys: Mapping[str, str | Sequence[str]] | None = None,
                  hall_key_file: str | os.PathLike[str] | None = BESIDE_DB,
-                 capacity: Capacity | None = None) -> None:
+                 capacity: Capacity | None = None, per_device_nonces: int = MAX_NONCES_PER_DEVICE) -> None:
         self._storage = Storage(db_path)
         self._keys = KeyRing(device_keys, default_key, keys_file)
         if self._keys.shared:
@@ -129,7 +132,7 @@ class HallServer:
             hall_key_file = keys.default_hall_key_path(db_path)
         self._hall_key: ed25519.Ed25519PrivateKey = keys.load_or_make_hall_key(hall_key_file)
         self.hall_key_file = os.fspath(hall_key_file) if hall_key_file is not None else None
-        self._nonce_store = DurableNonces(db_path, clock)
+        self._nonce_store = DurableNonces(db_path, clock, per_device=per_device_nonces)
         self._in_flight = InFlight()
         self._auth = Authenticator(self._keys.own_key, clock, nonces=self._nonce_store,
                                    public_keys=self._registry.keys_of, shared_key_for=self._keys.default_key)
