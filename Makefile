@@ -8,7 +8,7 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage
+.PHONY: setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage bench-hall
 
 TMUX := /usr/bin/tmux
 
@@ -54,6 +54,10 @@ bench: setup
 	$(PY) bench/bench_uplink.py
 	$(PY) bench/bench_device.py
 	$(PY) bench/bench_bus.py
+
+# The hall back end under a hall's load: 50 devices posting while 300 long polls are held.
+bench-hall: setup
+	$(PY) bench/bench_hall.py
 
 # The production program on the fake Pi for every display model x interface x rotation (40 child processes).
 fakepi-matrix: setup

@@ -254,3 +254,16 @@ def test_the_worker_pool_is_bounded_and_a_slow_client_is_cut_at_the_read_deadlin
         assert hall._httpd is not None and hall._httpd.worker_count <= 4
         for sock in [*idle, slow]:
             sock.close()
+
+
+def test_the_hall_bench_runs_and_prints_its_figures():
+    import os
+    import subprocess
+    import sys
+
+    bench = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "bench", "bench_hall.py")
+    result = subprocess.run([sys.executable, bench, "--posters", "3", "--polls", "5", "--batches", "2",
+                             "--limit", "30"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "p99" in result.stdout and "errors: 0 (refused or reset: 0)" in result.stdout
+    assert "long polls held: 5 of 5" in result.stdout

@@ -119,31 +119,34 @@ class Storage:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                events = list(events)
+                held = self._held_ids([e["id"] for e in events])
+                taken = self._taken_seqs(device_id, [e["seq"] for e in events])
+                rows = []
                 for event in events:
-                    held = self._db.execute("SELECT json FROM events WHERE id = ?", (event["id"],)).fetchone()
-                    if held is not None:
+                    if event["id"] in held:
                         receipt.duplicate.append(event["id"])
-                        if canonical_json(json.loads(held[0])) != canonical_json(event):
+                        if held[event["id"]] != canonical_json(event):
                             flagged.append({"id": event["id"], "seq": event["seq"], "problem": CONFLICT,
                                             "detail": "sent again with other content; the first kept"})
                         continue
-                    taken = self._db.execute("SELECT id FROM events WHERE device_id = ? AND seq = ?",
-                                             (device_id, event["seq"])).fetchone()
-                    if taken is not None:
+                    if event["seq"] in taken:
                         receipt.rejected.append({"id": event["id"], "error": SEQ_TAKEN})
                         self._note(device_id, {"id": event["id"], "seq": event["seq"], "problem": SEQ_TAKEN,
-                                               "detail": f"seq {event['seq']} is held under {taken[0]}"},
+                                               "detail": f"seq {event['seq']} is held under {taken[event['seq']]}"},
                                    received_at)
                         continue
-                    self._db.execute(
-                        "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                        (device_id, event["seq"], event["id"], event["type"], received_at,
-                         json.dumps(event, ensure_ascii=False), event["hash"], event["prev_hash"]))
+                    text = json.dumps(event, ensure_ascii=False)
+                    rows.append((device_id, event["seq"], event["id"], event["type"], received_at, text,
+                                 event["hash"], event["prev_hash"]))
+                    held[event["id"]] = canonical_json(event)
+                    taken[event["seq"]] = event["id"]
                     receipt.accepted.append(event["id"])
                     new.append(event)
                     if event["type"] == GAP:
                         flagged.append({"id": event["id"], "seq": event["seq"], "problem": GAP,
                                         "detail": _gap_detail(event)})
+                self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)", rows)
                 if new:
                     flagged += self._check_links(device_id, new)
                 for flag in flagged:
@@ -156,6 +159,27 @@ class Storage:
                 self._db.execute("ROLLBACK")
                 raise
         return receipt
+
+    def _held_ids(self, ids: list[str]) -> dict[str, str]:
+        """Id -> canonical JSON of each of ``ids`` already held."""
+        held: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for id_, text in self._db.execute(f"SELECT id, json FROM events WHERE id IN ({marks})", part):
+                held[id_] = canonical_json(json.loads(text))
+        return held
+
+    def _taken_seqs(self, device_id: str, seqs: list[int]) -> dict[int, str]:
+        """Seq -> the id held under it, for each of ``seqs`` the device already used."""
+        taken: dict[int, str] = {}
+        for start in range(0, len(seqs), 500):
+            part = seqs[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for seq, id_ in self._db.execute(
+                    f"SELECT seq, id FROM events WHERE device_id = ? AND seq IN ({marks})", [device_id, *part]):
+                taken.setdefault(seq, id_)
+        return taken
 
     def _note(self, device_id: str, flag: dict[str, Any], received_at: str) -> None:
         self._db.execute("INSERT OR IGNORE INTO flags VALUES (?, ?, ?, ?, ?, ?)",
