@@ -10,7 +10,10 @@ clearly; the worker pool and read deadlines are bounded.
 """
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -257,10 +260,6 @@ def test_the_worker_pool_is_bounded_and_a_slow_client_is_cut_at_the_read_deadlin
 
 
 def test_the_hall_bench_runs_and_prints_its_figures():
-    import os
-    import subprocess
-    import sys
-
     bench = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "bench", "bench_hall.py")
     result = subprocess.run([sys.executable, bench, "--posters", "3", "--polls", "5", "--batches", "2",
                              "--limit", "30"], capture_output=True, text=True, timeout=60)
