@@ -144,6 +144,17 @@ def test_the_same_id_with_other_content_is_a_duplicate_flagged_as_a_conflict(hal
     assert hall.events(ED)[0]["level"] == "satisfied"    # the first kept, marked
 
 
+def test_the_same_rating_sealed_again_under_another_seq_is_a_duplicate_not_a_conflict(hall, device):
+    events = chain(ED, 2)
+    send(hall.url, device, "POST", EVALUATIONS, batch(ED, events))
+    fields = {k: v for k, v in events[1].items() if k not in ("seq", "prev_hash", "hash")}
+    again = seal(fields, 3, events[1]["hash"])
+    answer = send(hall.url, device, "POST", EVALUATIONS, batch(ED, [again]))[0].json()
+    assert answer["duplicate"] == [again["id"]] and "flagged" not in answer
+    assert hall.flagged_events(ED) == {}
+    assert [(f["seq"], f["problem"]) for f in hall.flags(ED)] == [(3, "resealed_duplicate")]
+
+
 def test_a_gap_event_is_stored_and_flagged_and_a_bad_one_rejected(hall, device):
     events = chain(ED, 1)
     gap = seal({"id": "gap-1", "type": "gap", "device_id": ED, "window_no": "01", "from_seq": None,

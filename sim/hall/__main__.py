@@ -129,8 +129,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
-    if not device_keys and default_key is None:
-        logger.warning("no device keys given: every request will be refused with 401")
 
     stop = threading.Event()
 
@@ -146,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
                         public_url=args.public_url, capacity=Capacity(workers=args.workers),
                         **({"hall_key_file": args.hall_key} if args.hall_key else {}))
+    if not device_keys and default_key is None and not server.public_keys():
+        logger.warning("no device keys (no shared keys, no public keys in %s): every request will be refused "
+                       "with 401; see python -m sim.hall keys --help", args.db)
     try:
         register_halls(args.db, halls)  # after the server made its tables: the heartbeat log hooks on them
         server.start()

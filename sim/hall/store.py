@@ -4,7 +4,8 @@
 the device under another id is not stored: it is rejected with
 ``seq_taken`` (the device seals it again after the hall's head), and noted
 in ``flags``. An event id sent again is a ``duplicate``; sent again with
-other content it is also flagged as a ``conflict``. A stored event that the
+other content (apart from ``seq``, ``prev_hash`` and ``hash``, which sealing
+it again changes) it is also flagged as a ``conflict``. A stored event that the
 hall flagged (``prev_hash``, ``hash``, ``conflict``, ``gap``) carries the
 problems in its ``flag`` column (NULL when clean), so the report lists it
 apart and keeps it out of every figure (common interface 7).
@@ -29,6 +30,10 @@ logger = logging.getLogger(__name__)
 #: The problems that mark a stored event (its ``flag``).
 CONFLICT = "conflict"
 GAP = "gap"
+#: Noted (not marking the event): an event held under one seq sent again, unchanged, under another.
+RESEALED = "resealed_duplicate"
+#: An event's chain fields: what sealing it again changes without changing the event.
+_CHAIN_FIELDS = ("seq", "prev_hash", "hash")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -126,9 +131,15 @@ class Storage:
                 for event in events:
                     if event["id"] in held:
                         receipt.duplicate.append(event["id"])
-                        if held[event["id"]] != canonical_json(event):
+                        first = held[event["id"]]
+                        if _content(first) != _content(event):
                             flagged.append({"id": event["id"], "seq": event["seq"], "problem": CONFLICT,
                                             "detail": "sent again with other content; the first kept"})
+                        elif first.get("seq") != event["seq"]:
+                            # Sealed again (after a seq_taken) though the hall had it: the same rating, noted.
+                            self._note(device_id, {"id": event["id"], "seq": event["seq"], "problem": RESEALED,
+                                                   "detail": f"held as seq {first.get('seq')}; sent again as seq "
+                                                             f"{event['seq']}"}, received_at)
                         continue
                     if event["seq"] in taken:
                         receipt.rejected.append({"id": event["id"], "error": SEQ_TAKEN})
@@ -139,7 +150,7 @@ class Storage:
                     text = json.dumps(event, ensure_ascii=False)
                     rows.append((device_id, event["seq"], event["id"], event["type"], received_at, text,
                                  event["hash"], event["prev_hash"]))
-                    held[event["id"]] = canonical_json(event)
+                    held[event["id"]] = event
                     taken[event["seq"]] = event["id"]
                     receipt.accepted.append(event["id"])
                     new.append(event)
@@ -160,14 +171,14 @@ class Storage:
                 raise
         return receipt
 
-    def _held_ids(self, ids: list[str]) -> dict[str, str]:
-        """Id -> canonical JSON of each of ``ids`` already held."""
-        held: dict[str, str] = {}
+    def _held_ids(self, ids: list[str]) -> dict[str, Event]:
+        """Id -> the held event, for each of ``ids`` already held."""
+        held: dict[str, Event] = {}
         for start in range(0, len(ids), 500):
             part = ids[start:start + 500]
             marks = ",".join("?" * len(part))
             for id_, text in self._db.execute(f"SELECT id, json FROM events WHERE id IN ({marks})", part):
-                held[id_] = canonical_json(json.loads(text))
+                held[id_] = json.loads(text)
         return held
 
     def _taken_seqs(self, device_id: str, seqs: list[int]) -> dict[int, str]:
@@ -324,3 +335,8 @@ def _gap_detail(event: Event) -> str:
     span = (f"seq {event.get('from_seq')}..{event.get('to_seq')}"
             if event.get("from_seq") is not None or event.get("to_seq") is not None else "seqs unknown")
     return f"{event.get('count')} events the device could not deliver ({event.get('reason')}, {span})"
+
+
+def _content(event: Event) -> str:
+    """An event's content apart from its place in the chain, canonical: what a conflict is judged on."""
+    return canonical_json({k: v for k, v in event.items() if k not in _CHAIN_FIELDS})
