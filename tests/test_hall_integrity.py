@@ -11,6 +11,7 @@ clearly; the worker pool and read deadlines are bounded.
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -277,3 +278,14 @@ def test_the_hall_bench_runs_and_prints_its_figures():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "p99" in result.stdout and "errors: 0 (refused or reset: 0)" in result.stdout
     assert "long polls held: 5 of 5" in result.stdout
+
+
+def test_the_handler_uses_only_the_halls_public_interface():
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "sim", "hall")
+    with open(os.path.join(here, "handler.py"), encoding="utf-8") as f:
+        handler = f.read()
+    with open(os.path.join(here, "server.py"), encoding="utf-8") as f:
+        server = f.read()
+    assert re.search(r"hall\._[a-z]", handler) is None
+    assert "sim.hall.server" not in handler                 # no import circle
+    assert re.search(r"(httpd|handler|Handler)\._[a-z]", server) is None
