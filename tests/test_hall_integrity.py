@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,7 +24,9 @@ from hall_rig import EVALUATIONS, Signer, batch, chain, exchange, hall_signed, r
 
 from device.records import seal
 from sim.hall import HallServer, keys
+from sim.hall.auth import Refused
 from sim.hall.handler import Capacity
+from sim.hall.limits import DurableNonces
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -289,3 +292,23 @@ def test_the_handler_uses_only_the_halls_public_interface():
     assert re.search(r"hall\._[a-z]", handler) is None
     assert "import sim.hall.server" not in handler and "from sim.hall.server" not in handler  # no circle
     assert re.search(r"(httpd|handler|Handler)\._[a-z]", server) is None
+
+
+def test_seen_nonces_are_kept_durably_per_device_and_pruned_past_the_window(tmp_path):
+    db = tmp_path / "hall.db"
+    nonces = DurableNonces(db, clock=lambda: 1000.0, per_device=3)
+    assert [nonces.add("A", f"n{i}", 1000, 1000.0) for i in range(3)] == [True] * 3
+    with pytest.raises(Refused) as busy:
+        nonces.add("A", "n3", 1000, 1000.0)
+    assert busy.value.status == 429 and busy.value.retry_after == 301
+    assert nonces.add("B", "n0", 1000, 1000.0)          # another device's share is its own
+    assert nonces.add("A", "n0", 1000, 1000.0) is False
+    nonces.close()
+    again = DurableNonces(db, clock=lambda: 1200.0, per_device=3)
+    assert again.add("A", "n1", 1000, 1200.0) is False  # kept across the restart
+    assert again.add("C", "late", 1250, 1400.0)         # 400 s on: n0..n2 have left the window
+    assert again.count("A") == 0 and again.count() == 1
+    assert again.add("A", "n3", 1400, 1400.0)
+    again.close()
+    with sqlite3.connect(db) as conn:
+        assert sorted(conn.execute("SELECT device_id, nonce FROM nonces")) == [("A", "n3"), ("C", "late")]
