@@ -312,3 +312,18 @@ def test_seen_nonces_are_kept_durably_per_device_and_pruned_past_the_window(tmp_
     again.close()
     with sqlite3.connect(db) as conn:
         assert sorted(conn.execute("SELECT device_id, nonce FROM nonces")) == [("A", "n3"), ("C", "late")]
+
+
+def test_only_the_simulators_shared_key_hall_takes_another_loopback_port(tmp_path, device):
+    relay = "http://127.0.0.1:9"                         # the simulator's network link stands for the network
+    with HallServer(tmp_path / "own.db", public_keys={ED: device.public_key}) as own_keys:
+        reply, _ = send(own_keys.url, device, "POST", EVALUATIONS, batch(ED, []), sign_url=relay, host="127.0.0.1:9")
+        assert reply.status == 401 and reply.json()["error"] == "bad_signature"
+        own_keys.add_public_url(relay)                   # a hall configured to serve that URL takes it
+        reply, _ = send(own_keys.url, device, "POST", EVALUATIONS, batch(ED, []), sign_url=relay, host="127.0.0.1:9")
+        assert reply.status == 200
+    with HallServer(tmp_path / "sim.db", default_key=SHARED) as simulator:
+        sim_device = Signer("WE-0009", SHARED)
+        reply, _ = send(simulator.url, sim_device, "POST", EVALUATIONS, batch("WE-0009", []), sign_url=relay,
+                        host="127.0.0.1:9")
+        assert reply.status == 200

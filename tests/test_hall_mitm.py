@@ -93,6 +93,7 @@ def test_signature_headers_copied_onto_bogus_requests_cost_no_rating(kind, tmp_p
                                    satisfaction=2 if i % 3 == 0 else 4)) for i in range(N)]
     with HallServer(tmp_path / "hall.db", {"d1": KEY}) as hall:
         proxy = Proxy(hall.url)
+        hall.add_public_url(proxy.url)          # devices are given the proxy's URL (a hall behind a proxy)
         try:
             assert urllib.parse.urlsplit(proxy.url).port != urllib.parse.urlsplit(hall.url).port
             transport = HttpTransport(proxy.url, "d1", Secret(KEY), timeout=2.0)

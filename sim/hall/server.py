@@ -470,11 +470,11 @@ class HallServer:
         """The ``@target-uri`` a request must have been signed for: one of the hall's public URLs with ``path``.
 
         ``Host`` only chooses among the configured URLs. The one exception is
-        a hall on a loopback address with no public URL configured (the
-        simulator's and the tests'): a device there may reach it through a
-        relay on another loopback port (the simulator's network link), so
-        any loopback URL of the same scheme is taken. Configure
-        ``public_url`` and only it is.
+        the simulator's hall: on a loopback address, with one shared key for
+        every device and no public URL configured, a device may reach it
+        through a relay on another loopback port (the simulator's network
+        link), so any loopback URL of the same scheme is taken. A hall with
+        per-device keys only, or with ``public_url``, takes only its own.
         """
         urls = self.public_urls
         wanted = (host or "").strip().lower()
@@ -482,7 +482,8 @@ class HallServer:
             for url in urls:
                 if urllib.parse.urlsplit(url).netloc.lower() == wanted:
                     return url + path
-            if not self._public_urls and self._host in LOOPBACK_HOSTS and _LOOPBACK_AUTHORITY.fullmatch(wanted):
+            if (not self._public_urls and self._keys.shared and self._host in LOOPBACK_HOSTS
+                    and _LOOPBACK_AUTHORITY.fullmatch(wanted)):
                 return f"{urllib.parse.urlsplit(urls[0]).scheme}://{wanted}{path}"
         return urls[0] + path
 
