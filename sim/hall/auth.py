@@ -38,7 +38,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import http_sf
@@ -193,7 +193,8 @@ class Verified:
     nonce: str
     algorithm: str
     created: int
-    secret: str | None = None
+    #: Never in a repr: a Verified may end up in a log line.
+    secret: str | None = field(default=None, repr=False)
 
 
 class NonceStore(Protocol):
