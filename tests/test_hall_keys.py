@@ -139,3 +139,18 @@ def test_nothing_in_the_halls_files_can_sign_as_a_device(tmp_path):
 def test_a_bad_public_key_is_refused_naming_why(tmp_path, text, problem):
     with HallServer(tmp_path / "hall.db") as hall, pytest.raises(keys.KeyProblem, match=problem):
         hall.add_public_key("WE-0001", text)
+
+
+def test_keys_add_list_and_remove_from_the_command_line(tmp_path, capsys):
+    db = str(tmp_path / "hall.db")
+    device = Signer.ed25519("WE-0007")
+    fingerprint = keys.fingerprint(device.public_key)
+    assert keys_main(["add", "--db", db, "WE-0007", device.public_key]) == 0
+    assert capsys.readouterr().out == f"added WE-0007 {fingerprint}\n"
+    assert keys_main(["add", "--db", db, "WE:07", device.public_key]) == 1
+    assert "device id" in capsys.readouterr().err
+    assert keys_main(["list", "--db", db]) == 0
+    assert capsys.readouterr().out.startswith(f"WE-0007\t{fingerprint}\t{device.public_key}\t")
+    assert keys_main(["remove", "--db", db, "WE-0007", fingerprint]) == 0
+    assert keys_main(["remove", "--db", db, "WE-0007"]) == 1             # nothing left to remove
+    assert "removed 0 key(s) of WE-0007" in capsys.readouterr().out
