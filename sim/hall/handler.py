@@ -259,7 +259,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if isinstance(self.connection, ssl.SSLSocket):
             # Done here, not in accept(), so one slow client cannot stall the accept loop.
             self.connection.settimeout(capacity.read_timeout_s)
-            self.connection.do_handshake()
+            try:
+                self.connection.do_handshake()
+            except BaseException:
+                with self.server.connections_lock:  # finish() is not called when setup() fails
+                    self.server.connections.discard(self.connection)
+                raise
         self._reader = _DeadlineReader(self.connection)
         self.rfile = io.BufferedReader(self._reader)
         self.wfile = _Writer(self.connection)
