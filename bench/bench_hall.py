@@ -112,7 +112,7 @@ def hold_poll(url: str, device: Device, held: list[int], answered: list[tuple[fl
 
 
 def post_batches(url: str, device: Device, requests_: list[tuple[bytes, dict[str, str]]], start: threading.Barrier,
-                 latencies: list[float], errors: list[str], rounds: bool) -> None:
+                 latencies: list[float], errors: list[str], rounds: bool, count: int) -> None:
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     start.wait()
@@ -131,7 +131,7 @@ def post_batches(url: str, device: Device, requests_: list[tuple[bytes, dict[str
             latencies.append(time.perf_counter() - began)
             if answer.status != 200:
                 errors.append(f"post: status {answer.status}: {data[:100]!r}")
-            elif len(json.loads(data)["accepted"]) != len(json.loads(body)["events"]):
+            elif len(json.loads(data)["accepted"]) != count:
                 errors.append(f"post: not every event accepted: {data[:200]!r}")
         except (OSError, http.client.HTTPException) as e:
             latencies.append(time.perf_counter() - began)
@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             barrier = threading.Barrier(args.posters + 1)
             rounds = not args.back_to_back
             post_threads = [threading.Thread(target=post_batches,
-                                             args=(url, d, w, barrier, latencies, errors, rounds),
+                                             args=(url, d, w, barrier, latencies, errors, rounds, args.batch),
                                              daemon=True) for d, w in zip(posters, work, strict=True)]
             for t in post_threads:
                 t.start()
