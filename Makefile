@@ -8,7 +8,7 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage provision-hall syscalls pi-install-check deb deb-test
+.PHONY: help setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage provision-hall syscalls pi-install-check deb deb-test bench-hall
 
 # `make help` lists every target with the comment on its line (## ...).
 help: ## This list
@@ -77,6 +77,10 @@ bench: setup ## Every budget of DESIGN.md as ratios measured in one run
 	$(PY) bench/bench_uplink.py
 	$(PY) bench/bench_device.py
 	$(PY) bench/bench_bus.py
+
+# The hall back end under a hall's load: 50 devices posting while 300 long polls are held.
+bench-hall: setup ## The hall back end under load: 50 devices posting while 300 long polls are held
+	$(PY) bench/bench_hall.py
 
 # The production program on the fake Pi for every display model x interface x rotation (40 child processes).
 fakepi-matrix: setup ## The production program on the fake Pi: every panel x interface x rotation

@@ -101,7 +101,7 @@ def test_bad_signature_unknown_device_and_missing_headers_get_401(server):
     events = make_chain(1)
     wrong = post(server, events, key="wrong")
     assert wrong.status_code == 401 and wrong.json()["error"] == "bad_signature"
-    assert verified(wrong) and not verified(wrong, key="wrong")    # signed with the key the hall holds
+    assert not verified(wrong) and not verified(wrong, key="wrong")  # not verified: never signed
     stranger = post(server, events, device="WE-9999")
     assert stranger.status_code == 401 and stranger.json()["error"] == "unknown_device"
     assert not verified(stranger)                                 # no key to sign with
@@ -134,7 +134,7 @@ def test_stale_and_replayed_requests_get_a_signed_401(tmp_path):
         assert srv.events() == events
 
 
-def test_every_answer_is_signed_for_its_request(server):
+def test_every_answer_to_a_verified_request_is_signed_for_it_and_no_other(server):
     server.max_body = 4000
     answers = {
         200: post(server, make_chain(1)),
@@ -143,9 +143,6 @@ def test_every_answer_is_signed_for_its_request(server):
                            .headers["ETag"]}),
         400: call(server, "POST", EVALUATIONS, raw=b"not json"),
         403: call(server, "GET", "/api/v1/devices/WE-0002/assignment"),
-        404: call(server, "GET", "/api/v1/nothing"),
-        405: call(server, "GET", EVALUATIONS),
-        413: post(server, make_chain(30)),
     }
     server.inject("status", status=503, retry_after=7)
     answers[503] = post(server, make_chain(1))
@@ -155,6 +152,15 @@ def test_every_answer_is_signed_for_its_request(server):
         assert answer.headers["Request-Nonce"] == answer.signed.nonce
         assert answer.headers["Content-Digest"].startswith("sha-256=:")
         assert 'keyid="hall"' in answer.headers["Signature-Input"]
+    # Answered before anything was verified: unsigned.
+    unverified = {
+        404: call(server, "GET", "/api/v1/nothing"),
+        405: call(server, "GET", EVALUATIONS),
+        413: post(server, make_chain(30)),
+    }
+    for status, answer in unverified.items():
+        assert answer.status_code == status, (status, answer.text)
+        assert not verified(answer) and "Signature" not in answer.headers, status
 
 
 def test_default_key_serves_any_device_but_only_for_itself(tmp_path):
@@ -258,11 +264,12 @@ def test_chain_breaks_are_flagged_as_they_arrive_stored_never_dropped(server):
     reused = make_chain(1, start_seq=2, prev=chain[0]["hash"])[0]
     edited = dict(chain[3], level="very_satisfied", satisfaction=5)
     third = post(server, [reused, edited]).json()
-    assert {(f["seq"], f["problem"]) for f in third["flagged"]} == {(2, "duplicate_seq"), (4, "hash"),
-                                                                     (4, "prev_hash")}
-    assert len(server.events()) == 5                  # every one stored
+    assert third["rejected"] == [{"id": reused["id"], "error": "seq_taken"}]       # never two under one seq
+    assert {(f["seq"], f["problem"]) for f in third["flagged"]} == {(4, "hash"), (4, "prev_hash")}
+    assert len(server.events()) == 4                  # every one stored but the one whose seq was taken
     assert {(f["seq"], f["problem"]) for f in server.flags(DEVICE)} == {
-        (3, "prev_hash"), (2, "duplicate_seq"), (4, "hash"), (4, "prev_hash")}
+        (3, "prev_hash"), (2, "seq_taken"), (4, "hash"), (4, "prev_hash")}
+    assert server.flagged_events(DEVICE) == {broken["id"]: "prev_hash", edited["id"]: "hash,prev_hash"}
 
 
 def test_clock_events_date_every_event_of_their_boot_whichever_arrives_first(server):
@@ -345,7 +352,7 @@ def test_handler_exception_is_500_and_server_survives(server, monkeypatch):
     def broken(*args):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(server, "_receive_heartbeat", broken)
+    monkeypatch.setattr(server, "receive_heartbeat", broken)
     answer = call(server, "POST", f"/api/v1/devices/{DEVICE}/heartbeat", {"uptime_s": 1})
     assert answer.status_code == 500
     assert answer.json() == {"error": "internal server error"}
@@ -359,7 +366,7 @@ def test_unknown_path_404_and_wrong_method_405(server):
 
 # -- integrity ---------------------------------------------------------------
 
-def test_integrity_reports_gap_duplicate_seq_and_broken_chain(server):
+def test_integrity_reports_gap_and_broken_chain(server):
     chain = make_chain(6)
     edited = dict(chain[2], level="very_satisfied", satisfaction=5)  # hash left stale
     reused = make_chain(1, start_seq=2, prev=chain[0]["hash"])[0]
@@ -368,7 +375,7 @@ def test_integrity_reports_gap_duplicate_seq_and_broken_chain(server):
     kinds = {(p["seq"], p["problem"]) for p in problems}
     assert (3, "hash") in kinds
     assert (6, "gap") in kinds
-    assert (2, "duplicate_seq") in kinds
+    assert (2, "duplicate_seq") not in kinds          # refused as seq_taken, never stored
     assert all(p["detail"] for p in problems)
 
     other = make_chain(3, device="WE-0002")

@@ -1,11 +1,15 @@
-"""The stand-in hall server: the device uplink contract v2 on loopback.
+"""The hall back end: the device uplink contract v3.
 
 A real HTTP(S) server that the simulator, the uploader tests and the
 benchmark talk to. It is a *contract checker*, deliberately written without
-importing device code: it verifies RFC 9421 signatures and signs every
-answer, refuses stale and replayed requests, validates every event, is
-idempotent on event ``id``, flags ``seq`` reuse and hash-chain breaks as
-they arrive and answers each batch with the device's head, dates events
+importing device code: it verifies RFC 9421 signatures (``ed25519`` under
+the device public keys it holds, or a shared ``hmac-sha256`` key) against
+its own public URL and signs only answers to requests it verified, refuses
+stale and replayed requests (nonces kept durably, limits per device),
+validates every event, is idempotent on event ``id``, never holds two events
+under one ``seq`` (``seq_taken``), flags conflicts, ``gap`` events and
+hash-chain breaks as they arrive and answers each batch with the device's
+head, dates events
 from their boot's ``clock`` event, serves
 assignments and long-poll sessions, injects faults on request and prints the
 month's per-window 好差评 report.
@@ -13,10 +17,12 @@ month's per-window 好差评 report.
 Modules:
     contract: paths, limits, event checks and the hash chain.
     auth: RFC 9421 both ways: who sent a request, the hall's signature on
-        every answer, the nonce cache, the device keys.
-    store: the SQLite the received events live in.
+        the answers to verified requests, the shared keys.
+    keys: the hall's own Ed25519 key and the registry of device public keys.
+    limits: per-device limits: durable nonces, requests in flight.
+    store: the SQLite the received events live in (and their ``flag``).
     faults: the failures injected on request.
-    handler: HTTP, one request at a time.
+    handler: HTTP, a bounded worker pool, read deadlines; the handler's interface to the hall.
     server: :class:`HallServer`, lifecycle, state and the public API.
     report: the month's per-window report.
     certs: a private CA and a server certificate for HTTPS in tests.

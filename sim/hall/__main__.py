@@ -1,7 +1,9 @@
 """``python -m sim.hall``: serve until SIGINT/SIGTERM, or run a supervisor's command.
 
 Serve with ``python -m sim.hall --port 8080 --db hall.db --keys-file keys.toml``;
-the supervisor's commands (``report``, ``export``, ``register``, ``fix``,
+the hall's keys with ``python -m sim.hall keys …`` (:func:`keys_main`: the
+hall's own public key, the device public keys, ``keys import FILE`` of a
+provisioning results CSV); the supervisor's commands (``report``, ``export``, ``register``, ``fix``,
 ``extend``, ``reply``, ``appeal``, ``review``, ``pending``) are in
 :mod:`sim.hall.commands`: ``python -m sim.hall report --db hall.db --month 2026-11``.
 ``--report YYYY-MM`` is the older spelling of the ``report`` command.
@@ -10,6 +12,7 @@ the supervisor's commands (``report``, ``export``, ``register``, ``fix``,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -21,15 +24,16 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from sim.hall import commands, ledger, registry
+from sim.hall import commands, keys, ledger, registry
 from sim.hall.auth import load_keys_file
 from sim.hall.contract import DEFAULT_MAX_BODY
+from sim.hall.handler import Capacity
 from sim.hall.push import ProvincePush
 from sim.hall.server import HallServer
 
 logger = logging.getLogger(__name__)
 
-DESCRIPTION = "The stand-in hall server: the device uplink contract v2 on loopback."
+DESCRIPTION = "The hall back end: the device uplink contract v3."
 
 
 def load_halls(path: str) -> dict[str, str]:
@@ -60,7 +64,8 @@ def register_halls(db_path: str, halls: dict[str, str]) -> None:
 
 
 EPILOG = f"""supervisor commands (each with --help): {', '.join(commands.COMMANDS)}
-  e.g. python -m sim.hall report --db hall.db --month 2026-11"""
+  e.g. python -m sim.hall report --db hall.db --month 2026-11
+keys: python -m sim.hall keys {{hall,list,import,add,remove}} --db hall.db (each with --help)"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (with --tls-key)")
     parser.add_argument("--tls-key")
     parser.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY)
+    parser.add_argument("--public-url", action="append",
+                        help="the URL devices are given for this hall (repeatable); every request must be "
+                             "signed for it; default: the URL bound")
+    parser.add_argument("--hall-key", help="the hall's Ed25519 private key (PEM, 0600; made when missing); "
+                                           "default: beside --db")
+    parser.add_argument("--workers", type=int, default=Capacity.workers,
+                        help="worker threads at most (a long poll holds one)")
     parser.add_argument("--report", metavar="YYYY-MM",
                         help="print the month's report and exit (the same as the report command)")
     parser.add_argument("--province-url", metavar="URL",
@@ -91,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status; argument errors exit with 2 through argparse.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "keys":
+        logging.basicConfig(level="WARNING", stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+        return keys_main(argv[1:])
     if argv and argv[0] in commands.COMMANDS:
         logging.basicConfig(level="WARNING", stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
         return commands.main(argv)
@@ -117,8 +132,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
-    if not device_keys and default_key is None:
-        logger.warning("no device keys given: every request will be refused with 401")
 
     stop = threading.Event()
 
@@ -127,9 +140,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     server = HallServer(args.db, device_keys, default_key, host=args.host, port=args.port,
                         assignment=assignment, max_body=args.max_body,
-                        tls=(args.tls_cert, args.tls_key) if args.tls_cert else None)
+                        tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
+                        public_url=args.public_url, capacity=Capacity(workers=args.workers),
+                        **({"hall_key_file": args.hall_key} if args.hall_key else {}))
+    if not device_keys and default_key is None and not server.public_keys():
+        logger.warning("no device keys (no shared keys, no public keys in %s): every request will be refused "
+                       "with 401; see python -m sim.hall keys --help", args.db)
     province: ProvincePush | None = None
     try:
         register_halls(args.db, halls)  # after the server made its tables: the heartbeat log hooks on them
@@ -138,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             province = ProvincePush(args.db, args.province_url)  # polls the events table: no hook in the server
             province.start()
         print(f"hall server listening on {server.url}", flush=True)
+        print(f"devices sign for {', '.join(server.public_urls)}; hall public key {server.hall_public_key} "
+              f"({server.hall_fingerprint})", flush=True)
         while not stop.wait(1.0):
             pass
     finally:
@@ -146,6 +168,90 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.close()
     logger.info("hall server stopped")
     return 0
+
+
+def _keys_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sim.hall keys",
+        description="The hall's keys: its own Ed25519 public key (what devices are given as "
+                    "upload.hall_public_key) and the registry of device public keys (several per device "
+                    "during a rotation, every one accepted). No private device key is ever held.",
+        epilog="""results file (from the provisioning tool): CSV with the header
+  device_id,window_no,public_key,fingerprint,firmware,outcome,time
+only rows whose outcome is ok are imported; a device's keys held stay valid (remove the old one
+once the device signs with the new).""", formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="action", required=True)
+    for name, text in (("hall", "print the hall's public key and its fingerprint"),
+                       ("list", "list the registered device public keys"),
+                       ("import", "register the keys of a provisioning results CSV"),
+                       ("add", "register one device public key"),
+                       ("remove", "withdraw a device's key (or all its keys)")):
+        one = sub.add_parser(name, help=text, description=text)
+        one.add_argument("--db", required=True, help="the hall's SQLite file")
+        if name == "hall":
+            one.add_argument("--hall-key", help="the hall's key file (default: beside --db)")
+        if name == "list":
+            one.add_argument("--json", action="store_true")
+            one.add_argument("device_id", nargs="?")
+        if name == "import":
+            one.add_argument("file", help="the provisioning results CSV")
+        if name in ("add", "remove"):
+            one.add_argument("device_id")
+        if name == "add":
+            one.add_argument("public_key", help="standard base64 of the 32 raw bytes")
+        if name == "remove":
+            one.add_argument("key", nargs="?", help="the key or its fingerprint; all the device's when left out")
+    return parser
+
+
+def keys_main(argv: Sequence[str]) -> int:
+    """``python -m sim.hall keys …``: 0 done, 1 refused (the reason on stderr), 2 bad arguments."""
+    args = _keys_parser().parse_args(list(argv))
+    if args.action == "hall":
+        path = args.hall_key or keys.default_hall_key_path(args.db)
+        try:
+            private = keys.load_or_make_hall_key(path)
+        except (OSError, ValueError) as e:
+            print(f"cannot read the hall's key: {e}", file=sys.stderr)
+            return 1
+        text = keys.public_key_text(private.public_key())
+        print(f"public_key {text}\nfingerprint {keys.fingerprint(text)}")
+        return 0
+    registry_ = keys.PublicKeys(args.db)
+    try:
+        if args.action == "list":
+            held = registry_.list(args.device_id)
+            if args.json:
+                print(json.dumps([dataclasses.asdict(k) for k in held], ensure_ascii=False, indent=1))
+            else:
+                for k in held:
+                    print(f"{k.device_id}\t{k.fingerprint}\t{k.public_key}\t{k.added_at}\t{k.source}")
+            return 0
+        if args.action == "import":
+            try:
+                rows, problems = keys.read_results(args.file)
+            except (OSError, keys.KeyProblem) as e:
+                print(f"not imported: {e}", file=sys.stderr)
+                return 1
+            for key in keys.import_results(registry_, rows, f"results {args.file.rsplit('/', 1)[-1]}"):
+                print(f"imported {key.device_id} {key.fingerprint}")
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            print(f"{len(rows)} keys imported, {len(problems)} rows not imported")
+            return 0 if rows or not problems else 1
+        if args.action == "add":
+            try:
+                key = registry_.add(args.device_id, args.public_key, "command")
+            except keys.KeyProblem as e:
+                print(f"refused: {e}", file=sys.stderr)
+                return 1
+            print(f"added {key.device_id} {key.fingerprint}")
+            return 0
+        removed = registry_.remove(args.device_id, args.key)
+        print(f"removed {removed} key(s) of {args.device_id}")
+        return 0 if removed else 1
+    finally:
+        registry_.close()
 
 
 if __name__ == "__main__":

@@ -13,31 +13,28 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # cryptography is imported when a certificate is made, not with the hall: the simulator starts faster.
 
 
 def _names() -> list[Any]:
     """Names every server certificate made here is valid for."""
-    from cryptography import x509
 
     return [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
 
 
 def _name(common_name: str) -> x509.Name:
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
 
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 def _write_key(path: str, key: ec.EllipticCurvePrivateKey) -> None:
-    from cryptography.hazmat.primitives import serialization
 
     with open(path, "wb") as f:
         f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -46,7 +43,6 @@ def _write_key(path: str, key: ec.EllipticCurvePrivateKey) -> None:
 
 
 def _write_cert(path: str, *certs: x509.Certificate) -> None:
-    from cryptography.hazmat.primitives import serialization
 
     with open(path, "wb") as f:
         for cert in certs:
@@ -54,7 +50,6 @@ def _write_cert(path: str, *certs: x509.Certificate) -> None:
 
 
 def _builder(subject: str, issuer: str, key: ec.EllipticCurvePrivateKey, days: int) -> x509.CertificateBuilder:
-    from cryptography import x509
 
     now = datetime.datetime.now(datetime.UTC)
     return (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer))
@@ -71,9 +66,6 @@ def make_self_signed_cert(directory: str | os.PathLike[str]) -> tuple[str, str]:
     Returns:
         ``(certfile, keyfile)`` paths inside ``directory``.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
 
     cert_path = os.path.join(directory, "hall-cert.pem")
     key_path = os.path.join(directory, "hall-key.pem")
@@ -96,10 +88,6 @@ def make_private_ca(directory: str | os.PathLike[str], name: str = "Hall Test Ro
     Returns:
         ``(ca_cert, server_cert, server_key)`` paths inside ``directory``.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID
 
     ca_path = os.path.join(directory, "ca-cert.pem")
     cert_path = os.path.join(directory, "server-cert.pem")

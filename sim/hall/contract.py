@@ -1,4 +1,4 @@
-"""The uplink contract v2 as the hall checks it: paths, limits, event fields, hash chain.
+"""The uplink contract v3 as the hall checks it: paths, device ids, limits, event fields, hash chain.
 
 Written without importing device code on purpose: the hall is the device's
 independent judge, so the two sides agree on the canonical form only if two
@@ -20,14 +20,21 @@ from typing import Any
 Event = dict[str, Any]
 
 EVALUATIONS_PATH = "/api/v1/evaluations"
-#: ``/api/v1/devices/<id>/<action>``: the per-device endpoints.
-DEVICE_PATH = re.compile(r"/api/v1/devices/([^/]+)/(assignment|session|heartbeat)")
+#: ``/api/v1/devices/<id>/<action>``: the per-device endpoints (the id is checked with :data:`DEVICE_ID`).
+DEVICE_PATH = re.compile(r"/api/v1/devices/([^/]*)/(assignment|session|heartbeat)")
+#: A device id: what every configured id must be, so it can be signed (``keyid``) and routed (a path segment).
+DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,32}")
+DEVICE_ID_RULE = "a device id is 1 to 32 of A-Z a-z 0-9 . _ -"
 #: The longest a session long poll may hold the connection.
 MAX_WAIT_S = 30
 DEFAULT_MAX_BODY = 1 << 20
 
 GENESIS_HASH = "0" * 64
-EVENT_TYPES = ("rating", "detail", "unrated", "clock")
+EVENT_TYPES = ("rating", "detail", "unrated", "clock", "gap")
+#: Why a device could no longer deliver events it had sealed (a ``gap`` event's ``reason``).
+GAP_REASONS = ("unreadable_row", "lost_events", "restored_copy", "foreign_folder", "lost_wal")
+#: The ``error`` of an event whose seq the hall holds under another id: the device seals it again after ``head``.
+SEQ_TAKEN = "seq_taken"
 #: Where a ``clock`` event's trusted time came from.
 CLOCK_SOURCES = ("ntp", "hall")
 #: The largest ``seq`` (and ``mono_ms``) the hall stores: SQLite's INTEGER.
@@ -109,6 +116,8 @@ def validate_event(event: Event, device_id: str) -> str | None:
         return f"mono_ms must be an integer from 0 to {MAX_INT}"
     if event["type"] == "clock":
         return _clock_problem(event)
+    if event["type"] == "gap":
+        return _gap_problem(event)
     if event["type"] == "rating":
         level = event.get("level")
         if level not in SATISFACTION:
@@ -134,6 +143,26 @@ def _clock_problem(event: Event) -> str | None:
     if "mono_ms" not in event:
         return "a clock event needs its mono_ms"
     return None
+
+
+def _gap_problem(event: Event) -> str | None:
+    """What is wrong with a ``gap`` event, or None (common interface 4)."""
+    for field in ("from_seq", "to_seq"):
+        value = event.get(field)
+        if value is not None and not (is_int(value) and 0 <= value <= MAX_INT):
+            return f"a gap event's {field} must be an integer from 0 to {MAX_INT}, or null"
+    if not is_int(event.get("count")) or not 0 <= event["count"] <= MAX_INT:
+        return "a gap event's count must be a non-negative integer"
+    if event.get("reason") not in GAP_REASONS:
+        return f"a gap event's reason must be one of {', '.join(GAP_REASONS)}"
+    if "level" in event:
+        return "a gap event has no level"
+    return None
+
+
+def is_device_id(value: object) -> bool:
+    """Whether ``value`` is a device id the contract allows (:data:`DEVICE_ID`)."""
+    return isinstance(value, str) and DEVICE_ID.fullmatch(value) is not None
 
 
 def _load_json(body: bytes) -> Any:

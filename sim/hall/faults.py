@@ -13,8 +13,10 @@ session on every poll (``session``).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
+import uuid
 from typing import Any
 
 from sim.hall.contract import EVALUATIONS_PATH, is_int
@@ -80,6 +82,19 @@ class FaultPlan:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self._nonces: collections.deque[str] = collections.deque(maxlen=2)
+
+    def note_nonce(self, nonce: str) -> None:
+        """Remember a request's nonce, for an answer that echoes another request's (``other_nonce``)."""
+        with self._lock:
+            if nonce and (not self._nonces or self._nonces[-1] != nonce):
+                self._nonces.append(nonce)
+
+    def other_nonce(self, nonce: str) -> str:
+        """A nonce of another request (the one before), as a replayed answer would echo."""
+        with self._lock:
+            others = [n for n in self._nonces if n != nonce]
+        return others[-1] if others else uuid.uuid4().hex
 
     def inject(self, kind: str, count: int = 1, path: str | None = None, **params: Any) -> None:
         """Queue a fault for the next ``count`` matching requests.

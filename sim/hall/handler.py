@@ -1,32 +1,49 @@
-"""HTTP for the hall: one request read, authenticated, routed, faulted, signed and answered.
+"""HTTP for the hall: one request read, verified, routed, faulted, signed and answered.
 
-The state lives in :class:`~sim.hall.server.HallServer`; a handler only
-turns bytes into calls on it and its answers back into signed bytes. Every
-answer is signed (:func:`sim.hall.auth.sign_answer`) with the key of the
-device the request names, whatever its status; the injected faults of
-:mod:`sim.hall.faults` are acted out here, the lying and the slow ones
-included.
+The state lives behind :class:`Hall`, the handler's whole view of the hall
+(:class:`~sim.hall.server.HallServer` implements it); a handler only turns
+bytes into calls on it and its answers back into bytes.
+
+**Only an answer to a verified request is signed.** The body is read
+first (its length, chunking and size checked), then the request's
+signature and ``Content-Digest`` against the hall's public URL. An answer
+given before that or without it (an unreadable body, 404, 405, a bad or
+unknown key, no signature) goes out unsigned, so nobody can copy a device's
+signature onto a bogus request and get the hall's signed word on the
+device's nonce. A verified request refused as stale, replayed or busy gets
+a signed refusal.
+
+**Bounded.** :class:`HallHTTPServer` hands accepted connections to a pool of
+at most ``workers`` threads (a listen backlog of ``backlog`` holds the rest);
+a request must be read within ``read_timeout_s`` (the device's own
+``upload.timeout_s``), an idle keep-alive connection is closed after
+``idle_timeout_s``, and every read and write has a deadline.
+
+The injected faults of :mod:`sim.hall.faults` are acted out here, the lying
+and the slow ones included.
 """
 
 from __future__ import annotations
 
 import http.server
+import io
 import json
 import logging
+import queue
 import secrets
 import socket
 import ssl
 import struct
 import threading
+import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sim.hall import auth
-from sim.hall.contract import DEVICE_PATH, EVALUATIONS_PATH, BadRequest, parse_wait
+from sim.hall.contract import DEVICE_ID_RULE, DEVICE_PATH, EVALUATIONS_PATH, BadRequest, is_device_id, parse_wait
 from sim.hall.faults import Fault
-
-if TYPE_CHECKING:
-    from sim.hall.server import HallServer
 
 logger = logging.getLogger(__name__)
 
@@ -42,21 +59,139 @@ ROGUE_ASSIGNMENT = {"window": {"no": "99", "name": "冒名窗口"}, "staff": {"n
 Answer = tuple[int, Any, dict[str, str]]
 
 
-class HallHTTPServer(http.server.ThreadingHTTPServer):
-    """Tracks open connections so ``stop()`` can cut keep-alives and long polls.
+@dataclass(frozen=True)
+class Capacity:
+    """How much the server holds at once, and how long it waits for a client.
+
+    Sized for a hall: 300 long polls held and 50 devices posting, with room to spare.
+    """
+
+    #: Worker threads at most (each handles one connection at a time; a long poll holds one).
+    workers: int = 512
+    #: The listen backlog: connections the kernel holds while every worker is busy.
+    backlog: int = 1024
+    #: A request (line, headers and body) must arrive within this; the device's ``upload.timeout_s``.
+    read_timeout_s: float = 10.0
+    #: A kept-alive connection with no new request is closed after this.
+    idle_timeout_s: float = 15.0
+    #: Each write of an answer must go through within this.
+    write_timeout_s: float = 10.0
+
+
+class Hall(Protocol):
+    """What a handler needs of the hall: its whole interface to it."""
+
+    max_body: int
+    capacity: Capacity
+    stopping: threading.Event
+
+    def target_uri(self, path: str, host: str | None) -> str:
+        """The ``@target-uri`` a request for ``path`` must have been signed for: the hall's public URL."""
+        ...
+
+    def verify(self, method: str, target_uri: str, headers: Iterable[tuple[str, str]], body: bytes,
+               ) -> auth.Verified:
+        """Verify the request (raises :class:`~sim.hall.auth.Refused`) and count it in flight."""
+        ...
+
+    def done(self, verified: auth.Verified) -> None:
+        """The verified request is answered: no longer in flight."""
+        ...
+
+    def sign(self, mode: str, verified: auth.Verified | None, claimed_nonce: str, status: int,
+             headers: dict[str, str], data: bytes) -> None:
+        """Sign an answer as the hall (``mode`` ``"hall"``, only when verified) or as an impostor would."""
+        ...
+
+    def capture(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> None: ...
+
+    def take_fault(self, method: str, path: str) -> Fault | None: ...
+
+    def record(self, method: str, path: str, status: int, device_id: str) -> None:
+        """Log one answered request (status 0: reset)."""
+        ...
+
+    def receive_batch(self, device_id: str, body: bytes) -> dict[str, Any]: ...
+
+    def serve_assignment(self, device_id: str, if_none_match: str | None) -> Answer: ...
+
+    def wait_session(self, device_id: str, wait: float) -> dict[str, Any] | None: ...
+
+    def receive_heartbeat(self, device_id: str, body: bytes) -> None: ...
+
+
+class HallHTTPServer(http.server.HTTPServer):
+    """A bounded pool of worker threads; tracks open connections so ``stop()`` can cut them.
 
     Args:
         address: ``(host, port)`` to bind.
-        hall: the server whose state the handlers use.
+        hall: what the handlers use.
     """
 
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], hall: HallServer) -> None:
+    def __init__(self, address: tuple[str, int], hall: Hall) -> None:
         self.hall = hall
+        self.capacity = hall.capacity
+        self.request_queue_size = self.capacity.backlog
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
+        self.closing = threading.Event()
+        self._work: queue.Queue[tuple[Any, Any] | None] = queue.Queue(maxsize=self.capacity.workers)
+        self._workers: list[threading.Thread] = []
+        self._idle = 0
+        self._pool_lock = threading.Lock()
         super().__init__(address, Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Hand the connection to an idle worker (a new one while under ``workers``); else wait for one."""
+        with self._pool_lock:
+            # An idle worker is spoken for by this connection; else a new one, while under the bound.
+            if self._idle > 0:
+                self._idle -= 1
+            elif len(self._workers) < self.capacity.workers:
+                worker = threading.Thread(target=self._serve_connections, daemon=True,
+                                          name=f"hall-worker-{len(self._workers)}")
+                self._workers.append(worker)
+                worker.start()
+        while True:
+            try:
+                self._work.put((request, client_address), timeout=0.2)
+                return
+            except queue.Full:
+                if self.closing.is_set():
+                    self.shutdown_request(request)
+                    return
+
+    def _serve_connections(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            request, client_address = item
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+                with self._pool_lock:
+                    self._idle += 1
+
+    @property
+    def worker_count(self) -> int:
+        """Worker threads started so far (never more than ``capacity.workers``)."""
+        with self._pool_lock:
+            return len(self._workers)
+
+    def server_close(self) -> None:
+        self.closing.set()
+        super().server_close()
+        with self._pool_lock:
+            workers = list(self._workers)
+        for _ in workers:
+            try:
+                self._work.put_nowait(None)
+            except queue.Full:
+                break
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up or fails the TLS handshake is not a server
@@ -64,38 +199,112 @@ class HallHTTPServer(http.server.ThreadingHTTPServer):
         logger.debug("connection from %s failed", client_address[0], exc_info=True)
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reads, each given only the time left until ``deadline`` (monotonic seconds)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+        self.deadline = time.monotonic()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request was not read within its deadline")
+        self.sock.settimeout(remaining)
+        return self.sock.recv_into(buffer)
+
+
+class _Writer(io.BufferedIOBase):
+    """Unbuffered writes that send everything (``sendall``), as the standard library's own writer."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.sock.sendall(data)
+        with memoryview(data) as view:
+            return view.nbytes
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
-    """One HTTP request: read, authenticate, route, apply faults, sign, answer."""
+    """One HTTP request: read, verify, route, apply faults, sign (when verified), answer."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, so batches are not per-connection
-    server_version = "HallStandIn/2"
-    #: Idle keep-alive connections close after this; above the 30 s long poll.
-    timeout = 65
+    server_version = "HallStandIn/3"
     server: HallHTTPServer
-    device_id: str
+    #: The request's signature, once it verified; None until then (and for good when it did not).
+    verified: auth.Verified | None
     claim: auth.Claim
+    _reader: _DeadlineReader
 
     def setup(self) -> None:
-        super().setup()
         # Headers and body go out in separate writes; with Nagle on, each
         # answer on a keep-alive connection would wait ~40 ms for an ACK.
+        capacity = self.server.capacity
         try:
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        self.connection = self.request
         with self.server.connections_lock:
             self.server.connections.add(self.connection)
         if isinstance(self.connection, ssl.SSLSocket):
-            # Done here, not in accept(), so one slow client cannot stall the
-            # accept loop.
-            self.connection.do_handshake()
+            # Done here, not in accept(), so one slow client cannot stall the accept loop.
+            self.connection.settimeout(capacity.read_timeout_s)
+            try:
+                self.connection.do_handshake()
+            except BaseException:
+                with self.server.connections_lock:  # finish() is not called when setup() fails
+                    self.server.connections.discard(self.connection)
+                raise
+        self._reader = _DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+        self.wfile = _Writer(self.connection)
+        self._in_flight: auth.Verified | None = None
 
     def finish(self) -> None:
         try:
-            super().finish()
+            self.rfile.close()
         finally:
             with self.server.connections_lock:
                 self.server.connections.discard(self.connection)
+
+    def handle_one_request(self) -> None:
+        """The standard library's, with a deadline for the request line and one for the rest."""
+        capacity = self.server.capacity
+        try:
+            self._reader.deadline = time.monotonic() + capacity.idle_timeout_s
+            self.raw_requestline = self.rfile.readline(65537)
+            self._reader.deadline = time.monotonic() + capacity.read_timeout_s
+            if len(self.raw_requestline) > 65536:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(414)
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return
+            method = getattr(self, "do_" + self.command, None)
+            if method is None:
+                self.send_error(501, f"Unsupported method ({self.command!r})")
+                return
+            method()
+            self.wfile.flush()
+        except TimeoutError as e:
+            logger.debug("%s: %s", self.address_string(), e)
+            self.close_connection = True
+        except OSError as e:
+            logger.debug("%s: connection failed: %s", self.address_string(), e)
+            self.close_connection = True
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -108,101 +317,132 @@ class Handler(http.server.BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         lines = list(self.headers.items())
         self.claim = auth.claim(lines)
-        self.device_id = self.claim.keyid
+        self.verified = None
         fault = None
         try:
-            body = self._read_body(hall.max_body)
-            hall._capture(method, self.path, lines, body)
-            fault = hall._take_fault(method, path)
-            if fault and fault.kind == "latency":
-                hall._stopping.wait(fault.seconds)
+            try:
+                body = self._read_body(hall.max_body)
+                hall.capture(method, self.path, lines, body)
+                fault = hall.take_fault(method, path)
+                if fault and fault.kind == "latency":
+                    hall.stopping.wait(fault.seconds)
+                    fault = None
+                if fault and fault.kind == "reset":
+                    return self._reset(method, path)
+                if fault and fault.kind == "huge":
+                    return self._huge(method, path, fault)
+                if fault and fault.kind in ("status", "rogue"):
+                    # Signed as the hall only if the request verified, as every answer.
+                    self._try_verify(method, path, lines, body)
+                    answer = fault.status_answer() if fault.kind == "status" else self._rogue_answer(path, body)
+                    return self._answer(method, path, *answer, sign=fault.sign)
+                if fault and fault.kind == "session" and path.endswith("/session"):
+                    self._verify(method, lines, body)
+                    return self._answer(method, path, 200, {"session": _storm_session(fault)}, {})
+                status, payload, headers = self._route(method, path, query, lines, body)
+            except auth.Refused as exc:
+                self.verified = exc.verified
+                status, payload, headers = exc.status, {"error": exc.code, "message": str(exc)}, {}
+                if exc.retry_after is not None:
+                    headers["Retry-After"] = str(exc.retry_after)
+            except BadRequest as exc:
+                status, payload, headers = exc.status, {"error": str(exc)}, {}
+            except Exception:
+                logger.exception("handler failed for %s %s", method, path)
+                status, payload, headers = 500, {"error": "internal server error"}, {}
                 fault = None
-            if fault and fault.kind == "reset":
+            if fault and fault.kind == "reset_after_commit":
                 return self._reset(method, path)
-            if fault and fault.kind == "status":
-                return self._answer(method, path, *fault.status_answer(), sign=fault.sign)
-            if fault and fault.kind == "rogue":
-                return self._answer(method, path, *self._rogue_answer(path, body), sign=fault.sign)
-            if fault and fault.kind == "huge":
-                return self._huge(method, path, fault)
-            if fault and fault.kind == "session" and path.endswith("/session"):
-                self._authenticate(method, body)
-                return self._answer(method, path, 200, {"session": _storm_session(fault)}, {})
-            status, payload, headers = self._route(method, path, query, body)
-        except auth.Refused as exc:
-            status, payload, headers = exc.status, {"error": exc.code, "message": str(exc)}, {}
-        except BadRequest as exc:
-            status, payload, headers = exc.status, {"error": str(exc)}, {}
-        except Exception:
-            logger.exception("handler failed for %s %s", method, path)
-            status, payload, headers = 500, {"error": "internal server error"}, {}
-            fault = None
-        if fault and fault.kind == "reset_after_commit":
-            return self._reset(method, path)
-        if fault and fault.kind == "malformed":
-            return self._answer(method, path, 200, fault.malformed_body(), {}, sign=fault.sign)
-        if fault and fault.kind == "dribble":
-            return self._answer(method, path, status, payload, headers, dribble=fault.seconds)
-        self._answer(method, path, status, payload, headers)
+            if fault and fault.kind == "malformed":
+                return self._answer(method, path, 200, fault.malformed_body(), {}, sign=fault.sign)
+            if fault and fault.kind == "dribble":
+                return self._answer(method, path, status, payload, headers, dribble=fault.seconds)
+            self._answer(method, path, status, payload, headers)
+        finally:
+            if self._in_flight is not None:
+                hall.done(self._in_flight)
+                self._in_flight = None
 
     def _read_body(self, max_body: int) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
             raise BadRequest("chunked bodies are not accepted; send Content-Length", 411)
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            self.close_connection = True
-            raise BadRequest("bad Content-Length") from None
-        if length < 0:
+        declared = self.headers.get_all("Content-Length") or ["0"]
+        if len(set(declared)) != 1 or not declared[0].strip().isdigit():
             self.close_connection = True
             raise BadRequest("bad Content-Length")
+        length = int(declared[0])
         if length > max_body:
             # Drain what the client is sending, so it reads our 413 instead
             # of a reset; a huge body is cut off instead.
             self.close_connection = True
             if length <= _MAX_DRAIN:
-                while length > 0:
-                    chunk = self.rfile.read(min(length, 65536))
-                    if not chunk:
-                        break
-                    length -= len(chunk)
+                try:
+                    while length > 0:
+                        chunk = self.rfile.read(min(length, 65536))
+                        if not chunk:
+                            break
+                        length -= len(chunk)
+                except OSError:
+                    pass  # the deadline passed: answer all the same
             raise BadRequest(f"body over {max_body} bytes; send smaller batches", 413)
-        return self.rfile.read(length) if length else b""
+        try:
+            body = self.rfile.read(length) if length else b""
+        except OSError:
+            self.close_connection = True
+            raise BadRequest("the body did not arrive within the read deadline") from None
+        if len(body) != length:
+            self.close_connection = True
+            raise BadRequest("the body ended before its Content-Length")
+        return body
 
-    def target_uri(self) -> str:
-        """The request's ``@target-uri``: the scheme served, the ``Host`` it names, the path and query."""
-        scheme = "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
-        return f"{scheme}://{self.headers.get('Host', '')}{self.path}"
-
-    def _authenticate(self, method: str, body: bytes) -> None:
+    def _verify(self, method: str, lines: list[tuple[str, str]], body: bytes) -> auth.Verified:
+        """Verify the request against the hall's public URL; the answer is signed from here on."""
         hall = self.server.hall
-        self.device_id = hall._auth.authenticate(method, self.target_uri(), self.headers.items(), body)
+        self.verified = self._in_flight = hall.verify(
+            method, hall.target_uri(self.path, self.headers.get("Host")), lines, body)
+        return self.verified
 
-    def _route(self, method: str, path: str, query: str, body: bytes) -> Answer:
+    def _try_verify(self, method: str, path: str, lines: list[tuple[str, str]], body: bytes) -> None:
+        """Verify if the request can be; an injected answer is sent either way (signed only if it was)."""
+        if path != EVALUATIONS_PATH and not DEVICE_PATH.fullmatch(path):
+            return
+        try:
+            self._verify(method, lines, body)
+        except auth.Refused as exc:
+            self.verified = exc.verified
+
+    def _route(self, method: str, path: str, query: str, lines: list[tuple[str, str]], body: bytes) -> Answer:
         hall = self.server.hall
         if path == EVALUATIONS_PATH:
             if method != "POST":
                 raise BadRequest("use POST", 405)
-            self._authenticate(method, body)
-            return 200, hall._receive_batch(self.device_id, body), {}
+            verified = self._verify(method, lines, body)
+            return 200, hall.receive_batch(verified.device_id, body), {}
         match = DEVICE_PATH.fullmatch(path)
         if not match:
-            raise BadRequest(f"no such endpoint: {path}", 404)
+            raise BadRequest(f"no such endpoint: {path[:200]}", 404)
         device_id, action = match.groups()
+        if not is_device_id(device_id):
+            raise BadRequest(f"bad device id in the path: {DEVICE_ID_RULE}")
         if method != ("POST" if action == "heartbeat" else "GET"):
             raise BadRequest("method not allowed", 405)
-        self._authenticate(method, body)
-        if device_id != self.device_id:
+        verified = self._verify(method, lines, body)
+        if device_id != verified.device_id:
             raise BadRequest("a device may only use its own endpoints", 403)
         if action == "assignment":
-            return hall._serve_assignment(device_id, self.headers.get("If-None-Match"))
+            return hall.serve_assignment(device_id, self.headers.get("If-None-Match"))
         if action == "session":
-            return 200, {"session": hall._wait_session(device_id, parse_wait(query))}, {}
-        hall._receive_heartbeat(device_id, body)
+            return 200, {"session": hall.wait_session(device_id, parse_wait(query))}, {}
+        hall.receive_heartbeat(device_id, body)
         return 200, {"ok": True}, {}
 
     # --- answering ------------------------------------------------------------------
+
+    @property
+    def _device(self) -> str:
+        """The verified device, for the log ("" when none)."""
+        return self.verified.device_id if self.verified is not None else ""
 
     def _answer(self, method: str, path: str, status: int, payload: Any, headers: dict[str, str],
                 sign: str = "hall", dribble: float = 0.0) -> None:
@@ -215,10 +455,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         headers = {"Content-Type": "application/json; charset=utf-8", **headers}
-        self._sign(status, headers, data, sign)
+        self.server.hall.sign(sign, self.verified, self.claim.nonce, status, headers, data)
         # Logged before answering, so a client that has its answer also
         # finds it in requests_log.
-        self.server.hall._log_request(method, path, status, self.device_id)
+        self.server.hall.record(method, path, status, self._device)
+        self.connection.settimeout(self.server.capacity.write_timeout_s)
         if dribble:
             return self._dribble(status, headers, data, dribble)
         self.send_response(status)
@@ -230,23 +471,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if data:
             self.wfile.write(data)
-
-    def _sign(self, status: int, headers: dict[str, str], data: bytes, mode: str) -> None:
-        """Sign as the hall does, or as a peer that is not the hall would."""
-        hall = self.server.hall
-        nonce = hall._remember_nonce(self.claim.nonce)
-        if mode == "none":
-            if nonce:
-                headers[auth.REQUEST_NONCE] = nonce  # echoing is easy; signing is not
-            return
-        key = hall._keys.key_for(self.claim.keyid) if self.claim.keyid else None
-        if mode == "wrong_key":
-            key = "not-" + (key or "the-device-key")
-        elif mode == "other_nonce":
-            nonce = hall._other_nonce(nonce)
-        if key is None or not nonce:
-            return  # a request naming no device the hall knows: there is no key to sign with
-        auth.sign_answer(key, status, headers, data, nonce, int(hall._clock()))
 
     def _rogue_answer(self, path: str, body: bytes) -> Answer:
         """What an impostor answers: every event acknowledged, a session, another staff member."""
@@ -267,8 +491,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _huge(self, method: str, path: str, fault: Fault) -> None:
         """An answer of ``size`` bytes, with or without saying so up front; stops when the client does."""
+        hall = self.server.hall
         self.close_connection = True
-        self.server.hall._log_request(method, path, 200, self.device_id)
+        hall.record(method, path, 200, self._device)
+        self.connection.settimeout(self.server.capacity.write_timeout_s)
         size = fault.huge_size
         self.send_response(200)
         self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -278,7 +504,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         chunk = b" " * _HUGE_CHUNK
         try:
-            while size > 0 and not self.server.hall._stopping.is_set():
+            while size > 0 and not hall.stopping.is_set():
                 self.wfile.write(chunk[:size])
                 size -= len(chunk)
         except OSError:
@@ -291,11 +517,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 f"Content-Length: {len(data)}", "Connection: close",
                 *(f"{name}: {value}" for name, value in headers.items())]
         raw = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1", "replace") + data
-        stopping = self.server.hall._stopping
+        stopping = self.server.hall.stopping
         try:
             for i in range(len(raw)):
                 self.wfile.write(raw[i:i + 1])
-                self.wfile.flush()
                 if stopping.wait(seconds):
                     break
         except OSError:
@@ -305,7 +530,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         # SO_LINGER 0 makes close() send an RST: the client sees a reset,
         # as after a cut link or a crashed proxy.
         self.close_connection = True
-        self.server.hall._log_request(method, path, 0, self.device_id)
+        self.server.hall.record(method, path, 0, self._device)
         try:
             self.connection.setsockopt(
                 socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
@@ -318,7 +543,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass  # _log_request logs with the device id instead
+        pass  # Hall.record logs with the device id instead
 
 
 def _storm_session(fault: Fault) -> dict[str, Any]:

@@ -8,17 +8,21 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import ssl
 import threading
 import time
+import urllib.parse
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
-from sim.hall import dating
-from sim.hall.auth import Authenticator, KeyRing
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from sim.hall import dating, keys
+from sim.hall.auth import MAX_NONCES_PER_DEVICE, Authenticator, KeyRing, Refused, Verified, sign_answer
 from sim.hall.contract import (
     DEFAULT_MAX_BODY,
     BadRequest,
@@ -30,9 +34,17 @@ from sim.hall.contract import (
     validate_event,
 )
 from sim.hall.faults import Fault, FaultPlan
-from sim.hall.handler import Answer, HallHTTPServer
+from sim.hall.handler import Answer, Capacity, HallHTTPServer
+from sim.hall.limits import DurableNonces, InFlight
 from sim.hall.report import build_report, format_report
 from sim.hall.store import Storage
+
+#: ``hall_key_file`` default: beside the database.
+BESIDE_DB = "beside-db"
+#: Addresses that only this machine reaches.
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+#: ``Host`` of a loopback URL with a port: what a relay on this machine (the simulator's link) is reached by.
+_LOOPBACK_AUTHORITY = re.compile(r"(127\.0\.0\.1|localhost|\[::1\]):[0-9]{1,5}")
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +85,27 @@ class HallServer:
             after this many seconds (the hall forgot to close it).
         capture: keep every request as received (:attr:`captured`), for
             replaying it in tests.
+        public_url: the URL (or URLs) the hall serves, that every request's
+            ``@target-uri`` must name; by default the URL it binds (and, on a
+            loopback address, the same with ``localhost``). Never rebuilt
+            from the ``Host`` header: a request made for another hall fails.
+        public_keys: device id -> its Ed25519 public key text (or several,
+            during a rotation), added to the registry in the database.
+        hall_key_file: the hall's own Ed25519 private key (PEM, 0600), made
+            when missing; by default beside the database (in memory for
+            ``":memory:"``); ``None`` keeps a new one in memory.
+        capacity: worker pool, backlog and deadlines (:class:`~sim.hall.handler.Capacity`).
+        per_device_nonces: requests one device may send within the 300 s
+            window (its nonces, kept durably); past it that device alone is
+            answered 429.
 
-    With a shared ``default_key`` (the simulator's), any device id may sign,
-    and the hall takes from a request only what speaks for the device its
-    signature names: its own endpoints, its own body and events.
+    A device with a public key in the registry signs with ``ed25519`` (any of
+    its keys) and gets answers signed with the hall's key; a device with only
+    a shared key (its own, or the ``default_key``) signs with
+    ``hmac-sha256``. With a shared ``default_key`` (the simulator's), any
+    device id without a public key may sign, and the hall takes from a
+    request only what speaks for the device its signature names: its own
+    endpoints, its own body and events.
 
     Use as a context manager, or call ``start()`` and ``stop()``/``close()``.
     """
@@ -86,19 +115,37 @@ class HallServer:
                  assignment: dict[str, Any] | None = None, tls: tuple[str, str] | None = None,
                  max_body: int = DEFAULT_MAX_BODY, *, keys_file: str | None = None,
                  clock: Callable[[], float] = time.time, capture: bool = False,
-                 session_max_age_s: float = 600.0) -> None:
+                 session_max_age_s: float = 600.0, public_url: str | Sequence[str] | None = None,
+                 public_keys: Mapping[str, str | Sequence[str]] | None = None,
+                 hall_key_file: str | os.PathLike[str] | None = BESIDE_DB,
+                 capacity: Capacity | None = None, per_device_nonces: int = MAX_NONCES_PER_DEVICE) -> None:
         self._storage = Storage(db_path)
         self._keys = KeyRing(device_keys, default_key, keys_file)
         if self._keys.shared:
             logger.warning("one shared key for every device: any device id may sign (simulator use only)")
         self._clock = clock
-        self._auth = Authenticator(self._keys.key_for, clock)
+        self._registry = keys.PublicKeys(db_path)
+        for device_id, texts in (public_keys or {}).items():
+            for text in [texts] if isinstance(texts, str) else texts:
+                self._registry.add(device_id, text, "constructor")
+        if hall_key_file == BESIDE_DB:
+            hall_key_file = keys.default_hall_key_path(db_path)
+        self._hall_key: ed25519.Ed25519PrivateKey = keys.load_or_make_hall_key(hall_key_file)
+        self.hall_key_file = os.fspath(hall_key_file) if hall_key_file is not None else None
+        self._nonce_store = DurableNonces(db_path, clock, per_device=per_device_nonces)
+        self._in_flight = InFlight()
+        self._auth = Authenticator(self._keys.own_key, clock, nonces=self._nonce_store,
+                                   public_keys=self._registry.keys_of, shared_key_for=self._keys.default_key)
         self._capture_on = capture
         self._captured: list[CapturedRequest] = []
-        self._nonces: collections.deque[str] = collections.deque(maxlen=2)
         self._host, self._port = host, port
         self._tls = tls
+        self._public_urls = [public_url] if isinstance(public_url, str) else list(public_url or [])
+        self._extra_urls: list[str] = []
         self.max_body = max_body
+        self.capacity = capacity or Capacity()
+        #: Set while stopping: wakes long polls, slow answers and injected waits.
+        self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._assignments: dict[str | None, dict[str, Any]] = {None: assignment} if assignment is not None else {}
         #: device id -> (the open session, monotonic seconds it opened at); one open at a time.
@@ -109,7 +156,6 @@ class HallServer:
         self._session_cond = threading.Condition(self._lock)
         self._faults = FaultPlan()
         self._requests_log: list[tuple[str, str, int]] = []
-        self._stopping = threading.Event()
         self._httpd: HallHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -119,7 +165,7 @@ class HallServer:
         """Bind and serve in a daemon thread; may be called again after ``stop()``."""
         if self._httpd is not None:
             return self
-        self._stopping.clear()
+        self.stopping.clear()
         httpd = HallHTTPServer((self._host, self._port), self)
         if self._tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -143,9 +189,10 @@ class HallServer:
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
-        self._stopping.set()
+        self.stopping.set()
         with self._session_cond:
             self._session_cond.notify_all()
+        httpd.closing.set()
         httpd.shutdown()
         httpd.server_close()
         with httpd.connections_lock:
@@ -162,6 +209,8 @@ class HallServer:
         """Stop, then close the database."""
         self.stop()
         self._storage.close()
+        self._registry.close()
+        self._nonce_store.close()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -174,6 +223,30 @@ class HallServer:
         """Base URL, such as ``http://127.0.0.1:41234``."""
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"{'https' if self._tls else 'http'}://{host}:{self._port}"
+
+    @property
+    def public_urls(self) -> list[str]:
+        """The URLs requests must be signed for: those configured, else the bound URL (and ``localhost``)."""
+        with self._lock:
+            configured = list(self._public_urls)
+            extra = list(self._extra_urls)
+        if configured:
+            return [u.rstrip("/") for u in configured + extra]
+        urls = [self.url]
+        if self._host in LOOPBACK_HOSTS:
+            urls.append(f"{'https' if self._tls else 'http'}://localhost:{self._port}")
+        return urls + [u.rstrip("/") for u in extra]
+
+    def add_public_url(self, url: str) -> None:
+        """Serve one more public URL, such as a relay's in front of this hall (the simulator's network link)."""
+        with self._lock:
+            if url not in self._extra_urls:
+                self._extra_urls.append(url)
+
+    @property
+    def public_url(self) -> str:
+        """The URL devices are given for this hall (the first of :attr:`public_urls`)."""
+        return self.public_urls[0]
 
     @property
     def port(self) -> int:
@@ -198,8 +271,47 @@ class HallServer:
             return list(self._requests_log)
 
     def set_key(self, device_id: str, key: str) -> None:
-        """Add or replace one device's key."""
+        """Add or replace one device's shared key (``hmac-sha256``)."""
         self._keys.set_key(device_id, key)
+
+    def add_public_key(self, device_id: str, public_key: str, source: str = "api") -> keys.DeviceKey:
+        """Register an Ed25519 public key for the device beside any it has (both valid during a rotation).
+
+        Raises:
+            sim.hall.keys.KeyProblem: a device id or key the hall cannot take.
+        """
+        return self._registry.add(device_id, public_key, source)
+
+    def remove_public_key(self, device_id: str, key_or_fingerprint: str | None = None) -> int:
+        """Withdraw one of the device's public keys (by text or fingerprint), or all; returns how many."""
+        return self._registry.remove(device_id, key_or_fingerprint)
+
+    def public_keys(self, device_id: str | None = None) -> list[keys.DeviceKey]:
+        """The registered device public keys."""
+        return self._registry.list(device_id)
+
+    def import_results(self, path: str | os.PathLike[str]) -> tuple[list[keys.DeviceKey], list[str]]:
+        """Register the public keys of a provisioning results CSV's ``ok`` rows (common interface 2).
+
+        Returns:
+            ``(keys imported, problems of rows not imported)``.
+        """
+        rows, problems = keys.read_results(path)
+        return keys.import_results(self._registry, rows, f"results {os.path.basename(os.fspath(path))}"), problems
+
+    @property
+    def hall_public_key(self) -> str:
+        """The hall's own Ed25519 public key text: what devices are given as ``upload.hall_public_key``."""
+        return keys.public_key_text(self._hall_key.public_key())
+
+    @property
+    def hall_fingerprint(self) -> str:
+        """The fingerprint of :attr:`hall_public_key`."""
+        return keys.fingerprint(self.hall_public_key)
+
+    def flagged_events(self, device_id: str | None = None) -> dict[str, str]:
+        """Event id -> its ``flag`` for every stored event the hall flagged (kept out of the figures)."""
+        return self._storage.flagged_events(device_id)
 
     @property
     def captured(self) -> list[CapturedRequest]:
@@ -353,32 +465,80 @@ class HallServer:
         """The month's per-window 好差评 report as text (``month`` is ``YYYY-MM``)."""
         return format_report(self.report_data(month, today))
 
-    # -- used by the handler -------------------------------------------------
+    # -- the handler's interface (sim.hall.handler.Hall) ------------------------
 
-    def _key_for(self, device_id: str) -> str | None:
-        return self._keys.key_for(device_id)
+    def target_uri(self, path: str, host: str | None) -> str:
+        """The ``@target-uri`` a request must have been signed for: one of the hall's public URLs with ``path``.
 
-    def _capture(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        ``Host`` only chooses among the configured URLs. The one exception is
+        the simulator's hall: on a loopback address, with one shared key for
+        every device and no public URL configured, a device may reach it
+        through a relay on another loopback port (the simulator's network
+        link), so any loopback URL of the same scheme is taken. A hall with
+        per-device keys only, or with ``public_url``, takes only its own.
+        """
+        urls = self.public_urls
+        wanted = (host or "").strip().lower()
+        if wanted:
+            for url in urls:
+                if urllib.parse.urlsplit(url).netloc.lower() == wanted:
+                    return url + path
+            if (not self._public_urls and self._keys.shared and self._host in LOOPBACK_HOSTS
+                    and _LOOPBACK_AUTHORITY.fullmatch(wanted)):
+                return f"{urllib.parse.urlsplit(urls[0]).scheme}://{wanted}{path}"
+        return urls[0] + path
+
+    def verify(self, method: str, target_uri: str, headers: Iterable[tuple[str, str]], body: bytes) -> Verified:
+        """Verify a request and count it in flight for its device (undone by :meth:`done`).
+
+        Raises:
+            Refused: not verified (401), or verified but stale, replayed or
+                over its device's share (``verified`` set: answered signed).
+        """
+        verified = self._auth.verify(method, target_uri, headers, body)
+        try:
+            self._in_flight.enter(verified.device_id)
+        except Refused as busy:
+            busy.verified = verified
+            raise
+        return verified
+
+    def done(self, verified: Verified) -> None:
+        self._in_flight.leave(verified.device_id)
+
+    def sign(self, mode: str, verified: Verified | None, claimed_nonce: str, status: int,
+             headers: dict[str, str], data: bytes) -> None:
+        """Sign an answer: as the hall only for a verified request; or as a peer that is not the hall would."""
+        self._faults.note_nonce(claimed_nonce)
+        if mode == "none":
+            if claimed_nonce:
+                headers["Request-Nonce"] = claimed_nonce  # echoing is easy; signing is not
+            return
+        if mode == "wrong_key":
+            if claimed_nonce:
+                wrong: str | ed25519.Ed25519PrivateKey
+                if verified is not None and verified.secret is None:
+                    wrong = ed25519.Ed25519PrivateKey.generate()
+                else:
+                    wrong = "not-" + (verified.secret if verified is not None and verified.secret else "a-key")
+                sign_answer(wrong, status, headers, data, claimed_nonce, int(self._clock()))
+            return
+        if verified is None:
+            return  # never the hall's signature on what the hall did not verify
+        nonce = verified.nonce if mode == "hall" else self._faults.other_nonce(verified.nonce)
+        key: str | ed25519.Ed25519PrivateKey = verified.secret if verified.secret is not None else self._hall_key
+        sign_answer(key, status, headers, data, nonce, int(self._clock()))
+
+    def capture(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> None:
         if self._capture_on:
             with self._lock:
                 self._captured.append(CapturedRequest(method, target, tuple(headers), body))
 
-    def _remember_nonce(self, nonce: str) -> str:
-        with self._lock:
-            if nonce and (not self._nonces or self._nonces[-1] != nonce):
-                self._nonces.append(nonce)
-        return nonce
-
-    def _other_nonce(self, nonce: str) -> str:
-        """A nonce of another request (the one before), as a replayed answer would echo."""
-        with self._lock:
-            others = [n for n in self._nonces if n != nonce]
-        return others[-1] if others else uuid.uuid4().hex
-
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def take_fault(self, method: str, path: str) -> Fault | None:
         return self._faults.take(method, path)
 
-    def _receive_batch(self, device_id: str, body: bytes) -> dict[str, Any]:
+    def receive_batch(self, device_id: str, body: bytes) -> dict[str, Any]:
+        """Store a verified device's batch: the answer's ``accepted``, ``duplicate``, ``rejected`` and ``head``."""
         events = parse_batch(body, device_id)
         valid: list[Event] = []
         rejected: list[dict[str, str]] = []
@@ -389,24 +549,27 @@ class HallServer:
             else:
                 valid.append(event)
         receipt = self._storage.store(device_id, valid, _now())
+        rejected += receipt.rejected
         with self._session_cond:
             # Rated (or ended unrated) by the device: the service is over.
+            stored = set(receipt.accepted)
             for event in valid:
-                if event.get("session_id"):
+                if event.get("session_id") and event["id"] in stored:
                     self._close(device_id, str(event["session_id"]))
         if rejected:
-            logger.warning("device %s: rejected %d events", device_id, len(rejected))
+            logger.warning("device %s: rejected %d events (%s)", device_id, len(rejected),
+                           ", ".join(sorted({r["error"][:40] for r in rejected})))
         answer: dict[str, Any] = {"accepted": receipt.accepted, "duplicate": receipt.duplicate,
                                   "rejected": rejected,
                                   "head": {"seq": receipt.head[0], "hash": receipt.head[1]}}
         if receipt.flagged:
             # Stored all the same (never dropped), and said (never silently kept).
-            logger.warning("device %s: chain breaks: %s", device_id,
+            logger.warning("device %s: flagged: %s", device_id,
                            "; ".join(f"seq {f['seq']} {f['problem']}" for f in receipt.flagged[:5]))
             answer["flagged"] = receipt.flagged
         return answer
 
-    def _serve_assignment(self, device_id: str, if_none_match: str | None) -> Answer:
+    def serve_assignment(self, device_id: str, if_none_match: str | None) -> Answer:
         with self._lock:
             assignment = self._assignments.get(device_id, self._assignments.get(None))
         if assignment is None:
@@ -418,7 +581,7 @@ class HallServer:
                 return 304, None, {"ETag": etag}
         return 200, assignment, {"ETag": etag}
 
-    def _wait_session(self, device_id: str, wait: float) -> dict[str, Any] | None:
+    def wait_session(self, device_id: str, wait: float) -> dict[str, Any] | None:
         """A long poll: answers at once with news, else holds up to ``wait`` seconds.
 
         News is an open session this device has not been given yet, or the
@@ -440,14 +603,14 @@ class HallServer:
                     del self._given[device_id]
                     return None
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stopping.is_set():
+                if remaining <= 0 or self.stopping.is_set():
                     return dict(session) if session is not None else None
                 self._session_cond.wait(remaining)
 
-    def _receive_heartbeat(self, device_id: str, body: bytes) -> None:
+    def receive_heartbeat(self, device_id: str, body: bytes) -> None:
         self._storage.put_heartbeat(device_id, parse_heartbeat(body), _now())
 
-    def _log_request(self, method: str, path: str, status: int, device_id: str) -> None:
+    def record(self, method: str, path: str, status: int, device_id: str) -> None:
         with self._lock:
             self._requests_log.append((method, path, status))
         logger.info("%s %s %s device=%s", method, path, status or "reset", device_id or "-")
