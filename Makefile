@@ -15,8 +15,9 @@ help: ## This list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+( [a-zA-Z_-]+)*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 TMUX := /usr/bin/tmux
+CHROMIUM := /usr/bin/chromium
 
-setup: $(STAMP) $(FONT) $(TMUX) ## Install what is missing: Debian packages, the venv with the Python packages
+setup: $(STAMP) $(FONT) $(TMUX) $(CHROMIUM) ## Install what is missing: Debian packages, the venv with the Python packages
 
 # WenQuanYi Bitmap Song: the crisp CJK bitmap font (PCF, 12 and 16 px).
 $(FONT):
@@ -27,6 +28,12 @@ $(FONT):
 $(TMUX):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y tmux
+
+# Headless Chromium prints the hall's monthly 通报 to PDF (sim/hall/tongbao.py) with the WenQuanYi Zen Hei
+# font; tests/test_hall_tongbao.py renders its pages with pdftoppm (poppler-utils) to compare with golden pages.
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y chromium poppler-utils fonts-wqy-zenhei
 
 $(STAMP): setup.py
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \

@@ -6,10 +6,10 @@ HQ 偃师区政务服务中心 (area 410307)
   WE-0001 window 01, 1001 张三, 市场监管局, staff_button sessions
     hq01-0930   2026-09-30 10:00  不满意      -> deadline across National Day: 2026-10-20, never fixed
     hq01-1009   2026-10-09 15:00  非常不满意  -> deadline across the make-up Saturday 10-10: 2026-10-22,
-                                                 fixed late on 2026-11-03
+                                                 confirmed (查实) 10-12, fixed late on 2026-11-03
     hq01-1101   2026-10-31 16:10 UTC = 11-01 00:10 China: 满意, a November rating
     hq01-1105   2026-11-05 10:00  不满意, reasons 201,203 -> deadline across a weekend: 2026-11-19,
-                                                 extended on 11-18 to 12-04, replied 11-20
+                                                 confirmed 11-06, extended on 11-18 to 12-04, replied 11-20
     hq01-1110a  2026-11-10 09:00  非常满意
     hq01-1110b  2026-11-10 09:20  满意
     hq01-1111u  2026-11-11 14:00  unrated
@@ -31,7 +31,7 @@ TOWN 城关镇便民服务中心 (area 410307001)
     town-1103a  2026-11-03 09:00  非常满意
     town-1103b  2026-11-03 10:00  满意
     town-1104   2026-11-04 10:00  基本满意
-    town-1125   2026-11-25 16:00  不满意 -> deadline 2026-12-09, fixed 11-27
+    town-1125   2026-11-25 16:00  不满意 -> deadline 2026-12-09, confirmed 11-26, fixed 11-27
   WE-0009 (TOWN): heartbeats only
 """
 
@@ -40,6 +40,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from sim.hall.contract import event_hash
 from sim.hall.desk import HallDesk
 from sim.hall.store import Storage
 
@@ -50,13 +51,15 @@ STAFF = {
     "WE-0001": ("01", "1001", "张三", "市场监管局"),
     "WE-0002": ("02", "1002", "李四", "税务局"),
     "WE-0003": ("01", "2001", "王五", "市场监管局"),
+    "WE-0004": ("03", "1003", "王六", "人社局"),
+    "WE-0005": ("04", "1005", "赵七", "人社局"),
 }
 ZERO = "0" * 64
 
 
 def event(device: str, event_id: str, kind: str, at: str, *, level: str | None = None, session: bool = True,
           suspect: bool = False, synced: bool = True, boot: str = "b1", mono: int = 0) -> dict[str, Any]:
-    """One stored event (the store does not check hashes; the chain is not what is tested here)."""
+    """One event; :func:`load` seals each device's events into a whole chain (the store flags broken ones)."""
     window, staff_no, staff_name, dept = STAFF[device]
     fields: dict[str, Any] = {
         "id": event_id, "type": kind, "device_id": device, "window_no": window, "staff_no": staff_no,
@@ -70,8 +73,7 @@ def event(device: str, event_id: str, kind: str, at: str, *, level: str | None =
         assert level is not None
         fields.update(level=level, satisfaction=SATISFACTION[level], channel="5", assess_number=1,
                       suspect=suspect)
-    elif kind == "unrated":
-        fields.update(channel="5")
+    # An unrated event carries no channel: the device records it as a real device does (device/records.py).
     return fields
 
 
@@ -133,14 +135,22 @@ HEARTBEATS = [
 ]
 
 
+def seal(events: list[dict[str, Any]], first_seq: int = 1, prev: str = ZERO) -> str:
+    """Number and chain ``events`` in place, as a device seals them; returns the last hash."""
+    for seq, fields in enumerate(events, first_seq):
+        fields.update(seq=seq, prev_hash=prev)
+        fields.pop("hash", None)
+        fields["hash"] = prev = event_hash(fields)
+    return prev
+
+
 def load(path: str, today: datetime.date = AS_OF) -> HallDesk:
     """A desk on a new database holding the month: events, registrations, heartbeats, follow-up, appeals."""
     desk = HallDesk(path, today=lambda: today)
     storage = Storage(path)
     try:
         for device, events in EVENTS.items():
-            for seq, fields in enumerate(events, 1):
-                fields["seq"] = seq
+            seal(events)
             storage.store(device, events, "2026-12-01T00:00:00+00:00")
         for device, received_at, uptime, ignored, noise in HEARTBEATS:
             storage.put_heartbeat(device, {"uptime_s": uptime, "ignored_presses": ignored, "noise_pulses": noise},
@@ -151,6 +161,9 @@ def load(path: str, today: datetime.date = AS_OF) -> HallDesk:
     desk.register("WE-0002", "HQ")
     desk.register("WE-0003", "TOWN", "城关镇便民服务中心", "410307001")
     desk.register("WE-0009", "TOWN")
+    desk.verify("hq01-1009", "confirmed", "调阅录像属实", on=datetime.date(2026, 10, 12), by="王科长")
+    desk.verify("hq01-1105", "confirmed", "叫号系统故障属实", on=datetime.date(2026, 11, 6), by="王科长")
+    desk.verify("town-1125", "confirmed", "等候时间过长属实", on=datetime.date(2026, 11, 26), by="赵主任")
     desk.record_fix("hq01-1009", "已约谈窗口人员并加强培训", on=datetime.date(2026, 11, 3), by="王科长")
     desk.extend("hq01-1105", datetime.date(2026, 12, 4), "需协调系统厂商修复叫号系统", on=datetime.date(2026, 11, 18),
                 by="王科长")
@@ -161,4 +174,37 @@ def load(path: str, today: datetime.date = AS_OF) -> HallDesk:
     desk.decide_appeal(upheld.n, "upheld", "王科长", "评价反映真实诉求，维持", on=datetime.date(2026, 11, 19))
     overturned = desk.file_appeal("hq01-b2-2", "群众误按，当场说明", by="1001 张三", on=datetime.date(2026, 11, 13))
     desk.decide_appeal(overturned.n, "overturned", "王科长", "监控显示系误按，撤销", on=datetime.date(2026, 11, 20))
+    return desk
+
+
+def load_more(path: str, today: datetime.date = AS_OF) -> HallDesk:
+    """:func:`load`'s November and, for the report the rules ask for (tests/test_hall_rules_report.py):
+
+    WE-0002 (HQ/02, 1002 李四): hq02-1126 2026-11-26 非常不满意, reason 201 (his second 差评 this month), then
+        hq02-forged: a 非常满意 whose level was changed after sealing (the hall flags its hash).
+    WE-0003 (TOWN/01): a gap event, 2 events lost (flagged).
+    WE-0004 (HQ/03, 1003 王六): only hq03-1015, a 不满意 of 2026-10-15, still open; no November events.
+    WE-0005 (HQ/04, 1005 赵七): three 非常满意 in November, with sessions: praised.
+    """
+    desk = load(path, today)
+    we2 = [rating("WE-0002", "hq02-1126", "2026-11-26T10:00:00+08:00", "very_dissatisfied"),
+           {**event("WE-0002", "hq02-1126-d", "detail", "2026-11-26T10:00:20+08:00"), "rating_id": "hq02-1126",
+            "reason_codes": ["201"], "reasons_version": "v1"},
+           rating("WE-0002", "hq02-forged", "2026-11-27T09:00:00+08:00", "dissatisfied")]
+    seal(we2, len(EVENTS["WE-0002"]) + 1, EVENTS["WE-0002"][-1]["hash"])
+    we2[-1].update(level="very_satisfied", satisfaction=5)  # altered after sealing: its hash no longer matches
+    gap = [{**event("WE-0003", "town-gap", "gap", "2026-11-28T08:00:00+08:00", session=False),
+            "from_seq": None, "to_seq": None, "count": 2, "reason": "lost_wal"}]
+    for key in ("staff_no", "staff_name", "staff_dept"):
+        gap[0].pop(key, None)
+    seal(gap, len(EVENTS["WE-0003"]) + 1, EVENTS["WE-0003"][-1]["hash"])
+    we4 = [rating("WE-0004", "hq03-1015", "2026-10-15T10:00:00+08:00", "dissatisfied")]
+    we5 = [rating("WE-0005", f"hq04-{n}", f"2026-11-0{n}T10:00:00+08:00", "very_satisfied") for n in (2, 3, 4)]
+    storage = Storage(path)
+    for device, events in (("WE-0002", we2), ("WE-0003", gap), ("WE-0004", seal(we4) and we4),
+                           ("WE-0005", seal(we5) and we5)):
+        storage.store(device, events, "2026-12-01T00:00:00+00:00")
+    storage.close()
+    desk.register("WE-0004", "HQ")
+    desk.register("WE-0005", "HQ")
     return desk

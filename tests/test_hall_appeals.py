@@ -64,15 +64,15 @@ def test_an_upheld_rating_counts_and_still_needs_rectifying(desk):
 
 
 @pytest.mark.parametrize(("action", "message"), [
-    (lambda d: d.file_appeal("hq02-1116", "again", by="1002"), "already has appeal #1"),
-    (lambda d: d.file_appeal("hq01-0930", " ", by="1001"), "grounds"),
-    (lambda d: d.file_appeal("hq01-0930", "x", by=""), "who files"),
-    (lambda d: d.file_appeal("hq01-0930", "x", by="1001", on=D("2026-09-01")), "before the rating"),
-    (lambda d: d.file_appeal("hq01-1111u", "x", by="1001"), "no rating"),
-    (lambda d: d.decide_appeal(1, "overturned", "x", "y"), "already decided on 2026-11-19: upheld"),
-    (lambda d: d.decide_appeal(9, "upheld", "x", "y"), "no appeal #9"),
-    (lambda d: d.decide_appeal(1, "maybe", "x", "y"), "decision must be one of"),
-    (lambda d: d.decide_appeal(1, "upheld", "x", ""), "note"),
+    (lambda d: d.file_appeal("hq02-1116", "again", by="1002"), "已有申诉 #1"),
+    (lambda d: d.file_appeal("hq01-0930", " ", by="1001"), "申诉理由"),
+    (lambda d: d.file_appeal("hq01-0930", "x", by=""), "申诉人"),
+    (lambda d: d.file_appeal("hq01-0930", "x", by="1001", on=D("2026-09-01")), "早于评价日期"),
+    (lambda d: d.file_appeal("hq01-1111u", "x", by="1001"), "没有编号或 id"),
+    (lambda d: d.decide_appeal(1, "overturned", "x", "y"), "已于 2026-11-19 复核：维持评价"),
+    (lambda d: d.decide_appeal(9, "upheld", "x", "y"), "没有申诉 #9"),
+    (lambda d: d.decide_appeal(1, "maybe", "x", "y"), "维持 或 撤销"),
+    (lambda d: d.decide_appeal(1, "upheld", "x", ""), "复核意见"),
 ])
 def test_appeals_that_make_no_sense_are_refused(desk, action, message):
     with pytest.raises(LedgerError, match=message):
@@ -81,7 +81,7 @@ def test_appeals_that_make_no_sense_are_refused(desk, action, message):
 
 def test_a_decision_before_the_filing_is_refused(desk):
     appeal = desk.file_appeal("hq01-0930", "误评", by="1001", on=D("2026-11-20"))
-    with pytest.raises(LedgerError, match="filed on 2026-11-20"):
+    with pytest.raises(LedgerError, match="提出于 2026-11-20"):
         desk.decide_appeal(appeal.n, "upheld", "王科长", "维持", on=D("2026-11-19"))
 
 
@@ -97,21 +97,21 @@ def test_appeal_and_review_from_the_command_line(desk, tmp_path):
     filed = run("appeal", "--db", db, "hq01-0930", "--grounds", "系统故障导致误评", "--by", "1001 张三",
                 "--on", "2026-11-02")
     assert filed.returncode == 0, filed.stderr
-    assert filed.stdout == "appeal #3 filed\n"
+    assert filed.stdout == "申诉 #3 已提出\n"
     pending = run("pending", "--db", db, "--as-of", "2026-11-25")
-    assert "待复核申诉 1\n  #3 2026-11-02 1001 张三：系统故障导致误评 rating hq01-0930" in pending.stdout
+    assert "待复核申诉 1\n  #3 2026-11-02 1001 张三：系统故障导致误评 评价 hq01-0930" in pending.stdout
     decided = run("review", "--db", db, "3", "--overturn", "--note", "日志证实系统故障", "--reviewer", "王科长",
                   "--on", "2026-11-05")
     assert decided.returncode == 0, decided.stderr
-    assert decided.stdout == "appeal #3: rating overturned (撤销评价)\n"
+    assert decided.stdout == "申诉 #3：撤销评价\n"
     again = run("review", "--db", db, "3", "--uphold", "--note", "x", "--reviewer", "y")
-    assert again.returncode == 1 and "already decided" in again.stderr
+    assert again.returncode == 1 and "已于 2026-11-05 复核" in again.stderr
     neither = run("review", "--db", db, "3", "--note", "x", "--reviewer", "y")
     assert neither.returncode == 2
     # Overturned on 11-05: it was open when November began, so November shows how it ended; December
     # no longer carries it.
     november = run("report", "--db", db, "--month", "2026-11", "--as-of", "2026-12-01")
-    assert "状态 申诉撤销 id hq01-0930\n    申诉 #3 撤销评价\n" in november.stdout
+    assert "状态 申诉撤销 编号 2026-09-001 id hq01-0930\n    查实 未查实\n    申诉 #3 撤销评价\n" in november.stdout
     assert "  #3 2026-09-30 10:00 HQ/01 不满意 申诉人 1001 张三 2026-11-02：系统故障导致误评\n" in november.stdout
     december = run("report", "--db", db, "--month", "2026-12", "--as-of", "2026-12-01")
     assert "hq01-0930" not in december.stdout

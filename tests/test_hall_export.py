@@ -69,31 +69,35 @@ def test_province_format(desk):
     assert (data["format"], data["month"], data["time_zone"], data["undated"]) == (
         "province", "2026-11", "Asia/Shanghai", 1)
     assert data["ratings"][0] == {
-        "projectNo": "P-hq01-1101", "taskCode": "T-0001", "taskName": "营业执照办理", "pf": "5", "satisfaction": 4,
-        "evalDetail": "", "assessTime": "2026-11-01 00:10:00", "assessNumber": 1, "areaCode": HQ}
-    assert [(r["projectNo"], r["satisfaction"], r["evalDetail"], r["assessTime"], r["areaCode"])
+        "projectNo": "P-hq01-1101", "taskCode": "T-0001", "taskName": "营业执照办理", "pf": "5", "satisfaction": "4",
+        "evalDetail": "", "assessTime": "2026-11-01 00:10:00", "assessNumber": 1, "areaCode": HQ,
+        "proManager": "张三", "writingEvaluation": "", "isPublic": "1", "isDefault": "0"}
+    assert [(r["projectNo"], int(r["satisfaction"]), r["evalDetail"], r["assessTime"], r["areaCode"])
             for r in data["ratings"]] == PROVINCE
+    assert {type(r["satisfaction"]) for r in data["ratings"]} == {type(r["pf"]) for r in data["ratings"]} == {str}
     assert {(r["pf"], r["assessNumber"]) for r in data["ratings"]} == {("5", 1)}
 
 
 def test_unrated_sessions_are_exported_as_unrated_never_as_ratings(desk):
     data = desk.export("2026-11", "province")
     assert data["unrated"] == [
-        {"projectNo": f"P-{eid}", "taskCode": "T-0001", "taskName": "营业执照办理", "pf": "5", "serviceTime": time,
-         "areaCode": HQ, "status": "unrated"}
+        {"projectNo": f"P-{eid}", "taskCode": "T-0001", "taskName": "营业执照办理", "pf": "5", "satisfaction": "",
+         "evalDetail": "", "assessTime": time, "assessNumber": 0, "areaCode": HQ,
+         "proManager": "张三" if eid.startswith("hq01") else "李四", "writingEvaluation": "", "isPublic": "1",
+         "isDefault": "0"}
         for eid, time in (("hq01-1111u", "2026-11-11 14:00:00"), ("hq02-1120u", "2026-11-20 15:00:00"),
                           ("hq02-1123u", "2026-11-23 09:00:00"))]
     rated = {r["projectNo"] for r in data["ratings"] + data["withheld"]}
     assert not rated & {u["projectNo"] for u in data["unrated"]}
-    assert all("satisfaction" not in u for u in data["unrated"])
+    assert all(u["satisfaction"] == "" and u["assessNumber"] == 0 for u in data["unrated"])
 
 
 def test_suspect_and_overturned_ratings_are_withheld_with_the_reason(desk):
     withheld = desk.export("2026-11", "province")["withheld"]
     assert [(w["id"], w["reason"], w.get("appeal"), w["satisfaction"], w["assessTime"]) for w in withheld] == [
-        ("hq01-b2-2", "overturned", 2, 2, "2026-11-12 10:01:30"),
-        ("hq02-s1", "suspect", None, 4, "2026-11-16 11:00:05"),
-        ("hq02-s2", "suspect", None, 5, "2026-11-16 11:00:07"),
+        ("hq01-b2-2", "overturned", 2, "2", "2026-11-12 10:01:30"),
+        ("hq02-s1", "suspect", None, "4", "2026-11-16 11:00:05"),
+        ("hq02-s2", "suspect", None, "5", "2026-11-16 11:00:07"),
     ]
 
 
@@ -132,9 +136,9 @@ def test_export_command(desk, tmp_path):
         [sys.executable, "-m", "sim.hall", "export", "--db", db, "--month", "2026-11", "--format", "gbt",
          "--as-of", "2026-12-01", "--out", str(out)], capture_output=True, text=True, env=env, timeout=30)
     assert answer.returncode == 0, answer.stderr
-    assert "2026-11 gbt: 11 ratings, 3 unrated, 3 withheld, 1 undated" in answer.stderr
+    assert "2026-11 gbt：评价 11 条，未评价 3 条，另列 3 条，时间待定 1 条" in answer.stderr
     assert json.loads(out.read_text(encoding="utf-8")) == desk.export("2026-11", "gbt")
     answer = subprocess.run(
-        [sys.executable, "-m", "sim.hall", "export", "--db", db, "--month", "2026-11", "--as-of", "2026-12-01"],
+        [sys.executable, "-m", "sim.hall", "导出", "--db", db, "--month", "2026-11", "--as-of", "2026-12-01"],
         capture_output=True, text=True, env=env, timeout=30)
     assert json.loads(answer.stdout)["format"] == "province"

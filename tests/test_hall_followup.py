@@ -89,6 +89,9 @@ def desk(tmp_path):
 
 def test_a_fix_closes_the_bad_rating(desk):
     assert desk.follow_up("hq01-0930").state == "overdue"
+    with pytest.raises(LedgerError, match="尚未查实"):  # 查实 comes first (第十三条: 经查实的)
+        desk.record_fix("hq01-0930", "更换叫号设备", on=D("2026-11-30"))
+    desk.verify("hq01-0930", "confirmed", "属实", on=D("2026-11-02"))
     state = desk.record_fix("hq01-0930", "更换叫号设备", on=D("2026-11-30"), by="王科长")
     assert (state.state, state.fixed.on, state.days_overdue) == ("fixed", D("2026-11-30"), 41)
     december = desk.report("2026-12")
@@ -96,6 +99,7 @@ def test_a_fix_closes_the_bad_rating(desk):
 
 
 def test_an_extension_moves_the_deadline_and_keeps_its_reason(desk):
+    desk.verify("hq02-1116", "confirmed", "属实", on=D("2026-11-17"))
     state = desk.extend("hq02-1116", D("2026-12-15"), "需上级部门答复", on=D("2026-11-30"), by="王科长")
     assert (state.state, state.first_deadline, state.deadline) == ("open", D("2026-11-30"), D("2026-12-15"))
     assert [(e.on, e.new_deadline, e.text) for e in state.extensions] == [
@@ -109,17 +113,21 @@ def test_a_reply_is_recorded_beside_the_state(desk):
 
 
 @pytest.mark.parametrize(("action", "message"), [
-    (lambda d: d.record_fix("hq01-1009", "again"), "already fixed on 2026-11-03"),
-    (lambda d: d.extend("hq01-1009", D("2026-12-30"), "late"), "already fixed"),
-    (lambda d: d.extend("hq01-1105", D("2026-12-04"), "not later"), "after the deadline in force \\(2026-12-04\\)"),
-    (lambda d: d.record_fix("hq01-1110a", "a good rating"), "not a 差评"),
-    (lambda d: d.record_fix("hq01-b2-2", "overturned"), "overturned on appeal"),
-    (lambda d: d.record_fix("hq02-1116", "   "), "text is empty"),
-    (lambda d: d.record_fix("hq02-1116", "future", on=D("2026-12-02")), "in the future"),
-    (lambda d: d.record_fix("hq02-1116", "too early", on=D("2026-11-15")), "before the rating"),
-    (lambda d: d.record_fix("nope", "x"), "no rating with id 'nope'"),
-    (lambda d: d.record_fix("hq01-11", "x"), "4 ratings start with 'hq01-11'"),
-    (lambda d: d.record_fix("hq02-b9", "x"), "cannot be dated yet"),
+    (lambda d: d.record_fix("hq01-1009", "again"), "已于 2026-11-03 整改"),
+    (lambda d: d.extend("hq01-1009", D("2026-12-30"), "late"), "已于 2026-11-03 整改"),
+    (lambda d: d.extend("hq01-1105", D("2026-12-04"), "not later"), "须晚于现行整改期限（2026-12-04）"),
+    (lambda d: d.record_fix("hq01-1110a", "a good rating"), "不是差评"),
+    (lambda d: d.record_fix("hq01-b2-2", "overturned"), "已申诉撤销"),
+    (lambda d: d.record_fix("hq02-1116", "   "), "内容为空"),
+    (lambda d: d.record_fix("hq02-1116", "future", on=D("2026-12-02")), "将来的日期"),
+    (lambda d: d.record_fix("hq02-1116", "too early", on=D("2026-11-15")), "早于评价日期"),
+    (lambda d: d.record_fix("nope", "x"), "没有编号或 id 为 'nope' 的评价"),
+    (lambda d: d.record_fix("2026-11-099", "x"), "没有编号为 2026-11-099 的评价"),
+    (lambda d: d.record_fix("hq02-1116", "x"), "尚未查实"),
+    (lambda d: d.verify("hq01-1105", "confirmed", "again"), "已于 2026-11-06 查实"),
+    (lambda d: d.verify("hq02-1116", "maybe", "x"), "属实 或 不属实"),
+    (lambda d: d.record_fix("hq01-11", "x"), "有 4 条评价的 id 以 'hq01-11' 开头"),
+    (lambda d: d.record_fix("hq02-b9", "x"), "暂无法确定时间"),
 ])
 def test_a_command_that_makes_no_sense_is_refused(desk, action, message):
     with pytest.raises(LedgerError, match=message):
@@ -147,18 +155,22 @@ def run(*args):
 def test_fix_extend_reply_and_pending_from_the_command_line(desk, tmp_path):
     db = str(tmp_path / "hall.db")
     desk.close()
-    answer = run("extend", "--db", db, "hq02-1116", "--until", "2026-12-20", "--reason", "待上级答复",
+    # hq02-1116 is the tenth rating of November in time order: 2026-11-010; Chinese and English names alike.
+    answer = run("查实", "--db", db, "2026-11-010", "--属实", "--note", "录像核实", "--on", "2026-11-17")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.startswith("2026-11-010：已逾期，整改期限 2026-11-30，查实属实，逾期 ")  # judged today
+    answer = run("extend", "--db", db, "2026-11-010", "--until", "2026-12-20", "--reason", "待上级答复",
                  "--on", "2026-11-25", "--by", "王科长")
     assert answer.returncode == 0, answer.stderr
-    assert "hq02-1116: " in answer.stdout and "deadline 2026-12-20" in answer.stdout
-    answer = run("reply", "--db", db, "hq02-1116", "--text", "已电话告知", "--on", "2026-11-25")
+    assert "整改期限 2026-12-20" in answer.stdout
+    answer = run("答复", "--db", db, "hq02-1116", "--text", "已电话告知", "--on", "2026-11-25")
     assert answer.returncode == 0, answer.stderr
-    answer = run("fix", "--db", db, "hq02-1116", "--note", "已整改", "--on", "2026-11-25")
+    answer = run("整改", "--db", db, "2026-11-10", "--note", "已整改", "--on", "2026-11-25")
     assert answer.returncode == 0, answer.stderr
-    assert "已整改" in answer.stdout and "fixed 2026-11-25" in answer.stdout
-    again = run("fix", "--db", db, "hq02-1116", "--note", "again", "--on", "2026-11-25")
-    assert again.returncode == 1 and "already fixed on 2026-11-25" in again.stderr
-    pending = run("pending", "--db", db, "--as-of", "2026-11-25")
+    assert "已整改" in answer.stdout and "2026-11-25 已整改" in answer.stdout
+    again = run("fix", "--db", db, "2026-11-010", "--note", "again", "--on", "2026-11-25")
+    assert again.returncode == 1 and "已于 2026-11-25 整改" in again.stderr
+    pending = run("待办", "--db", db, "--as-of", "2026-11-25")
     assert pending.returncode == 0, pending.stderr
     assert "id hq01-0930" in pending.stdout and "hq02-1116" not in pending.stdout
     assert "待复核申诉 0" in pending.stdout

@@ -225,7 +225,7 @@ def test_the_text_report(november):
     assert ("窗口 01  设备 WE-0001  部门 市场监管局\n"
             "  非常满意 1  满意 2  基本满意 1  不满意 1  非常不满意 0  合计 5\n"
             "  好评率 60.0% (3/5)\n"
-            "  未评价 1\n"
+            "  未评价 1  未评率 14.3%\n"
             "  申诉撤销(不计入) 1\n"
             "  忽略按键 4  噪声脉冲 3\n"
             "  未整改差评 2\n") in text
@@ -239,12 +239,13 @@ def test_the_text_report(november):
     assert ("部门 市场监管局\n  非常满意 2  满意 3  基本满意 2  不满意 2  非常不满意 0  合计 9\n"
             "  好评率 55.6% (5/9)\n") in text
     assert ("  2026-11-05 10:00 HQ/01 不满意 工号 1001 张三 市场监管局 原因 201,203\n"
-            "    整改期限 2026-12-04（原 2026-11-19） 状态 整改中 id hq01-1105\n"
+            "    整改期限 2026-12-04（原 2026-11-19） 状态 整改中 编号 2026-11-005 id hq01-1105\n"
+            "    查实 属实：叫号系统故障属实\n"
             "    延期 2026-11-18 至 2026-12-04：需协调系统厂商修复叫号系统\n"
             "    答复 2026-11-20：电话告知办件人整改进度\n") in text
     assert "以前月份未整改差评 2\n  2026-09-30 10:00 HQ/01 不满意" in text
-    assert "    整改期限 2026-10-20 状态 已逾期 42 天 id hq01-0930\n" in text
-    assert "    整改期限 2026-10-22 状态 已整改 2026-11-03 逾期 12 天 id hq01-1009\n" in text
+    assert "    整改期限 2026-10-20 状态 已逾期 42 天 编号 2026-09-001 id hq01-0930\n    查实 未查实\n" in text
+    assert "    整改期限 2026-10-22 状态 已整改 2026-11-03 逾期 12 天 编号 2026-10-001 id hq01-1009\n" in text
     assert "  #2 2026-11-12 10:01 HQ/01 不满意 申诉人 1001 张三 2026-11-13：群众误按，当场说明\n" \
            "    撤销评价 2026-11-20 复核人 王科长：监控显示系误按，撤销 id hq01-b2-2\n" in text
     assert "可疑评价（不计入好评率）2\n" in text
@@ -262,18 +263,19 @@ def test_a_deadline_in_a_year_without_an_official_calendar_says_so(desk):
 def test_csv_tables(desk, tmp_path):
     from sim.hall.report_csv import write_csv
     paths = write_csv(desk.report("2026-11"), tmp_path / "csv")
-    assert [p.name for p in paths] == [f"haochaping-2026-11-{name}.csv"
-                                       for name in ("windows", "departments", "bad", "appeals", "suspect")]
+    assert [p.name for p in paths] == [f"haochaping-2026-11-{name}.csv" for name in (
+        "windows", "departments", "bad", "appeals", "suspect", "staff", "reasons", "matters", "flagged")]
     with paths[0].open(encoding="utf-8-sig", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0][:5] == ["大厅", "大厅名称", "窗口", "设备", "部门"]
     assert rows[1] == ["HQ", "偃师区政务服务中心", "01", "WE-0001", "市场监管局", "1", "2", "1", "1", "0", "5", "3",
-                       "60.0%", "1", "0", "0", "1", "4", "3", "2"]
+                       "60.0%", "1", "0", "0", "1", "4", "3", "2", "14.3%", "0"]
     assert rows[3][:3] == ["HQ", "偃师区政务服务中心", "合计"] and rows[3][10:13] == ["7", "4", "57.1%"]
     assert rows[4][13] == "不可知"
     with paths[2].open(encoding="utf-8-sig", newline="") as f:
         bad = list(csv.reader(f))
-    assert [(r[0], r[-1], r[13]) for r in bad[1:]] == [
+    assert bad[0][20] == "id"
+    assert [(r[0], r[20], r[13]) for r in bad[1:]] == [
         ("本月", "hq01-1105", "整改中"), ("本月", "hq01-b2-2", "申诉撤销"), ("本月", "hq02-1116", "已逾期"),
         ("本月", "town-1125", "已整改"), ("以前月份", "hq01-0930", "已逾期"), ("以前月份", "hq01-1009", "已整改")]
 
@@ -296,7 +298,7 @@ def test_report_command_and_the_older_option(desk, tmp_path):
     bad = run("report", "--db", db, "--month", "November")
     assert bad.returncode == 2 and "YYYY-MM" in bad.stderr
     registered = run("register", "--db", db, "WE-0002", "TOWN", "--area", "410307001")
-    assert registered.returncode == 0 and registered.stdout == "WE-0002 registered in hall TOWN\n"
+    assert registered.returncode == 0 and registered.stdout == "WE-0002 已登记到大厅 TOWN\n"
     moved = run("report", "--db", db, "--month", "2026-11", "--as-of", "2026-12-01", "--format", "json")
     assert [h["hall"] for h in json.loads(moved.stdout)["halls"]] == ["HQ", "TOWN"]
     assert [w["window_no"] for w in json.loads(moved.stdout)["halls"][1]["windows"]] == ["01", "02"]
@@ -316,6 +318,7 @@ def test_the_older_report_test_on_the_official_calendar(tmp_path):
     events += [may("late", "2024-05-31", "very_dissatisfied", 6), may("june", "2024-06-03", "dissatisfied", 7),
                {**hall_month.event("WE-0001", "detail", "detail", "2024-05-03T09:10:00+08:00"), "seq": 8,
                 "rating_id": "m5", "reason_codes": ["401"], "reasons_version": "v1"}]
+    hall_month.seal(events)
     path = str(tmp_path / "hall.db")
     with HallDesk(path, today=lambda: datetime.date(2024, 5, 20)) as desk:
         storage = Storage(path)

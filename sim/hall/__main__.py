@@ -24,6 +24,7 @@ from typing import Any
 from sim.hall import commands, ledger, registry
 from sim.hall.auth import load_keys_file
 from sim.hall.contract import DEFAULT_MAX_BODY
+from sim.hall.push import ProvincePush
 from sim.hall.server import HallServer
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY)
     parser.add_argument("--report", metavar="YYYY-MM",
                         help="print the month's report and exit (the same as the report command)")
+    parser.add_argument("--province-url", metavar="URL",
+                        help="push every rating, 追评 and unrated service to this provincial endpoint")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -127,13 +130,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = HallServer(args.db, device_keys, default_key, host=args.host, port=args.port,
                         assignment=assignment, max_body=args.max_body,
                         tls=(args.tls_cert, args.tls_key) if args.tls_cert else None)
+    province: ProvincePush | None = None
     try:
         register_halls(args.db, halls)  # after the server made its tables: the heartbeat log hooks on them
         server.start()
+        if args.province_url and args.db != ":memory:":
+            province = ProvincePush(args.db, args.province_url)  # polls the events table: no hook in the server
+            province.start()
         print(f"hall server listening on {server.url}", flush=True)
         while not stop.wait(1.0):
             pass
     finally:
+        if province is not None:
+            province.close()
         server.close()
     logger.info("hall server stopped")
     return 0

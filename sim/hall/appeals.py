@@ -70,12 +70,12 @@ def file_appeal(db: sqlite3.Connection, rating_id: str, filed_on: datetime.date,
         LedgerError: no grounds or no name, or the rating was already appealed.
     """
     if not grounds.strip():
-        raise LedgerError("an appeal needs its grounds (申诉理由)")
+        raise LedgerError("申诉须写明申诉理由")
     if not filed_by.strip():
-        raise LedgerError("say who files the appeal (工号 or name)")
+        raise LedgerError("请写明申诉人（工号或姓名）")
     held = db.execute("SELECT n FROM appeals WHERE rating_id = ?", (rating_id,)).fetchone()
     if held:
-        raise LedgerError(f"rating {rating_id} already has appeal #{held[0]}")
+        raise LedgerError(f"评价 {rating_id} 已有申诉 #{held[0]}")
     cursor = db.execute(
         "INSERT INTO appeals (rating_id, filed_on, filed_by, grounds, recorded_at) VALUES (?, ?, ?, ?, ?)",
         (rating_id, filed_on.isoformat(), filed_by, grounds, recorded_at))
@@ -91,14 +91,14 @@ def decide_appeal(db: sqlite3.Connection, n: int, decision: str, decided_on: dat
             decision dated before the filing, or no reviewer or note.
     """
     if decision not in DECISIONS:
-        raise LedgerError(f"decision must be one of {', '.join(DECISIONS)}")
+        raise LedgerError("复核结论须为 维持 或 撤销")
     if not reviewer.strip() or not note.strip():
-        raise LedgerError("a decision needs the reviewer and a note (复核意见)")
+        raise LedgerError("复核须写明复核人和复核意见")
     appeal = read_appeal(db, n)
     if appeal.decision is not None:
-        raise LedgerError(f"appeal #{n} was already decided on {appeal.decided_on}: {appeal.decision}")
+        raise LedgerError(f"申诉 #{n} 已于 {appeal.decided_on} 复核：{DECISION_TEXT[appeal.decision]}")
     if decided_on < appeal.filed_on:
-        raise LedgerError(f"appeal #{n} was filed on {appeal.filed_on}, after {decided_on}")
+        raise LedgerError(f"申诉 #{n} 提出于 {appeal.filed_on}，晚于 {decided_on}")
     db.execute("UPDATE appeals SET decision = ?, decided_on = ?, reviewer = ?, note = ? WHERE n = ?",
                (decision, decided_on.isoformat(), reviewer, note, n))
     return read_appeal(db, n)
@@ -112,7 +112,7 @@ def read_appeal(db: sqlite3.Connection, n: int) -> Appeal:
     """
     row = db.execute(_SELECT + " WHERE n = ?", (n,)).fetchone()
     if row is None:
-        raise LedgerError(f"no appeal #{n}")
+        raise LedgerError(f"没有申诉 #{n}")
     return _appeal(row)
 
 

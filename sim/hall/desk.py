@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any, Self
 
 from sim.hall import appeals as appeals_mod
-from sim.hall import ledger, registry
+from sim.hall import fleet, ledger, numbers, registry
 from sim.hall.appeals import Appeal
 from sim.hall.contract import Event
 from sim.hall.dating import china_today, date_events
@@ -82,18 +82,51 @@ class HallDesk:
 
     # -- reading -------------------------------------------------------------
 
+    def today(self) -> datetime.date:
+        """The desk's today (China's today unless the desk was made with another clock)."""
+        return self._today()
+
+    def connection(self) -> sqlite3.Connection:
+        """The connection to the hall's records (autocommit), for the push and matter tables."""
+        return self._db
+
+    def fleet(self, silent_after_s: float = fleet.SILENT_AFTER_S,
+              now: datetime.datetime | None = None) -> list[dict[str, Any]]:
+        """Every device the hall knows (see :func:`~sim.hall.fleet.build_fleet`)."""
+        return fleet.build_fleet(self.events(), fleet.read_heartbeats(self._db), self.records(),
+                                 fleet.read_fingerprints(self._db), last_received=fleet.read_last_received(self._db),
+                                 silent_after_s=silent_after_s, now=now)
+
     def events(self) -> list[Event]:
         """Every received event."""
         return self._storage.events()
 
     def records(self) -> HallRecords:
-        """The hall's records, with the ids rectified through ``HallServer.resolve()``."""
+        """The hall's records, with the ids rectified through ``HallServer.resolve()`` and the store's flags."""
+        flags: dict[str, str] = {}
+        for flag in self._storage.flags():
+            flags.setdefault(str(flag["id"]), str(flag["problem"]))
+        if "flag" in {row[1] for row in self._db.execute("PRAGMA table_info(events)")}:
+            # The store's own mark on each event (interface 7), where the store keeps one.
+            for event_id, flag in self._db.execute("SELECT id, flag FROM events WHERE flag IS NOT NULL AND flag != ''"):
+                flags[str(event_id)] = str(flag).split(",")[0]
         return dataclasses.replace(ledger.read_records(self._db),
-                                   resolved=frozenset(self._storage.resolved_ids()))
+                                   resolved=frozenset(self._storage.resolved_ids()), flags=flags)
+
+    def number_ratings(self, events: list[Event] | None = None) -> None:
+        """Give every dated rating without a short number its number (:mod:`sim.hall.numbers`)."""
+        events = self.events() if events is None else events
+        dated = date_events(events)
+        found = sorted((when, str(e["id"])) for e in events if e.get("type") == "rating"
+                       and (when := dated.get(str(e.get("id")))) is not None)
+        with self._write() as db:
+            numbers.assign(db, ((rating_id, when.strftime("%Y-%m")) for when, rating_id in found))
 
     def report(self, month: str, as_of: datetime.date | None = None, hall: str | None = None) -> dict[str, Any]:
         """The month's report (see :func:`~sim.hall.report.build_report`)."""
-        return build_report(self.events(), month, today=as_of or self._today(), records=self.records(),
+        events = self.events()
+        self.number_ratings(events)
+        return build_report(events, month, today=as_of or self._today(), records=self.records(),
                             calendar=self.calendar, hall=hall)
 
     def export(self, month: str, fmt: str, hall: str | None = None,
@@ -103,20 +136,27 @@ class HallDesk:
                             today=as_of or self._today())
 
     def find_rating(self, ref: str) -> tuple[Event, datetime.datetime | None]:
-        """The rating whose id is ``ref`` or starts with it, and its exact China time.
+        """The rating numbered ``ref`` (``2026-11-007``), or whose id is ``ref`` or starts with it,
+        and its exact China time.
 
         Raises:
             LedgerError: none, several, or not a rating.
         """
         events = self.events()
         ref = ref.strip().lower()
+        if numbers.PATTERN.fullmatch(ref):
+            self.number_ratings(events)
+            rating_id = numbers.find(numbers.read_numbers(self._db), ref)
+            if rating_id is None:
+                raise LedgerError(f"没有编号为 {ref} 的评价")
+            ref = rating_id.lower()
         found = [e for e in events if str(e.get("id", "")).lower() == ref] or [
             e for e in events if ref and str(e.get("id", "")).lower().startswith(ref)]
         found = [e for e in found if e.get("type") == "rating"]
         if not found:
-            raise LedgerError(f"no rating with id {ref!r}")
+            raise LedgerError(f"没有编号或 id 为 {ref!r} 的评价")
         if len(found) > 1:
-            raise LedgerError(f"{len(found)} ratings start with {ref!r}: give more of the id")
+            raise LedgerError(f"有 {len(found)} 条评价的 id 以 {ref!r} 开头：请用评价编号（如 2026-11-007）或更长的 id")
         rating = found[0]
         return rating, date_events(events)[str(rating["id"])]
 
@@ -132,7 +172,7 @@ class HallDesk:
     def _state(self, rating: Event, when: datetime.datetime | None, records: HallRecords,
                as_of: datetime.date) -> FollowUp:
         if when is None:
-            raise LedgerError(f"rating {rating['id']} cannot be dated yet: its device has not sent a clock event")
+            raise LedgerError(f"评价 {rating['id']} 暂无法确定时间：设备尚未发送对时记录")
         rating_id = str(rating["id"])
         appeal = records.appeals.get(rating_id)
         return follow_up(when.date(), records.actions.get(rating_id, ()), appeal.as_of(as_of) if appeal else None,
@@ -143,17 +183,17 @@ class HallDesk:
     def register(self, device_id: str, hall: str, name: str | None = None, area_code: str | None = None) -> None:
         """Register ``device_id`` as installed in ``hall`` (with the hall's name and 行政区划 code)."""
         if not device_id.strip() or not hall.strip():
-            raise LedgerError("give a device id and a hall id")
+            raise LedgerError("请给出设备编号和大厅编号")
         with self._write() as db:
             registry.register(db, device_id, hall, _now(), name, area_code)
 
     # -- 差评 follow-up -----------------------------------------------------------
 
     def _act(self, ref: str, kind: str, text: str, on: datetime.date | None, by: str,
-             new_deadline: datetime.date | None = None) -> FollowUp:
+             new_deadline: datetime.date | None = None, verdict: str | None = None) -> FollowUp:
         rating, when = self.find_rating(ref)
         day = self._day(on)
-        action = Action(str(rating["id"]), kind, day, text, by, new_deadline)
+        action = Action(str(rating["id"]), kind, day, text, by, new_deadline, verdict)
         with self._write() as db:
             current = self._state(rating, when, self.records(), self._today())
             check_action(rating, action, current)
@@ -163,8 +203,17 @@ class HallDesk:
     def _day(self, on: datetime.date | None) -> datetime.date:
         today = self._today()
         if on is not None and on > today:
-            raise LedgerError(f"{on} is in the future: record what happened, when it has happened")
+            raise LedgerError(f"{on} 是将来的日期：请在事情发生后再记录")
         return on or today
+
+    def verify(self, ref: str, verdict: str, text: str, on: datetime.date | None = None, by: str = "") -> FollowUp:
+        """Record the 查实 of the 差评 ``ref``: ``confirmed`` (to be rectified) or ``invalid`` with the reason
+        (off the rectification list, still in the figures; only an appeal takes a rating out of them).
+
+        Raises:
+            LedgerError: not a 差评, already checked, overturned, or no text.
+        """
+        return self._act(ref, "verify", text, on, by, verdict=verdict)
 
     def record_fix(self, ref: str, text: str, on: datetime.date | None = None, by: str = "") -> FollowUp:
         """Record that the 差评 ``ref`` was rectified (on ``on``, today by default): what was done.
@@ -203,7 +252,7 @@ class HallDesk:
         rating, when = self.find_rating(ref)
         day = self._day(on)
         if when is not None and day < when.date():
-            raise LedgerError(f"{day} is before the rating ({when.date()})")
+            raise LedgerError(f"{day} 早于评价日期（{when.date()}）")
         with self._write() as db:
             n = appeals_mod.file_appeal(db, str(rating["id"]), day, by, grounds, _now())
             return appeals_mod.read_appeal(db, n)

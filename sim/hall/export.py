@@ -13,8 +13,9 @@ device keeps level names and the codes are made here, at the edge:
 
 Only what a citizen gave is exported as a rating. Unrated sessions go in
 their own list ``unrated``, never as a rating (default ratings are the
-platform's to make). Suspect ratings and ratings overturned on appeal go in
-``withheld`` with the reason, in the same fields, for the hall to decide on;
+platform's to make). Suspect ratings, ratings the hall flagged on receipt and
+ratings overturned on appeal go in ``withheld`` with the reason, in the same
+fields, for the hall to decide on;
 events that cannot be dated yet are counted in ``undated``.
 """
 
@@ -27,9 +28,11 @@ from typing import Any
 from sim.hall.contract import Event
 from sim.hall.dating import CHINA, china_today, date_events, month_days
 from sim.hall.ledger import HallRecords
-from sim.hall.report import LEVEL_TEXT, reason_codes
+from sim.hall.report import LEVEL_TEXT, flags_of, reason_codes
 
 FORMATS = ("province", "gbt")
+#: The channel of a window whose device sent no rating (政务大厅其他终端), as in sim/hall/push.py.
+DEFAULT_CHANNEL = "5"
 #: Level -> the exchange interface's ``satisfaction`` (5 = 非常满意).
 PROVINCE_SATISFACTION = {
     "very_satisfied": 5,
@@ -92,12 +95,15 @@ def level_from_gbt(code: int | str) -> str:
 
 
 def _province_rating(event: Event, when: datetime.datetime, reasons: Sequence[str], area: str) -> dict[str, Any]:
+    # The same fields and types as the real-time push (sim/hall/push.py): strings, assessNumber an integer.
     return {
         "projectNo": event.get("project_no"), "taskCode": event.get("task_code"),
         "taskName": event.get("task_name"), "pf": event.get("channel"),
-        "satisfaction": province_satisfaction(event["level"]), "evalDetail": ",".join(reasons),
+        "satisfaction": str(province_satisfaction(event["level"])), "evalDetail": ",".join(reasons),
         "assessTime": when.strftime("%Y-%m-%d %H:%M:%S"), "assessNumber": event.get("assess_number", 1),
-        "areaCode": area,
+        "areaCode": area, "proManager": str(event.get("staff_name") or ""),
+        "writingEvaluation": str(event.get("comment") or ""),
+        "isPublic": "0" if event.get("public") is False else "1", "isDefault": "0",
     }
 
 
@@ -112,11 +118,15 @@ def _gbt_rating(event: Event, when: datetime.datetime, reasons: Sequence[str], a
     }
 
 
-def _unrated(event: Event, when: datetime.datetime, area: str, fmt: str) -> dict[str, Any]:
+def _unrated(event: Event, when: datetime.datetime, area: str, fmt: str, channel: str) -> dict[str, Any]:
     if fmt == "province":
+        # An unrated service: never a rating (satisfaction empty, assessNumber 0); the default marker is
+        # the push's, once the 5 working days have passed (sim/hall/push.py).
         return {"projectNo": event.get("project_no"), "taskCode": event.get("task_code"),
-                "taskName": event.get("task_name"), "pf": event.get("channel"),
-                "serviceTime": when.strftime("%Y-%m-%d %H:%M:%S"), "areaCode": area, "status": "unrated"}
+                "taskName": event.get("task_name"), "pf": channel, "satisfaction": "", "evalDetail": "",
+                "assessTime": when.strftime("%Y-%m-%d %H:%M:%S"), "assessNumber": 0, "areaCode": area,
+                "proManager": str(event.get("staff_name") or ""), "writingEvaluation": "", "isPublic": "1",
+                "isDefault": "0"}
     return {"办件编号": event.get("project_no"), "评价渠道": event.get("channel"),
             "服务时间": when.strftime("%Y%m%dT%H%M%S"), "行政区划": area, "状态": "未评价"}
 
@@ -136,7 +146,7 @@ def export_month(events: Sequence[Event], month: str, fmt: str, *, records: Hall
     Returns:
         ``{"format", "month", "time_zone", "ratings", "unrated", "withheld", "undated"}``;
         each ``withheld`` entry is a rating's fields plus ``id`` and ``reason``
-        (``suspect`` or ``overturned``, with ``appeal``).
+        (``flagged`` with the store's ``flag``, ``overturned`` with ``appeal``, or ``suspect``).
 
     Raises:
         ValueError: an unknown format or a month not ``YYYY-MM``.
@@ -147,12 +157,16 @@ def export_month(events: Sequence[Event], month: str, fmt: str, *, records: Hall
     records = records or HallRecords()
     as_of = today or china_today()
     dated = date_events(events)
-    reasons = reason_codes(events)
+    flags = flags_of(events, records.flags)
+    reasons = reason_codes(e for e in events if str(e.get("id")) not in flags)
     rating_fields = _province_rating if fmt == "province" else _gbt_rating
     ratings: list[tuple[datetime.datetime, str, dict[str, Any]]] = []
     unrated: list[tuple[datetime.datetime, str, dict[str, Any]]] = []
     withheld: list[tuple[datetime.datetime, str, dict[str, Any]]] = []
     undated = 0
+    # An unrated event carries no channel: the window's is its device's (as the push does it).
+    channels = {str(e.get("device_id")): str(e["channel"]) for e in events
+                if e.get("type") == "rating" and e.get("channel")}
     for event in events:
         if event.get("type") not in ("rating", "unrated"):
             continue
@@ -169,14 +183,18 @@ def export_month(events: Sequence[Event], month: str, fmt: str, *, records: Hall
             continue
         area = records.registry.hall(hall_id).area_code
         if event["type"] == "unrated":
-            unrated.append((when, event_id, _unrated(event, when, area, fmt)))
+            if event_id in flags:  # a flagged record of a service: not a service the platform should count
+                continue
+            unrated.append((when, event_id, _unrated(event, when, area, fmt, channels.get(device, DEFAULT_CHANNEL))))
             continue
         if event.get("level") not in LEVEL_TEXT:
             continue
         fields = rating_fields(event, when, reasons.get(event_id, []), area)
         appeal = records.appeals.get(event_id)
         known = appeal.as_of(as_of) if appeal else None
-        if known is not None and known.decision == "overturned":
+        if event_id in flags:
+            withheld.append((when, event_id, {"id": event_id, "reason": "flagged", "flag": flags[event_id], **fields}))
+        elif known is not None and known.decision == "overturned":
             withheld.append((when, event_id, {"id": event_id, "reason": "overturned", "appeal": known.n, **fields}))
         elif event.get("suspect"):
             withheld.append((when, event_id, {"id": event_id, "reason": "suspect", **fields}))
@@ -195,5 +213,5 @@ def _ordered(rows: list[tuple[datetime.datetime, str, dict[str, Any]]]) -> list[
 
 def describe(export: Mapping[str, Any]) -> str:
     """One line for the terminal: how many of each were exported."""
-    return (f"{export['month']} {export['format']}: {len(export['ratings'])} ratings, "
-            f"{len(export['unrated'])} unrated, {len(export['withheld'])} withheld, {export['undated']} undated")
+    return (f"{export['month']} {export['format']}：评价 {len(export['ratings'])} 条，"
+            f"未评价 {len(export['unrated'])} 条，另列 {len(export['withheld'])} 条，时间待定 {export['undated']} 条")

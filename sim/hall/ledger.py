@@ -16,7 +16,7 @@ import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 
-from sim.hall import appeals, followup, registry
+from sim.hall import appeals, followup, numbers, registry
 from sim.hall.appeals import Appeal
 from sim.hall.followup import Action
 from sim.hall.registry import Beat, Registry
@@ -32,6 +32,8 @@ class HallRecords:
         appeals: rating id -> its appeal.
         beats: every logged heartbeat.
         resolved: ids marked rectified through ``HallServer.resolve()`` (day unknown).
+        flags: event id -> why the hall flagged it on receipt (the store's flags).
+        numbers: rating id -> its short number (``2026-11-007``).
     """
 
     registry: Registry = dataclasses.field(default_factory=Registry)
@@ -39,6 +41,8 @@ class HallRecords:
     appeals: Mapping[str, Appeal] = dataclasses.field(default_factory=dict)
     beats: Sequence[Beat] = ()
     resolved: frozenset[str] = frozenset()
+    flags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    numbers: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def create_tables(db: sqlite3.Connection) -> None:
@@ -46,6 +50,7 @@ def create_tables(db: sqlite3.Connection) -> None:
     registry.create_tables(db)
     followup.create_tables(db)
     appeals.create_tables(db)
+    numbers.create_tables(db)
 
 
 def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
@@ -72,6 +77,7 @@ def read_records(db: sqlite3.Connection) -> HallRecords:
             actions=followup.read_actions(db),
             appeals={appeal.rating_id: appeal for appeal in appeals.read_appeals(db)},
             beats=registry.read_beats(db),
+            numbers=numbers.read_numbers(db),
         )
     finally:
         if own:

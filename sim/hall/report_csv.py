@@ -1,10 +1,13 @@
 """The month's report as CSV files, one per table, for a spreadsheet.
 
 UTF-8 with a byte-order mark, so a spreadsheet opened by double-click shows
-the Chinese headers right. Files, for month ``YYYY-MM``:
-``haochaping-YYYY-MM-windows.csv`` (every window, then each hall's total),
-``-departments.csv``, ``-bad.csv`` (this month's 差评 and those carried over),
-``-appeals.csv`` and ``-suspect.csv``.
+the Chinese headers right. Every table's columns come from
+:mod:`sim.hall.columns` (the same entries the text and the 通报 read). Files,
+for month ``YYYY-MM``: ``haochaping-YYYY-MM-windows.csv`` (every window, then
+each hall's total, then the district's), ``-departments.csv``, ``-staff.csv``,
+``-reasons.csv`` and ``-matters.csv`` (差评 by reason code and by matter),
+``-bad.csv`` (this month's 差评 and those carried over), ``-appeals.csv``,
+``-suspect.csv`` and ``-flagged.csv`` (events out of every figure).
 """
 
 from __future__ import annotations
@@ -14,24 +17,35 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sim.hall.report import LEVEL_TEXT, LEVELS
-
-FIGURES = [LEVEL_TEXT[level] for level in LEVELS] + [
-    "评价数", "好评数", "好评率", "未评价", "未绑定办件", "可疑", "申诉撤销"]
+from sim.hall import columns
+from sim.hall.columns import Column
 
 
-def _figures(tally: Mapping[str, Any]) -> list[Any]:
-    rate = "" if tally["good_rate"] is None else f"{tally['good_rate'] * 100:.1f}%"
-    unrated = "不可知" if tally["unrated"] is None else tally["unrated"]
-    return [*(tally["counts"][level] for level in LEVELS), tally["ratings"], tally["good"], rate, unrated,
-            tally["unbound"], tally["suspect"], tally["overturned"]]
+def window_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every window, each hall's total after its windows, and the district's total last."""
+    rows: list[dict[str, Any]] = []
+    for hall in data["halls"]:
+        for window in hall["windows"]:
+            rows.append({"hall": hall["hall"], "name": hall["name"], **window})
+        rows.append({"hall": hall["hall"], "name": hall["name"], **hall["totals"], "window_no": "合计",
+                     "ignored_presses": None, "noise_pulses": None, "open_bad": None})
+    if data["halls"]:
+        rows.append({"hall": "区县合计", "name": "", **data["district"], "window_no": "",
+                     "ignored_presses": None, "noise_pulses": None})
+    return rows
 
 
-def _write(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+def bad_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """This month's 差评, then the earlier months' carried over, with their source."""
+    return [{**item, "source": source}
+            for source, key in (("本月", "bad"), ("以前月份", "carried_over")) for item in data[key]]
+
+
+def _write(path: Path, table: Sequence[Column], rows: Iterable[Mapping[str, Any]]) -> Path:
     with path.open("w", encoding="utf-8-sig", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerow([column.title for column in table])
+        writer.writerows(columns.cells(table, rows))
     return path
 
 
@@ -39,36 +53,15 @@ def write_csv(data: Mapping[str, Any], directory: Path) -> list[Path]:
     """Write the report's tables into ``directory`` (made if missing); returns the files written."""
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"haochaping-{data['month']}"
-    windows = []
-    for hall in data["halls"]:
-        for w in hall["windows"]:
-            windows.append([hall["hall"], hall["name"], w["window_no"], " ".join(w["devices"]),
-                            " ".join(w["departments"]), *_figures(w), w["ignored_presses"], w["noise_pulses"],
-                            w["open_bad"]])
-        windows.append([hall["hall"], hall["name"], "合计", "", "", *_figures(hall["totals"]), "", "", ""])
-    bad = [[source, i["time"], i["hall"], i["window_no"], i["level_text"], i["staff_no"], i["staff_name"],
-            i["staff_dept"], ",".join(i["reason_codes"]), "是" if i["suspect"] else "", i["first_deadline"],
-            i["deadline"], "" if i["official_calendar"] else "暂按周一至周五推算", i["state_text"],
-            i["days_overdue"], i["fixed_on"] or "", i["fix"] or "",
-            "; ".join(f"{e['on']} 至 {e['until']}：{e['reason']}" for e in i["extensions"]),
-            "; ".join(f"{r['on']}：{r['text']}" for r in i["replies"]),
-            "" if i["appeal"] is None else f"#{i['appeal']} {i['appeal_state']}", i["id"]]
-           for source, key in (("本月", "bad"), ("以前月份", "carried_over")) for i in data[key]]
-    return [
-        _write(directory / f"{stem}-windows.csv",
-               ["大厅", "大厅名称", "窗口", "设备", "部门", *FIGURES, "忽略按键", "噪声脉冲", "未整改差评"], windows),
-        _write(directory / f"{stem}-departments.csv", ["部门", *FIGURES],
-               ([d["department"], *_figures(d)] for d in data["departments"])),
-        _write(directory / f"{stem}-bad.csv",
-               ["来源", "评价时间", "大厅", "窗口", "评价", "工号", "姓名", "部门", "原因代码", "可疑", "原整改期限",
-                "整改期限", "日历", "状态", "逾期天数", "整改日期", "整改情况", "延期", "答复", "申诉", "id"], bad),
-        _write(directory / f"{stem}-appeals.csv",
-               ["申诉号", "评价时间", "大厅", "窗口", "评价", "申诉日期", "申诉人", "申诉理由", "结果", "复核日期",
-                "复核人", "复核意见", "id"],
-               ([a["n"], a["time"], a["hall"], a["window_no"], a["level_text"], a["filed_on"], a["filed_by"],
-                 a["grounds"], a["decision_text"], a["decided_on"] or "", a["reviewer"], a["note"], a["id"]]
-                for a in data["appeals"])),
-        _write(directory / f"{stem}-suspect.csv", ["评价时间", "大厅", "窗口", "评价", "工号", "姓名", "部门", "id"],
-               ([s["time"], s["hall"], s["window_no"], s["level_text"], s["staff_no"], s["staff_name"],
-                 s["staff_dept"], s["id"]] for s in data["suspect"])),
+    tables: list[tuple[str, Sequence[Column], Iterable[Mapping[str, Any]]]] = [
+        ("windows", columns.WINDOWS, window_rows(data)),
+        ("departments", columns.DEPARTMENTS, data["departments"]),
+        ("bad", columns.BAD, bad_rows(data)),
+        ("appeals", columns.APPEALS, data["appeals"]),
+        ("suspect", columns.SUSPECT, data["suspect"]),
+        ("staff", columns.STAFF, data["staff"]),
+        ("reasons", columns.REASONS, data["bad_by_reason"]),
+        ("matters", columns.MATTERS, data["bad_by_matter"]),
+        ("flagged", columns.FLAGGED, data["flagged"]),
     ]
+    return [_write(directory / f"{stem}-{name}.csv", table, rows) for name, table, rows in tables]

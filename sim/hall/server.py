@@ -346,7 +346,8 @@ class HallServer:
 
     def report_data(self, month: str, today: datetime.date | None = None) -> dict[str, Any]:
         """The month's per-window figures as a dict; see :func:`~sim.hall.report.build_report`."""
-        return build_report(self.events(), month, self._storage.resolved_ids(), today)
+        return build_report(self.events(), month, self._storage.resolved_ids(), today,
+                            flags={str(f["id"]): str(f["problem"]) for f in self._storage.flags()})
 
     def report(self, month: str, today: datetime.date | None = None) -> str:
         """The month's per-window 好差评 report as text (``month`` is ``YYYY-MM``)."""
