@@ -230,3 +230,14 @@ def test_the_window_matter_and_the_queue_from_the_command_line(tmp_path):
     assert json.loads(run("push", "--db", db, "--format", "json")) == {
         "pending": 0, "sent": 0, "oldest_pending": None, "last_error": None}
     assert run("推送", "--db", db).startswith("省平台推送：待发 0  已发 0")
+
+
+def test_the_servers_own_report_keeps_flagged_events_out_of_the_figures(hall):
+    server, _, _, _ = hall
+    we1, _ = service_events()
+    post(server, "WE-0001", we1)
+    data = server.report_data("2026-09", today=datetime.date(2026, 10, 1))
+    (window,) = data["halls"][0]["windows"]
+    # r-good and r-bad count; r-suspect is apart; r-forged (its hash broken after sealing) is flagged, out.
+    assert (window["ratings"], window["good"], window["suspect"], window["flagged"]) == (2, 1, 1, 1)
+    assert [(f["id"], f["flag"]) for f in data["flagged"]] == [("r-forged", "hash")]

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: A citizen may rate within this many working days of the service (第八条).
 RATE_WITHIN_WORKING_DAYS = 5
+#: How often the push looks for unrated services past the limit (unless woken).
+SWEEP_EVERY_S = 60.0
 #: ``dataSource`` of every item: a window evaluator (评价器; Anhui marks it ``PJQ``).
 DATA_SOURCE = "PJQ"
 #: The channel of a window whose hall set none and whose device sent no rating yet (政务大厅其他终端).
@@ -133,6 +135,8 @@ class ProvincePush:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        #: Timer reading of the last look for unrated services past the limit (a day changes rarely).
+        self._last_sweep: float | None = None
         self._thread: threading.Thread | None = None
 
     # -- the thread --------------------------------------------------------------------------
@@ -160,7 +164,8 @@ class ProvincePush:
             self._db.close()
 
     def wake(self) -> None:
-        """New events are stored: collect and send now."""
+        """New events are stored, or the hall's clock moved: collect, look for defaults and send now."""
+        self._last_sweep = None
         self._wake.set()
 
     def _run(self) -> None:
@@ -217,7 +222,9 @@ class ProvincePush:
                     continue
                 db.execute("DELETE FROM push_waiting WHERE event_id = ?", (str(event["id"]),))
                 added += self._enqueue(db, item)
-        added += self._defaults(db)
+        if self._last_sweep is None or self._timer() - self._last_sweep >= SWEEP_EVERY_S:
+            self._last_sweep = self._timer()
+            added += self._defaults(db)
         added += self._overturned(db)
         return added
 
