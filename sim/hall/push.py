@@ -226,6 +226,26 @@ class ProvincePush:
             self._last_sweep = self._timer()
             added += self._defaults(db)
         added += self._overturned(db)
+        added += self._phone_records(db)
+        return added
+
+    def _phone_records(self, db: sqlite3.Connection) -> int:
+        """An item for each rating and 追评 made on the phone page (sim/hall/phone.py), after its service's events."""
+        row = db.execute("SELECT value FROM push_cursor WHERE name = 'phone'").fetchone()
+        try:
+            rows = db.execute("SELECT n, json FROM phone_records WHERE n > ? ORDER BY n",
+                              (row[0] if row else 0,)).fetchall()
+        except sqlite3.OperationalError:  # no phone page on this database
+            return 0
+        if not rows:
+            return 0
+        db.execute("INSERT OR REPLACE INTO push_cursor VALUES ('phone', ?)", (rows[-1][0],))
+        context = _Context(db)
+        added = 0
+        for _, body in rows:
+            item = context.item(json.loads(body))  # the hall's own time: always datable
+            if item is not None:
+                added += self._enqueue(db, item)
         return added
 
     def _enqueue(self, db: sqlite3.Connection, item: Mapping[str, Any]) -> int:

@@ -31,7 +31,9 @@ from sim.hall.contract import (
 )
 from sim.hall.faults import Fault, FaultPlan
 from sim.hall.handler import Answer, HallHTTPServer
+from sim.hall.phone import PhonePage
 from sim.hall.report import build_report, format_report
+from sim.hall.sms import RecordingGateway, SmsGateway
 from sim.hall.store import Storage
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,8 @@ class HallServer:
             after this many seconds (the hall forgot to close it).
         capture: keep every request as received (:attr:`captured`), for
             replaying it in tests.
+        public_url: the URL citizens reach the phone page at (its QR and SMS links); ``url`` by default.
+        sms: the SMS gateway for reminders; a stand-in that records them by default (``phone.sms``).
 
     With a shared ``default_key`` (the simulator's), any device id may sign,
     and the hall takes from a request only what speaks for the device its
@@ -86,8 +90,15 @@ class HallServer:
                  assignment: dict[str, Any] | None = None, tls: tuple[str, str] | None = None,
                  max_body: int = DEFAULT_MAX_BODY, *, keys_file: str | None = None,
                  clock: Callable[[], float] = time.time, capture: bool = False,
-                 session_max_age_s: float = 600.0) -> None:
+                 session_max_age_s: float = 600.0, public_url: str | None = None,
+                 sms: SmsGateway | None = None) -> None:
         self._storage = Storage(db_path)
+        self._public_url = public_url
+        #: The phone page (``/S/<code>``) and SMS reminders (sim/hall/phone.py); None on ``:memory:``.
+        self.phone: PhonePage | None = None
+        if str(db_path) != ":memory:":
+            self.phone = PhonePage(str(db_path), public_url=lambda: self.public_url, clock=clock,
+                                   reasons=self._reasons_of, sms=sms if sms is not None else RecordingGateway())
         self._keys = KeyRing(device_keys, default_key, keys_file)
         if self._keys.shared:
             logger.warning("one shared key for every device: any device id may sign (simulator use only)")
@@ -161,6 +172,8 @@ class HallServer:
     def close(self) -> None:
         """Stop, then close the database."""
         self.stop()
+        if self.phone is not None:
+            self.phone.close()
         self._storage.close()
 
     def __enter__(self) -> Self:
@@ -174,6 +187,18 @@ class HallServer:
         """Base URL, such as ``http://127.0.0.1:41234``."""
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"{'https' if self._tls else 'http'}://{host}:{self._port}"
+
+    @property
+    def public_url(self) -> str:
+        """Where citizens reach the phone page: ``public_url`` as given, else :attr:`url`."""
+        return self._public_url or self.url
+
+    def _reasons_of(self, device_id: str) -> list[dict[str, Any]]:
+        """The reason tags of the assignment served to the device (the phone page offers the same)."""
+        with self._lock:
+            assignment = self._assignments.get(device_id, self._assignments.get(None)) or {}
+        reasons = assignment.get("reasons")
+        return list(reasons) if isinstance(reasons, list) else []
 
     @property
     def port(self) -> int:
@@ -235,13 +260,17 @@ class HallServer:
 
     def open_session(self, device_id: str, ticket: str | None = None, project_no: str | None = None,
                      task_code: str | None = None, task_name: str | None = None,
-                     qr_url: str | None = None) -> dict[str, Any]:
+                     qr_url: str | None = None, mobile: str | None = None) -> dict[str, Any]:
         """Open a service session for the device, in place of any still open.
 
         The session is the answer to every session poll of the device until
         it is rated (an event with its ``session_id`` arrives, ``rating`` or
         ``unrated``), the hall closes it (:meth:`close_session`) or it is
         older than ``session_max_age_s``.
+
+        ``mobile``, a citizen's number from the queue or case system, stays at
+        the hall (never sent to the device): the phone page's link goes to it
+        by SMS once the session's event arrives (:meth:`PhonePage.arrived`).
 
         Returns:
             The session as the device receives it, with a new ``session_id``.
@@ -250,6 +279,8 @@ class HallServer:
             "session_id": uuid.uuid4().hex, "ticket": ticket, "project_no": project_no,
             "task_code": task_code, "task_name": task_name, "qr_url": qr_url,
         }
+        if mobile and self.phone is not None:
+            self.phone.expect_mobile(device_id, str(session["session_id"]), mobile)
         with self._session_cond:
             self._sessions[device_id] = (session, time.monotonic())
             self._session_cond.notify_all()
@@ -346,7 +377,10 @@ class HallServer:
 
     def report_data(self, month: str, today: datetime.date | None = None) -> dict[str, Any]:
         """The month's per-window figures as a dict; see :func:`~sim.hall.report.build_report`."""
-        return build_report(self.events(), month, self._storage.resolved_ids(), today,
+        events = self.events()
+        if self.phone is not None:  # ratings made on the phone, in place of their services' unrated events
+            events = self.phone.with_records(events)
+        return build_report(events, month, self._storage.resolved_ids(), today,
                             flags={str(f["id"]): str(f["problem"]) for f in self._storage.flags()})
 
     def report(self, month: str, today: datetime.date | None = None) -> str:
@@ -394,6 +428,11 @@ class HallServer:
             for event in valid:
                 if event.get("session_id"):
                     self._close(device_id, str(event["session_id"]))
+        if self.phone is not None and receipt.accepted:
+            try:
+                self.phone.arrived()  # SMS reminders for services whose event is here now
+            except Exception:  # a reminder never costs a device its acknowledgement
+                logger.exception("SMS reminders failed")
         if rejected:
             logger.warning("device %s: rejected %d events", device_id, len(rejected))
         answer: dict[str, Any] = {"accepted": receipt.accepted, "duplicate": receipt.duplicate,
