@@ -8,7 +8,7 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage
+.PHONY: help setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage test-phone
 
 # `make help` lists every target with the comment on its line (## ...).
 help: ## This list
@@ -16,8 +16,9 @@ help: ## This list
 
 TMUX := /usr/bin/tmux
 CHROMIUM := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
 
-setup: $(STAMP) $(FONT) $(TMUX) $(CHROMIUM) ## Install what is missing: Debian packages, the venv with the Python packages
+setup: $(STAMP) $(FONT) $(TMUX) $(CHROMIUM) $(CHROMEDRIVER) ## Install what is missing: Debian packages, the venv with the Python packages
 
 # WenQuanYi Bitmap Song: the crisp CJK bitmap font (PCF, 12 and 16 px).
 $(FONT):
@@ -34,6 +35,11 @@ $(TMUX):
 $(CHROMIUM):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y chromium poppler-utils fonts-wqy-zenhei
+
+# chromedriver: tests/test_phone_browser.py drives headless Chromium through Selenium (make test-phone).
+$(CHROMEDRIVER):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y chromium chromium-driver
 
 $(STAMP): setup.py
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
@@ -65,6 +71,10 @@ bench: setup ## Every budget of DESIGN.md as ratios measured in one run
 	$(PY) bench/bench_uplink.py
 	$(PY) bench/bench_device.py
 	$(PY) bench/bench_bus.py
+
+# The phone page in headless Chromium, fed by the simulator's QR codes (~15 s; kept out of the default run).
+test-phone: setup ## The phone page and SMS in a real browser (headless Chromium, Selenium)
+	$(PY) -m pytest -q -m slow tests/test_phone_browser.py
 
 # The production program on the fake Pi for every display model x interface x rotation (40 child processes).
 fakepi-matrix: setup ## The production program on the fake Pi: every panel x interface x rotation
