@@ -201,8 +201,9 @@ def load_more(path: str, today: datetime.date = AS_OF) -> HallDesk:
     we4 = [rating("WE-0004", "hq03-1015", "2026-10-15T10:00:00+08:00", "dissatisfied")]
     we5 = [rating("WE-0005", f"hq04-{n}", f"2026-11-0{n}T10:00:00+08:00", "very_satisfied") for n in (2, 3, 4)]
     storage = Storage(path)
-    for device, events in (("WE-0002", we2), ("WE-0003", gap), ("WE-0004", seal(we4) and we4),
-                           ("WE-0005", seal(we5) and we5)):
+    seal(we4)
+    seal(we5)
+    for device, events in (("WE-0002", we2), ("WE-0003", gap), ("WE-0004", we4), ("WE-0005", we5)):
         storage.store(device, events, "2026-12-01T00:00:00+00:00")
     storage.close()
     desk.register("WE-0004", "HQ")

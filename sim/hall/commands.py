@@ -39,14 +39,14 @@ def _date(text: str) -> datetime.date:
     try:
         return datetime.date.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"日期须为 YYYY-MM-DD：{text!r}") from None
 
 
 def _month(text: str) -> str:
     try:
         return check_month(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"月份须为 YYYY-MM：{text!r}") from None
 
 
 def last_month(today: datetime.date | None = None) -> str:

@@ -481,7 +481,8 @@ def _rate(tally: Mapping[str, Any]) -> str:
 
 
 def _figures(tally: Mapping[str, Any], indent: str) -> list[str]:
-    counts = "  ".join(f"{LEVEL_TEXT[level]} {n}" for level, n in tally["counts"].items())
+    # The level columns of the CSV and the 通报, read the same way.
+    counts = "  ".join(f"{column.title} {column.cell(tally)}" for column in columns.FIGURES[:len(LEVELS)])
     unrated = "不可知（评价未绑定办件）" if tally["unrated"] is None else str(tally["unrated"])
     rate = "" if tally["unrated_rate"] is None else f"  未评率 {tally['unrated_rate'] * 100:.1f}%"
     lines = [f"{indent}{counts}  合计 {tally['ratings']}", f"{indent}好评率 {_rate(tally)}",
@@ -588,8 +589,8 @@ def format_report(data: Mapping[str, Any]) -> str:
             outcome += f" {appeal['decided_on']} 复核人 {appeal['reviewer']}：{appeal['note']}"
         lines.append(f"    {outcome} id {appeal['id']}")
     lines.append(f"可疑评价（不计入好评率）{len(data['suspect'])}")
-    lines += [f"  {s['time']} {s['hall']}/{s['window_no']} {s['level_text']} 工号 {s['staff_no'] or '-'} id {s['id']}"
-              for s in data["suspect"]]
+    lines += [f"  {s['time']} {s['hall']}/{s['window_no']} {s['level_text']} 工号 {s['staff_no'] or '-'}"
+              f"{' 编号 ' + s['no'] if s['no'] else ''} id {s['id']}" for s in data["suspect"]]
     lines.append(f"标记事件（链断裂、冲突、缺失等，不计入任何数字）{len(data['flagged'])}")
     if data["flagged"]:
         lines += columns.text_table(columns.FLAGGED[:-1], data["flagged"])
