@@ -187,3 +187,19 @@ def test_one_sms_per_service_with_a_known_mobile_and_none_for_others(hall):
     db = sqlite3.connect(server.phone.db_path)
     assert db.execute("SELECT mobile FROM phone_sms").fetchall() == [("",)]  # not kept after its use
     db.close()
+
+
+def test_a_rating_for_a_service_the_hall_flagged_is_listed_apart_and_pushed_withheld(hall):
+    server, push, _, device = hall
+    device.service("2026-11-10T10:55:00+08:00", level="satisfied")
+    device.prev = "f" * 64  # the unrated event does not link to the one before: the hall flags it
+    session, url = device.service("2026-11-10T11:00:00+08:00")
+    assert server.flags("WE-0007")[0]["problem"] == "prev_hash"
+    assert rate(url, "very_satisfied").status_code == 200
+    push.collect()
+    (item,) = [i for i in push.items() if i["itemType"] == "rating" and i["projectNo"] == session]
+    assert item["withheld"] == "flagged:prev_hash"
+    with HallDesk(server.phone.db_path) as desk:
+        report = desk.report("2026-11", as_of=datetime.date(2026, 11, 30))
+    assert report["district"]["ratings"] == 1 and report["district"]["flagged"] == 1  # the 满意 at the counter
+    assert [line["flag"] for line in report["flagged"]] == ["prev_hash"]

@@ -256,11 +256,22 @@ class PhonePage:
         return datetime.datetime.fromtimestamp(self.clock(), CHINA).isoformat(timespec="seconds")
 
     def _base(self, service: Service) -> dict[str, Any]:
-        """The service's fields every record of it carries (who served, the case, the window)."""
+        """The service's fields every record of it carries (who served, the case, the window), and its flag.
+
+        A service whose event the hall flagged (a chain break, a taken seq: interface 7) passes the flag on:
+        its rating here is listed apart and pushed withheld, as the event itself would be.
+        """
         source = service.event
         keep = ("device_id", "window_no", "staff_no", "staff_name", "staff_dept", "session_id", "ticket",
                 "project_no", "task_code", "task_name")
-        return {key: source[key] for key in keep if key in source}
+        base = {key: source[key] for key in keep if key in source}
+        with self._lock:
+            row = self._db.execute("SELECT problem FROM flags WHERE id = ? ORDER BY rowid LIMIT 1",
+                                   (str(source["id"]),)).fetchone()
+        flag = source.get("flag") or (row[0] if row else None)
+        if flag:
+            base["flag"] = str(flag).split(",")[0]
+        return base
 
     def rate(self, service: Service, level: str, reasons: Sequence[str], comment: str, public: bool) -> Event:
         """Store the service's rating made on the phone.

@@ -243,7 +243,10 @@ class ProvincePush:
         context = _Context(db)
         added = 0
         for _, body in rows:
-            item = context.item(json.loads(body))  # the hall's own time: always datable
+            record = json.loads(body)
+            if record.get("flag"):  # its service's event is flagged: withheld with it
+                context.flags[str(record["id"])] = str(record["flag"])
+            item = context.item(record)  # the hall's own time: always datable
             if item is not None:
                 added += self._enqueue(db, item)
         return added
