@@ -27,7 +27,7 @@ main{padding:12px 14px 40px;max-width:560px;margin:auto}
 .facts{font-size:14px;color:#555;line-height:1.7}
 h1{font-size:20px;margin:6px 0 10px}
 .level{display:block;border:1px solid #ddd;border-radius:6px;margin:8px 0;padding:10px}
-.level>label{font-size:17px;display:block}
+.level>label{font-size:17px}
 .tags{display:none;margin:8px 0 0 26px}
 .level input[name=level]:checked~.tags{display:block}
 .tag{display:block;margin:6px 0;font-size:15px}
