@@ -147,7 +147,8 @@ class App:
         self.clocks = clocks = clocks or Clocks()
         self.events = hardware.events
         self.outbox = Outbox(config.outbox.path, max_events=config.outbox.max_events, clock=clocks.monotonic,
-                             min_free_bytes=config.outbox.min_free_mb * 1024 * 1024)
+                             min_free_bytes=config.outbox.min_free_mb * 1024 * 1024,
+                             device_id=config.device.id, window_no=config.device.window_no, clocks=clocks)
         try:
             self.uploader = Uploader(
                 self.outbox, make_transport(config, key, config.upload.timeout_s), config.device.id,

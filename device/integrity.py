@@ -13,6 +13,9 @@ chain; then a line for each kind of damage with its count:
 * ``lost``: runs of seqs the device itself found missing and recorded
   (a lost WAL, a damaged page), with how many of them the hall had;
 * ``set aside``: rows the device could not read, kept as dead letters;
+* ``dead letters``: events the hall refused for good (not ``seq_taken``);
+* ``gaps``: ``gap`` events in the chain, each the device's record of sealed
+  events it can no longer deliver (``from_seq``, ``to_seq``, ``count``, ``reason``);
 * the damage counts the device keeps in its witness beside the file
   (``<outbox>-witness``), and the head it witnessed against the file's;
 * ``rewritten``: with ``--hall DB``, events whose hash differs from the
@@ -42,11 +45,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from device.queue import witness
 from device.records import GENESIS_HASH, event_hash
 
 #: The damage kinds counted on a chain, in the order they are printed.
 COUNTS = ("missing", "altered", "unlinked", "reused", "foreign", "lost", "lost_delivered", "set_aside",
-          "rewritten")
+          "dead_letters", "gaps", "rewritten")
+#: The start of the ``reason`` of a ``lost`` run the device left when it sealed its undelivered events
+#: again after the hall's head (``Outbox.reseal``): the hall holds those seqs, the chain links across.
+HELD_BY_HALL = "held by the hall under other events"
 
 
 @dataclass
@@ -124,6 +131,9 @@ class _Chain:
             return
         if kind == "pruned":
             self.report.pruned += last - first + 1
+        elif kind == "held":
+            self.report.notes.append(f"seq {first}..{last} are held by the hall under events of another copy of "
+                                     "this folder; the device sealed its own again after them")
         else:
             self.report.count("lost", first, last - first + 1 - delivered)
             self.report.count("lost_delivered", first, delivered)
@@ -151,7 +161,7 @@ class _Chain:
             return
         if seq > self.expected:
             self._gap(seq)
-        if event.get("hash") != event_hash(event):
+        if event.get("hash") != _hash_or_none(event):
             self.note_break(seq, "hash does not match the event's contents")
             self.report.count("altered", seq)
         elif self.prev is not None and event.get("prev_hash") != self.prev:
@@ -169,6 +179,14 @@ class _Chain:
         r.last = seq
 
 
+def _hash_or_none(event: dict[str, Any]) -> str | None:
+    """The event's hash, or None when its contents cannot even be encoded (a damaged row)."""
+    try:
+        return event_hash(event)
+    except (UnicodeError, TypeError, ValueError):
+        return None
+
+
 def _gap_text(expected: int, found: int) -> str:
     missing = f"{expected}" if found == expected + 1 else f"{expected}..{found - 1}"
     return f"seq gap: missing {missing} (expected {expected}, found {found})"
@@ -179,7 +197,10 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-    return sqlite3.connect(uri, uri=True)
+    conn = sqlite3.connect(uri, uri=True)
+    # A row with bytes that are not UTF-8 is damage to report, not a reason to stop reading.
+    conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
+    return conn
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -202,8 +223,9 @@ def _runs(conn: sqlite3.Connection, tables: set[str]) -> list[tuple[int, int, st
     if "pruned" in tables:
         runs += [(a, b, h, "pruned", 0) for a, b, h in conn.execute("SELECT first, last, last_hash FROM pruned")]
     if "lost" in tables:
-        runs += [(a, b, h, "lost", d or 0) for a, b, h, d in
-                 conn.execute("SELECT first, last, last_hash, delivered FROM lost")]
+        reason = "reason" if "reason" in _columns(conn, "lost") else "''"
+        runs += [(a, b, h, "held" if str(r or "").startswith(HELD_BY_HALL) else "lost", d or 0) for a, b, h, d, r in
+                 conn.execute(f"SELECT first, last, last_hash, delivered, {reason} FROM lost")]
     return sorted(runs)
 
 
@@ -230,6 +252,8 @@ def check_outbox(conn: sqlite3.Connection) -> list[ChainReport]:
             chain.run(run[0], run[1], run[2], run[3], run[4])
             run = next(runs, None)
         chain.event(event, stored_seq=seq, stored_id=event_id)
+        if event.get("type") == "gap":
+            chain.report.count("gaps", seq)
     if chain is None:
         chain = _Chain("outbox")
     while run is not None:
@@ -240,6 +264,9 @@ def check_outbox(conn: sqlite3.Connection) -> list[ChainReport]:
         for (seq,) in conn.execute("SELECT seq FROM events WHERE state = 'rejected' AND error LIKE 'damaged:%' "
                                    "ORDER BY seq"):
             report.count("set_aside", seq)
+        for (seq,) in conn.execute("SELECT seq FROM events WHERE state = 'rejected' AND (error IS NULL OR "
+                                   "error NOT LIKE 'damaged:%') ORDER BY seq"):
+            report.count("dead_letters", seq)
     return [report]
 
 
@@ -252,7 +279,10 @@ def check_server(conn: sqlite3.Connection) -> list[ChainReport]:
         if chain is None or chain.report.device_id != device_id:
             chain = _Chain(device_id)
             reports.append(chain.report)
-        chain.event(_parse(body), stored_seq=seq, stored_id=event_id)
+        event = _parse(body)
+        chain.event(event, stored_seq=seq, stored_id=event_id)
+        if event.get("type") == "gap":
+            chain.report.count("gaps", seq)
     return reports
 
 
@@ -267,8 +297,6 @@ def _parse(body: str) -> dict[str, Any]:
 
 def witness_notes(conn: sqlite3.Connection, path: str | os.PathLike[str], report: ChainReport, head: int) -> None:
     """What the device's witness beside an outbox says: its head against the file's, the damage it counted."""
-    from device.queue import witness
-
     found, state = witness.read(os.fspath(path) + "-witness")
     if found == "missing":
         if head:

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 GENESIS_HASH = "0" * 64
 
-EVENT_TYPES = ("rating", "detail", "unrated", "clock")
+EVENT_TYPES = ("rating", "detail", "unrated", "clock", "gap")
+#: Why a device can no longer deliver events it had sealed (a ``gap`` event's ``reason``).
+GAP_REASONS = ("unreadable_row", "lost_events", "restored_copy", "foreign_folder", "lost_wal")
 
 
 # One encoder for every event: json.dumps would build a new one per call.
@@ -179,3 +181,28 @@ class RecordFactory:
         fields = self.base("clock", origin, None)
         fields.update(source=source, synced_at=fields["occurred_at"])
         return fields
+
+
+def gap_fields(clocks: Clocks, device_id: str, window_no: str, from_seq: int | None, to_seq: int | None,
+               count: int, reason: str, new_id: Callable[[], str] = new_id) -> dict[str, Any]:
+    """The fields of a ``gap`` event: sealed events this device can no longer deliver.
+
+    Made by the outbox itself when it finds the loss (it knows the device and
+    window it serves); the device, window and time fields are the usual ones,
+    without staff or level.
+
+    Args:
+        from_seq: the first seq of the range it can no longer deliver, or None when unknown.
+        to_seq: the last, or None when unknown.
+        count: how many of them were not delivered (0 when unknown).
+        reason: one of :data:`GAP_REASONS`.
+    """
+    if reason not in GAP_REASONS:
+        raise ValueError(f"no such gap reason: {reason!r}")
+    synced = clocks.is_synced()
+    if not synced:
+        clocks.stamped_unsynced()
+    return {"id": new_id(), "type": "gap", "device_id": device_id, "window_no": window_no,
+            "occurred_at": iso(clocks.wall()), "clock_synced": synced, "boot_id": clocks.boot_id,
+            "mono_ms": clocks.mono_ms(), "from_seq": from_seq, "to_seq": to_seq, "count": count,
+            "reason": reason}

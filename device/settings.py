@@ -19,7 +19,6 @@
 """
 
 import dataclasses
-import errno
 import hashlib
 import hmac
 import json
@@ -27,29 +26,20 @@ import logging
 import os
 import re
 import secrets
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from device import config as config_mod
+from device import files
 from device.errors import ConfigError, SettingsError
+from device.files import fsync_dir
 
 logger = logging.getLogger(__name__)
 
 #: The overlay as ``{section: {key: value}}``.
 Overlay = dict[str, dict[str, Any]]
 StrPath = str | os.PathLike[str]
-
-
-def fsync_dir(path: StrPath) -> None:
-    """Flush a folder's entries (a rename is only durable once its folder is)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path: StrPath, data: bytes, mode: int = 0o600) -> None:
@@ -64,31 +54,10 @@ def write_atomic(path: StrPath, data: bytes, mode: int = 0o600) -> None:
     Raises:
         SettingsError: naming the file, if any step fails; the old file is then intact.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            # The content must be on disk before the name points at it.
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        tmp = None
-        fsync_dir(folder)
+        files.write_atomic(path, data, mode)
     except OSError as e:
-        raise SettingsError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        raise SettingsError(f"cannot write {os.fspath(path)}: {e.strerror or e}") from None
 
 
 def remove_durably(path: StrPath) -> None:
@@ -144,20 +113,8 @@ def _write_file(path: str, data: bytes) -> None:
 
 
 def _rename(src: str, dst: str) -> None:
-    """Move ``src`` to ``dst``; across filesystems by copy, flush, replace and delete."""
-    try:
-        os.replace(src, dst)
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
-        tmp = dst + ".next"
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o600)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-        scrub(src)
-    fsync_dir(os.path.dirname(os.path.abspath(dst)))
+    """Move ``src`` to ``dst``; across filesystems the source (a key) is scrubbed after the copy."""
+    files.move(src, dst, remove_source=scrub)
 
 
 #: What ``write_atomic`` names its temporary files: ``.<name>.<random>.tmp``.

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.mark.parametrize("script, args", [
-    ("bench_outbox.py", ["--events", "50", "--batch", "20"]),
+    ("bench_outbox.py", ["--events", "50", "--batch", "20", "--ratings", "50"]),
     ("bench_uplink.py", ["--events", "300", "--baseline-events", "20"]),
 ])
 def test_benchmark_runs_and_prints_its_ratio(script, args):

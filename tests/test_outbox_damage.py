@@ -67,6 +67,15 @@ def verify_lines(path, *args):
     return done.returncode, done.stdout.splitlines()
 
 
+def ratings(events):
+    """The events that are not ``gap`` events (which the outbox appends for each loss it finds)."""
+    return [e for e in events if e.get("type") != "gap"]
+
+
+def gaps(box):
+    return [(e["from_seq"], e["to_seq"], e["count"], e["reason"]) for e in box.events() if e.get("type") == "gap"]
+
+
 def drain(box):
     sent = []
     while batch := box.claim(50):
@@ -82,7 +91,7 @@ def test_a_wal_deleted_after_a_kill_is_counted_and_no_seq_is_used_again(tmp_path
     rc, lines = verify_lines(path)                   # before the device opens it again
     assert rc == 1 and any("the witness saw seq 10 committed; the file ends at seq 0" in line for line in lines)
 
-    box = Outbox(path)
+    box = Outbox(path, device_id="d1")
     damage = box.damage()
     # The kill came right after the delivery: the witness had not recorded it yet.
     assert (damage["lost"], damage["lost_delivered"], damage["reused_seq_prevented"]) == (10, 0, 10)
@@ -90,8 +99,12 @@ def test_a_wal_deleted_after_a_kill_is_counted_and_no_seq_is_used_again(tmp_path
     box.note_acknowledged_head(4, events[3]["hash"])   # the hall's next answer: it holds 1..4
     damage = box.damage()
     assert (damage["lost"], damage["lost_delivered"]) == (6, 4)
+    # The loss travels in the chain: a gap event right after the lost run (the hall tells which of them it holds).
+    (gap,) = [e for e in box.events() if e["type"] == "gap"]
+    assert (gap["seq"], gap["prev_hash"], gap["from_seq"], gap["to_seq"], gap["count"], gap["reason"]) == \
+        (11, events[-1]["hash"], 1, 10, 10, "lost_wal")
     nxt = box.append(rating(99))
-    assert nxt["seq"] == 11 and nxt["prev_hash"] == events[-1]["hash"]
+    assert nxt["seq"] == 12 and nxt["prev_hash"] == gap["hash"]
     assert box.lost_runs() == [(1, 10, events[-1]["hash"])]
     box.close()
     box = Outbox(path)                                # found once, not again at every start
@@ -99,7 +112,7 @@ def test_a_wal_deleted_after_a_kill_is_counted_and_no_seq_is_used_again(tmp_path
     box.close()
     rc, lines = verify_lines(path)
     assert rc == 1 and lines[0] == "d1: BREAK at seq 1: seq 1..10 recorded as lost by the device"
-    assert lines[1] == "d1: damage: 6 lost (seq 1), 4 lost delivered (seq 1)"
+    assert lines[1] == "d1: damage: 6 lost (seq 1), 4 lost delivered (seq 1), 1 gaps (seq 11)"
 
 
 def test_a_truncated_wal_loses_only_its_tail_and_says_how_many(tmp_path):
@@ -110,10 +123,11 @@ def test_a_truncated_wal_loses_only_its_tail_and_says_how_many(tmp_path):
     box = Outbox(path)
     kept = box.head()[0]
     lost = box.damage()["lost"]
-    assert lost > 0 and len(box.events()) + lost == 40
-    assert [e["id"] for e in drain(box)] == [e["id"] for e in events[:40 - lost]]
+    assert lost > 0 and len(ratings(box.events())) + lost == 40
+    assert gaps(box) == [(41 - lost, 40, lost, "lost_wal")]
+    assert [e["id"] for e in ratings(drain(box))] == [e["id"] for e in events[:40 - lost]]
     nxt = box.append(rating(99))
-    assert nxt["seq"] == 41 and nxt["prev_hash"] == events[-1]["hash"] and kept == 40
+    assert nxt["seq"] == 42 and nxt["prev_hash"] != events[-1]["hash"] and kept == 41
     box.close()
 
 
@@ -131,9 +145,10 @@ def test_a_flipped_page_is_kept_aside_the_rest_salvaged_and_every_loss_counted(t
     assert damage["replaced"] == 1 and damage["quick_check"] != "ok" and damage["kept_aside"]
     assert os.path.exists(damage["kept_aside"][0])
     sent = drain(box)
-    assert len(sent) + damage["lost"] + damage["set_aside"] == 300
-    assert {e["id"] for e in sent} <= {e["id"] for e in events}
-    assert box.append(rating(99))["seq"] == 301 and box.integrity_check() == "ok"
+    assert len(ratings(sent)) + damage["lost"] + damage["set_aside"] == 300
+    assert {e["id"] for e in ratings(sent)} <= {e["id"] for e in events}
+    assert sum(count for _, _, count, _ in gaps(box)) == damage["lost"] + damage["set_aside"]
+    assert box.append(rating(99))["seq"] == 301 + len(gaps(box)) and box.integrity_check() == "ok"
     box.close()
 
 
@@ -146,10 +161,11 @@ def test_a_truncated_database_is_counted_and_the_chain_goes_on(tmp_path, size):
     damage = box.damage()
     sent = drain(box)
     # Every undelivered event is either delivered now or counted as lost.
-    assert len(sent) + damage["lost"] == 200
-    assert damage["lost"] + damage["lost_delivered"] + len(box.events()) == 300
+    assert len(ratings(sent)) + damage["lost"] + damage["set_aside"] == 200
+    assert damage["lost"] + damage["lost_delivered"] + len(ratings(box.events())) == 300
+    assert sum(count for _, _, count, _ in gaps(box)) >= damage["lost"] + damage["set_aside"]
     nxt = box.append(rating(99))
-    assert nxt["seq"] == 301 and nxt["prev_hash"] == events[-1]["hash"]
+    assert nxt["seq"] == 301 + len(gaps(box)) and (events[-1]["hash"] == nxt["prev_hash"] or gaps(box))
     box.close()
 
 
@@ -173,7 +189,8 @@ def test_a_poison_row_is_set_aside_and_never_blocks_the_rows_behind_it(tmp_path)
     body = box._conn.execute("SELECT body FROM events WHERE seq = 3").fetchone()[0]
     box._conn.execute("UPDATE events SET body = ? WHERE seq = 3", [body.replace("satisfied", "XXXXXXXXd", 1)])
     sent = drain(box)
-    assert [e["seq"] for e in sent] == [1, 2, 4, 5, 6, 7, 8, 9, 10]
+    assert [e["seq"] for e in sent] == [1, 2, 4, 5, 6, 7, 8, 9, 10, 11]
+    assert gaps(box) == [(3, 3, 1, "unreadable_row")] and sent[-1]["type"] == "gap"
     assert box.damage()["set_aside"] == 1 and box.counts()["rejected"] == 1
     assert box.retry_rejected() == 0                  # a row that cannot be read is not sent again
     box.close()
@@ -262,8 +279,12 @@ def test_the_halls_head_beyond_ours_is_counted_and_no_seq_is_used_twice(tmp_path
     box.note_acknowledged_head(40, "ab" * 32)         # the outbox and its witness were both lost
     damage = box.damage()
     assert (damage["lost_delivered"], damage["reused_seq_prevented"], damage["reused_seq"]) == (40, 40, 0)
-    nxt = box.append(rating(1))
-    assert nxt["seq"] == 41 and nxt["prev_hash"] == "ab" * 32
+    # What was sealed after seq 40 and never delivered cannot be known here: a gap says so, end and count unknown.
+    nxt = box.append(rating(1))                       # the gap goes first (after a reseal, had there been one)
+    gap, _ = box.events()
+    assert (gap["seq"], gap["prev_hash"], gap["from_seq"], gap["to_seq"], gap["count"], gap["reason"]) == \
+        (41, "ab" * 32, 41, None, 0, "lost_wal")
+    assert nxt["seq"] == 42 and nxt["prev_hash"] == gap["hash"]
     box.close()
 
 

@@ -30,6 +30,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from damage_cases import OTHER_CASES, key_kills
+from damage_copies import COPY_CASES
 from damage_rig import (
     Device,
     Hall,
@@ -163,7 +164,7 @@ STORAGE_CASES: dict[str, Callable[[str, Image], Outcome]] = {
 }
 
 
-CASES: dict[str, Callable[[str, Image], Outcome]] = {**STORAGE_CASES, **OTHER_CASES}
+CASES: dict[str, Callable[[str, Image], Outcome]] = {**STORAGE_CASES, **COPY_CASES, **OTHER_CASES}
 
 
 def run_case(name: str, work: str, base: Image) -> Outcome:

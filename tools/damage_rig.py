@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import queue
@@ -64,11 +65,17 @@ class Hall:
     """The stand-in hall server on ``db``, reached through a link that can be cut."""
 
     def __init__(self, db: str) -> None:
-        self.server = HallServer(db, default_key=KEY)
+        # The link first: its URL is the one the hall serves (a hall that checks ``@target-uri``
+        # against its configured URL must accept what the device sends through the link).
+        self.link = NetworkLink("127.0.0.1", 0)
+        self.url = f"http://{self.link.address[0]}:{self.link.address[1]}"
+        extra: dict[str, Any] = {}
+        if "public_url" in inspect.signature(HallServer).parameters:
+            extra["public_url"] = [self.url]
+        self.server = HallServer(db, default_key=KEY, **extra)
         self.server.start()
         host, port = self.server.url.removeprefix("http://").split(":")
-        self.link = NetworkLink(host, int(port))
-        self.url = f"http://{self.link.address[0]}:{self.link.address[1]}"
+        self.link.target = (host, int(port))
 
     def seqs(self) -> list[int]:
         """The seqs the hall stored for the device, as stored (a seq twice would show twice)."""
@@ -272,6 +279,8 @@ class Outcome:
     notes: list[str] = dataclasses.field(default_factory=list)
     problems: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    #: The columns of the copies-and-flipped-bytes cases (``tools/damage_copies.py``): name -> value.
+    matrix: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -283,7 +292,10 @@ class Outcome:
         shown = ", ".join(f"{k.replace('_', ' ')} {d[k]}" for k in
                           ("lost", "lost_delivered", "set_aside", "rewritten", "replaced") if d.get(k))
         parts = [f"{self.case:<20} {'ok  ' if self.ok else 'FAIL'} {self.seconds:4.1f} s"]
-        if self.kept and self.new:
+        if self.matrix:
+            parts.append(", ".join(f"{k} {'yes' if v is True else 'NO' if v is False else v}"
+                                   for k, v in self.matrix.items()))
+        elif self.kept and self.new:
             parts.append(f"kept {self.kept}, at the hall {self.at_hall}, counted {self.counted}"
                          + (f" ({shown})" if shown else "") + f"; next seq {', '.join(map(str, self.new))}")
         text = "; ".join([*parts, *self.notes, *(f"PROBLEM: {p}" for p in self.problems)])

@@ -19,6 +19,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+import sqlite_utils
+
 from device.errors import StorageError
 from device.queue import repair, schema
 from device.queue.witness import Head, Witness
@@ -43,6 +45,23 @@ class DamageBook:
         self.kept_aside: list[str] = []
         #: Delivered marks kept in memory because the disk was full (see Outbox.mark_delivered).
         self.marks_unsaved = 0
+        #: ``gap`` events due: ``(from_seq, to_seq, count, reason)``; the outbox appends them to the chain.
+        self.gaps: list[tuple[int | None, int | None, int, str]] = []
+        #: A restored or cloned copy was already announced with a ``gap`` since this open.
+        self.copy_announced = False
+
+    def gap(self, from_seq: int | None, to_seq: int | None, count: int, reason: str) -> None:
+        """A ``gap`` event is due (see :data:`device.records.GAP_REASONS`)."""
+        self.gaps.append((from_seq, to_seq, count, reason))
+
+    def copy_found(self, after_seq: int) -> None:
+        """This folder is a restored, cloned or carried-over copy: the hall holds seqs up to ``after_seq`` it
+        never had. What its newer copy sealed after them and never delivered cannot be known here: one
+        ``gap`` (end and count unknown) says so, once per open."""
+        if self.copy_announced:
+            return
+        self.copy_announced = True
+        self.gap(after_seq + 1, None, 0, "lost_wal" if self.witness.found != "ok" else "restored_copy")
 
     def incident(self, message: str, **counts: int) -> None:
         """Record one incident: logged, counted, kept in the witness and the damage log."""
@@ -62,6 +81,12 @@ class DamageBook:
             StorageError: the database cannot be written (the findings stay uncounted
                 and are found again at the next open).
         """
+        undelivered = set()
+        if found.damaged:
+            marks = ",".join("?" * len(found.damaged))
+            undelivered = {seq for (seq,) in conn.execute(
+                f"SELECT seq FROM events WHERE state != ? AND seq IN ({marks})",
+                [schema.DELIVERED, *(seq for seq, _ in found.damaged)])}
         if found.losses or found.damaged:
             with schema.immediate(conn, self.path):
                 for loss in found.losses:
@@ -81,8 +106,13 @@ class DamageBook:
                           + ("; their seq numbers are not used again" if tail else ""),
                           lost=loss.size - delivered, lost_delivered=delivered,
                           reused_seq_prevented=loss.size if tail else 0)
+            if loss.size > delivered:
+                self.gap(loss.first, loss.last, loss.size - delivered,
+                         "lost_wal" if "WAL" in loss.reason and not self.kept_aside else "lost_events")
         for seq, why in found.damaged:
             self.incident(f"the row of seq {seq} was set aside as a dead letter ({why})", set_aside=1)
+            if seq in undelivered:
+                self.gap(seq, seq, 1, "unreadable_row")
         if found.broken:
             shown = ", ".join(map(str, found.broken[:5]))
             self.witness.note_broken(max(found.broken))
@@ -125,8 +155,6 @@ class DamageBook:
         aside = repair.move_aside(self.path)
         self.kept_aside.append(aside)
         conn = connect()
-        import sqlite_utils
-
         schema.create(sqlite_utils.Database(conn), self.path)
         saved = repair.salvage(aside, conn, self.witness.state.head.seq)
         how = ("could not be read at all" if not saved.opened else
@@ -134,6 +162,10 @@ class DamageBook:
                                                                 if saved.header_repaired else ""))
         self.incident(f"the database failed SQLite's check ({check[:120]}); kept aside as "
                       f"{os.path.basename(aside)}; {how}", replaced=1)
+        for seq, why, delivered in saved.damaged:
+            self.incident(f"the row of seq {seq} was set aside as a dead letter ({why})", set_aside=1)
+            if not delivered:
+                self.gap(seq, seq, 1, "unreadable_row")
         unreadable = "" if saved.opened and not saved.header_repaired else (
             f"the outbox database {self.path} could not be opened ({check[:120]}); it was kept aside as {aside} "
             f"and a new one started ({how}); the device starts again with it")
@@ -163,7 +195,10 @@ class DamageBook:
         See :meth:`~device.queue.outbox.Outbox.note_acknowledged_head`.
         """
         if seq > head[0]:
-            reused = max(0, head[0] - opened_head)
+            # Events sealed since this open under seqs the hall holds: a hall that rejects them
+            # (seq_taken) gets them sealed again; only those it took anyway were used twice.
+            reused = int(conn.execute("SELECT count(*) FROM events WHERE seq > ? AND seq <= ? AND state = ?",
+                                      [opened_head, head[0], schema.DELIVERED]).fetchone()[0])
             first = head[0] + 1
             try:
                 with schema.immediate(conn, self.path):
@@ -179,10 +214,15 @@ class DamageBook:
                 f"{seq - first + 1} events gone here (the hall has them); the next seq follows the hall's"
                 + (f"; {reused} seq numbers were used twice before this was known" if reused else ""),
                 lost_delivered=seq - first + 1, reused_seq_prevented=seq - first + 1, reused_seq=reused)
+            self.copy_found(seq)
             head = (seq, digest)
         else:
             ours = repair.hash_at(conn, seq)
-            if ours is not None and ours != digest and self.witness.flag(seq, digest):
+            row = conn.execute("SELECT state FROM events WHERE seq = ?", [seq]).fetchone()
+            # Not yet acknowledged here: another copy's event holds that seq at the hall (seq_taken and a
+            # reseal follow), not a rewritten history.
+            taken = row is not None and row[0] == schema.PENDING
+            if ours is not None and ours != digest and not taken and self.witness.flag(seq, digest):
                 self.incident(f"the event at seq {seq} differs from the one the hall acknowledged "
                               "(a rewritten history)", rewritten=1)
             self._refine_losses(conn, seq)
@@ -218,7 +258,7 @@ class DamageBook:
 def summary(damage: dict[str, Any]) -> str:
     """One line for a fault list: ``lost 40, set aside 1, ...``; "" when nothing was ever found."""
     parts = [f"{kind.replace('_', ' ')} {damage[kind]}" for kind in
-             ("lost", "lost_delivered", "set_aside", "rewritten", "reused_seq", "replaced")
+             ("lost", "lost_delivered", "set_aside", "rewritten", "reused_seq", "replaced", "foreign", "gaps")
              if damage.get(kind)]
     if damage.get("marks_unsaved"):
         parts.append(f"{damage['marks_unsaved']} delivery marks not yet saved (disk full)")

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from device import files
 from device.clock import Clocks
 from device.config import Config
 from device.errors import TransportError, UnauthenticatedAnswer
@@ -147,13 +148,8 @@ def load_assignment(path: str | os.PathLike[str]) -> Assignment | None:
 
 
 def save_assignment(path: str | os.PathLike[str], assignment: Assignment) -> None:
-    """Keep the assignment across reboots: write, fsync, rename (never a torn file)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(assignment.to_json(), f, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Keep the assignment across reboots (:func:`device.files.write_atomic`: never a torn file)."""
+    files.write_atomic(path, json.dumps(assignment.to_json(), ensure_ascii=False).encode("utf-8"))
 
 
 #: The fault while sessions come faster than a person could be served.

@@ -25,8 +25,17 @@ the hall last acknowledged. A database that fails the check is kept aside and
 what can be read is copied into a new one; what went missing is recorded as
 runs of lost seqs and counted, and no seq is ever used twice. A row that
 cannot be read is set aside as a dead letter with the reason when it is
-claimed, and never blocks the rows behind it. :meth:`Outbox.damage` gives
-the counts.
+claimed, and never blocks the rows behind it. Every loss found becomes a
+``gap`` event appended to the chain (``from_seq``, ``to_seq``, ``count``,
+``reason``), delivered like any event, so the hall learns of it.
+:meth:`Outbox.damage` gives the counts.
+
+A data folder restored from an older copy, cloned, or carried over never
+gives a seq the hall holds to another event: another device's outbox is
+kept aside at open (``device_id``), the hall's head from each verified
+answer moves ours past it (:meth:`Outbox.note_acknowledged_head`), and when
+the hall answers ``seq_taken`` the undelivered events are sealed again after
+its head (:meth:`Outbox.reseal`).
 
 Pruning deletes delivered events only, oldest first, and records each run of
 deleted ``seq`` numbers with the hash of its last event in ``pruned``, so the
@@ -35,6 +44,7 @@ chain stays checkable across the holes (``device.integrity``).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -46,6 +56,7 @@ from typing import Any
 
 import sqlite_utils
 
+from device.clock import Clocks
 from device.errors import StorageDamaged, StorageError
 from device.queue import repair, schema
 from device.queue.damage import DamageBook
@@ -53,7 +64,7 @@ from device.queue.reading import Event, chunks
 from device.queue.schema import DELIVERED, PENDING, REJECTED, SENDING
 from device.queue.settle import OutboxSettlement
 from device.queue.space import MIN_FREE_BYTES, Capacity, DiskSpace
-from device.records import seal_text
+from device.records import gap_fields, seal_text
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +76,9 @@ CHECKPOINT_COMMITS = 50
 MARKS_FLUSH_S = 10.0
 #: ... or once this many wait.
 MARKS_FLUSH_COUNT = 500
+#: Ids appended lately, kept in memory: the same id appended again (a retried append) is refused.
+#: The file has no index on ``id`` (it cost a page per append; see :func:`device.queue.schema.create`).
+RECENT_IDS = 64
 
 # Fixed statement texts: sqlite3 keeps them prepared in its statement cache.
 _INSERT = "INSERT INTO events (seq, id, type, body, hash, state) VALUES (?, ?, ?, ?, ?, 'pending')"
@@ -84,6 +98,11 @@ class Outbox(OutboxSettlement):
             (default ``LOW_FREE_FACTOR * min_free_bytes``).
         statvfs: ``os.statvfs``, injectable so tests can fake a full disk.
         clock: monotonic seconds, for the free-disk cache (injectable like ``statvfs``).
+        device_id: the configured device id: an outbox kept by another device (a carried-over
+            folder) is kept aside and a new one started; also the ``device_id`` of ``gap`` events
+            (default: the newest event's).
+        window_no: the configured window, for ``gap`` events (default: the newest event's).
+        clocks: what stamps ``gap`` events (default: the system's clocks).
 
     Raises:
         StorageError: the file cannot be opened or made (a folder that cannot be written).
@@ -95,7 +114,8 @@ class Outbox(OutboxSettlement):
     def __init__(self, path: str | os.PathLike[str], max_events: int = 500_000, *,
                  min_free_bytes: int = MIN_FREE_BYTES, low_free_bytes: int | None = None,
                  statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, device_id: str = "", window_no: str = "",
+                 clocks: Clocks | None = None) -> None:
         self.path = str(path)
         self.directory = os.path.dirname(os.path.abspath(self.path))
         self.capacity = Capacity(DiskSpace(self.directory, statvfs, clock), max_events, min_free_bytes,
@@ -111,15 +131,26 @@ class Outbox(OutboxSettlement):
         #: Rows that could not be read and could not be marked either: never claimed again.
         self._skipped: set[int] = set()
         self._commits = 0
+        self._recent_ids: collections.deque[str] = collections.deque(maxlen=RECENT_IDS)
+        self._recent_set: set[str] = set()
         self._checkpointer = schema.Checkpointer(self.path)
+        self.device_id, self.window_no = device_id, window_no
+        self._clocks = clocks
         try:
             schema.prepare_directory(self.directory)
             moved = repair.adopt(self.path)
+            foreign = repair.keep_foreign_aside(self.path, device_id) if device_id else None
             self.book = DamageBook(self.path)
         except OSError as e:
             raise StorageError(f"cannot open outbox {self.path}: {e.strerror or e}") from e
         if moved:
             logger.warning("outbox: %s", moved)
+        if foreign is not None:
+            self.book.incident(
+                f"the data folder held the outbox of device {foreign.device_id!r}, not {device_id!r} (a carried-over "
+                f"or swapped card): kept aside as {os.path.basename(foreign.aside)} with {foreign.undelivered} "
+                "undelivered events; a new outbox started", foreign=1)
+            self.book.gap(None, None, foreign.undelivered, "foreign_folder")
         self._witness_found = self.book.witness.found
         try:
             conn, unreadable = self.book.open_database(self._connect)
@@ -133,6 +164,9 @@ class Outbox(OutboxSettlement):
             self._waiting = self._count_waiting()
             #: No pending event has a seq below this.
             self._cursor = self._lowest_pending()
+            if device_id:
+                schema.note_device(conn, self.path, device_id)
+            self._append_gaps()
         except BaseException as e:
             if hasattr(self, "_conn"):
                 self._conn.close()
@@ -172,6 +206,8 @@ class Outbox(OutboxSettlement):
 
     def close(self) -> None:
         """Write what waits in memory, close the connections; the outbox cannot be used afterwards."""
+        if hasattr(self, "_conn") and self.book.gaps:
+            self._append_gaps()
         if hasattr(self, "_conn") and self._marks:
             try:
                 self.flush_marks()
@@ -198,31 +234,73 @@ class Outbox(OutboxSettlement):
         """
         with self._lock:
             self.capacity.check_append(self._waiting)
-            seq, prev = self._head
-            event, text = seal_text(fields, seq + 1, prev)
-            row = (event["seq"], event["id"], event["type"], text, event["hash"])
-            try:
-                if self._marks:
-                    # The delivered marks waiting in memory go in the same transaction (one fsync).
-                    self._conn.execute("BEGIN IMMEDIATE")
-                    self._conn.execute(_INSERT, row)
-                    self._update_marks(self._marks)
-                    self._conn.execute("COMMIT")
-                    self._marks_written()
-                else:
-                    # One statement in autocommit mode: one transaction, one fsync.
-                    self._conn.execute(_INSERT, row)
-            except sqlite3.Error as e:
-                self._reload_head()
-                self.capacity.note_failure(e)
-                raise StorageError(f"cannot write to outbox {self.path}: {e}") from e
-            self._head = (event["seq"], event["hash"])
-            # Beside the database, before anyone can claim the event (one pwrite, no fsync here).
-            self.book.witness.note_head(event["seq"], event["hash"])
-            self._waiting += 1
-            self._commits += 1
-            self.capacity.full_at = None
-            return event
+            if self.book.gaps:
+                self._append_gaps()
+            return self._append(fields)
+
+    def _append(self, fields: dict[str, Any]) -> Event:
+        """Seal and keep ``fields`` (the lock held; capacity already checked)."""
+        if fields.get("id") in self._recent_set:
+            raise StorageError(f"outbox {self.path}: event id {fields['id']} was appended already")
+        seq, prev = self._head
+        event, text = seal_text(fields, seq + 1, prev)
+        row = (event["seq"], event["id"], event["type"], text, event["hash"])
+        try:
+            if self._marks:
+                # The delivered marks waiting in memory go in the same transaction (one fsync).
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute(_INSERT, row)
+                self._update_marks(self._marks)
+                self._conn.execute("COMMIT")
+                self._marks_written()
+            else:
+                # One statement in autocommit mode: one transaction, one fsync.
+                self._conn.execute(_INSERT, row)
+        except sqlite3.Error as e:
+            self._reload_head()
+            self.capacity.note_failure(e)
+            raise StorageError(f"cannot write to outbox {self.path}: {e}") from e
+        self._head = (event["seq"], event["hash"])
+        if len(self._recent_ids) == RECENT_IDS:
+            self._recent_set.discard(self._recent_ids[0])
+        self._recent_ids.append(event["id"])
+        self._recent_set.add(event["id"])
+        # Beside the database, before anyone can claim the event (one pwrite, no fsync here).
+        self.book.witness.note_head(event["seq"], event["hash"])
+        self._waiting += 1
+        self._commits += 1
+        self.capacity.full_at = None
+        return event
+
+    def _append_gaps(self) -> None:
+        """Append the ``gap`` events the damage book has due (a full disk: they wait for the next append)."""
+        with self._lock:
+            while self.book.gaps:
+                first, last, count, reason = self.book.gaps[0]
+                if self._clocks is None:
+                    self._clocks = Clocks()
+                device_id, window_no = self._origin()
+                fields = gap_fields(self._clocks, device_id, window_no, first, last, count, reason)
+                try:
+                    event = self._append(fields)
+                except StorageError as e:
+                    logger.warning("outbox: gap event not written yet (%s)", e)
+                    return
+                self.book.gaps.pop(0)
+                self.book.counts.gaps += 1
+                self.book.witness.set_counts(self.book.counts)
+                logger.warning("outbox: gap event kept as seq %d: %s, seq %s..%s, %d not delivered",
+                               event["seq"], reason, first, last, count)
+
+    def _origin(self) -> tuple[str, str]:
+        """The device and window of ``gap`` events: as configured, else as the newest event says."""
+        if self.device_id and self.window_no:
+            return self.device_id, self.window_no
+        row = self._conn.execute(
+            "SELECT json_extract(body, '$.device_id'), json_extract(body, '$.window_no') FROM events "
+            "WHERE json_valid(body) ORDER BY seq DESC LIMIT 1").fetchone()
+        found = (str(row[0] or ""), str(row[1] or "")) if row else ("", "")
+        return self.device_id or found[0], self.window_no or found[1]
 
     def _reload_head(self) -> None:
         # After a failed write, trust the file rather than memory.
@@ -243,6 +321,8 @@ class Outbox(OutboxSettlement):
         A row that cannot be read is set aside as a dead letter with the
         reason and the rows behind it are handed out instead.
         """
+        if self.book.gaps:
+            self._append_gaps()
         # The witness of the last commit goes to disk here, on the uploader's thread.
         self.book.witness.sync()
         batch: list[Event] = []
@@ -251,7 +331,7 @@ class Outbox(OutboxSettlement):
             skip = len(self._sending) + len(self._marks) + len(self._skipped)
             rows = self._conn.execute(_CLAIM, (self._cursor, limit + skip)).fetchall()
             scanned = self._cursor - 1
-            for seq, event_id, body, digest in rows:
+            for seq, _event_id, body, digest in rows:
                 if len(batch) == limit:
                     break
                 scanned = seq
@@ -262,8 +342,8 @@ class Outbox(OutboxSettlement):
                     damaged.append((seq, why))
                     continue
                 batch.append(event)
-                self._sending[seq] = (event_id, digest)
-                self._sending_ids[event_id] = seq
+                self._sending[seq] = (event["id"], digest)
+                self._sending_ids[event["id"]] = seq
             if damaged:
                 self._set_aside(damaged)
             self._cursor = max(self._cursor, scanned + 1)
@@ -282,6 +362,8 @@ class Outbox(OutboxSettlement):
         self._waiting -= len(damaged)
         for seq, why in damaged:
             self.book.incident(f"the row of seq {seq} was set aside as a dead letter ({why})", set_aside=1)
+            self.book.gap(seq, seq, 1, "unreadable_row")
+        self._append_gaps()
 
     def stamp_delivered(self, now: float) -> int:
         """Give events delivered while the clock was not synced a delivery time of ``now``.
@@ -335,7 +417,87 @@ class Outbox(OutboxSettlement):
         if seq <= 0:
             return
         with self._lock:
-            self._head = self.book.hall_head(self._conn, self._head, self._opened_head, seq, digest)
+            opened = self._opened_head
+            self._head = self.book.hall_head(self._conn, self._head, opened, seq, digest)
+            if self.book.gaps and self._conn.execute(
+                    "SELECT 1 FROM events WHERE state = 'pending' AND seq > ? AND seq <= ? LIMIT 1",
+                    [opened, seq]).fetchone() is None:
+                # Nothing of ours sits at a seq the hall holds: no reseal follows, the gap goes now.
+                self._append_gaps()
+            # Else the reseal that follows (seq_taken) appends it after the events it seals again,
+            # or the next claim or append does.
+
+    #: The name the uploader may call after each verified answer (the same method).
+    note_hall_head = note_acknowledged_head
+
+    def reseal(self, after_seq: int, after_hash: str) -> int:
+        """Seal every event the hall has not acknowledged again onto the hall's head.
+
+        The hall answered ``seq_taken``: it holds some of our seqs under other
+        events (a data folder restored from an older copy, cloned, or carried
+        over). Every pending or sending event (never a delivered or rejected
+        one) keeps its ``id`` and content and gets, in ``seq`` order, a new
+        ``seq`` after ``after_seq`` (after the last seq this outbox keeps, if
+        that is higher, so no seq goes to two rows), a new ``prev_hash``
+        linking onto ``after_hash`` and a new ``hash``. Later appends continue
+        after the last. The seqs left empty here are recorded in ``lost`` as
+        held by the hall (delivered), so the chain stays checkable.
+
+        Returns:
+            How many events were sealed again.
+
+        Raises:
+            StorageError: SQLite cannot write (nothing changed).
+        """
+        with self._lock:
+            if self._marks:
+                self.flush_marks()
+            rows = self._conn.execute(
+                "SELECT seq, id, CAST(body AS BLOB), hash FROM events WHERE state = 'pending' ORDER BY seq").fetchall()
+            moving: list[tuple[int, Event]] = []
+            damaged: list[tuple[int, str]] = []
+            for seq, _event_id, body, digest in rows:
+                if seq in self._marks or seq in self._skipped:
+                    continue
+                event, why = repair.read_row(seq, body, digest)
+                if event is None:
+                    damaged.append((seq, why))
+                else:
+                    moving.append((seq, event))
+            if damaged:
+                self._set_aside(damaged)
+            if not moving:
+                return 0
+            moved: dict[int, tuple[int, str]] = {}
+            with self._transaction():
+                old = [seq for seq, _ in moving]
+                for chunk in chunks(old, 500):
+                    self._conn.execute(f"DELETE FROM events WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
+                rest, rest_hash = schema.read_head(self._conn)
+                start, prev = (after_seq, after_hash) if after_seq >= rest else (rest, rest_hash)
+                repair.record_vacated(self._conn, start, after_seq, after_hash)
+                for i, (seq, event) in enumerate(moving):
+                    fields = {k: v for k, v in event.items() if k not in ("seq", "prev_hash", "hash")}
+                    sealed, text = seal_text(fields, start + 1 + i, prev)
+                    self._conn.execute(_INSERT, (sealed["seq"], sealed["id"], sealed["type"], text, sealed["hash"]))
+                    prev = sealed["hash"]
+                    moved[seq] = (sealed["seq"], prev)
+            # Claimed events keep their claim under the new seq.
+            sending = {moved.get(seq, (seq, ""))[0]: (event_id, moved[seq][1] if seq in moved else digest)
+                       for seq, (event_id, digest) in self._sending.items()}
+            self._sending = sending
+            self._sending_ids = {event_id: seq for seq, (event_id, _) in sending.items()}
+            self._head = (start + len(moving), prev)
+            self._cursor = min([start + 1, *(s for s in self._sending)])
+            self._commits += 1
+            self.book.witness.note_head(*self._head)
+            self.book.copy_found(after_seq)
+            self.book.incident(
+                f"the hall holds seq {moving[0][0]} under another event (a restored, cloned or carried-over data "
+                f"folder): {len(moving)} undelivered events sealed again as seq {start + 1}..{start + len(moving)}",
+                reused_seq_prevented=len(moving))
+            self._append_gaps()
+            return len(moving)
 
     def damage(self) -> dict[str, Any]:
         """What damage was found, cumulative across restarts, for ``Status``, the heartbeat and ``evaluator-verify``.

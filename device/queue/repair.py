@@ -25,9 +25,11 @@ import logging
 import os
 import shutil
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
+from device import files, integrity
 from device.errors import StorageError
 from device.queue import schema
 from device.queue.witness import State
@@ -133,13 +135,24 @@ def hash_at(conn: sqlite3.Connection, seq: int) -> str | None:
 
 
 def read_row(seq: int, body: Any, digest: Any) -> tuple[dict[str, Any] | None, str]:
-    """A stored row as an event (``hash`` included), or ``(None, why)`` when it cannot be trusted."""
-    if not isinstance(body, str) or not isinstance(digest, str):
+    """A stored row as an event (``hash`` included), or ``(None, why)`` when it cannot be trusted.
+
+    ``body`` may be the stored bytes (``CAST(body AS BLOB)``): a flipped byte
+    that breaks UTF-8 is then a reason, not an exception.
+    """
+    if isinstance(digest, bytes):
+        digest = digest.decode("ascii", "replace")
+    if not isinstance(body, (str, bytes)) or not isinstance(digest, str):
         return None, "damaged: the row cannot be read"
-    if hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest() != digest:
+    raw = body if isinstance(body, bytes) else body.encode("utf-8", "surrogateescape")
+    if hashlib.sha256(raw).hexdigest() != digest:
         return None, "damaged: its contents do not match its hash"
     try:
-        event = json.loads(body)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "damaged: its contents are not UTF-8"
+    try:
+        event = json.loads(text)
     except ValueError:
         return None, "damaged: its contents are not JSON"
     if not isinstance(event, dict) or event.get("seq") != seq:
@@ -200,6 +213,32 @@ def _check_tail(conn: sqlite3.Connection, runs: list[tuple[int, int, str]], coun
             found.broken.append(seq)
 
 
+#: Why seqs left empty by :meth:`~device.queue.outbox.Outbox.reseal` are recorded in ``lost``.
+HELD_BY_HALL = integrity.HELD_BY_HALL + " (a restored, cloned or carried-over folder); " \
+    "this outbox's undelivered events were sealed again after them"
+
+
+def record_vacated(conn: sqlite3.Connection, upto: int, hall_seq: int, hall_hash: str) -> None:
+    """Record the seqs up to ``upto`` that nothing covers any more as held by the hall (inside a transaction).
+
+    Each hole becomes a ``lost`` run counted as delivered (the hall holds
+    those seqs); a hole just before a lost run joins it; the hash of a
+    hole's last seq is ``hall_hash`` at ``hall_seq``, else the ``prev_hash``
+    of the event after it.
+    """
+    runs = schema.runs(conn, "pruned") + schema.runs(conn, "lost")
+    for first, hole_end in reversed(_holes(_event_runs(conn) + [(a, b) for a, b, _ in runs], upto)):
+        last, delivered = hole_end, hole_end - first + 1
+        after = conn.execute("SELECT last, last_hash, delivered FROM lost WHERE first = ?", [last + 1]).fetchone()
+        if after is not None:
+            conn.execute("DELETE FROM lost WHERE first = ?", [last + 1])
+            last, digest, delivered = after[0], after[1], delivered + (after[2] or 0)
+        else:
+            digest = hall_hash if last == hall_seq else _prev_hash_of(conn, last + 1)
+        conn.execute("INSERT OR REPLACE INTO lost (first, last, last_hash, delivered, reason, found_at) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", [first, last, digest, delivered, HELD_BY_HALL, now_text()])
+
+
 # --- a damaged database: kept aside, salvaged ----------------------------------------------
 
 def move_aside(path: str) -> str:
@@ -253,6 +292,8 @@ class Salvage:
     copied: int = 0
     set_aside: int = 0
     header_repaired: bool = False
+    #: ``(seq, why, delivered)`` of the rows copied as dead letters.
+    damaged: list[tuple[int, str, bool]] = dataclasses.field(default_factory=list)
 
 
 _COLUMNS = "seq, id, type, body, hash, state, attempts, error, delivered_at"
@@ -261,6 +302,7 @@ _COLUMNS = "seq, id, type, body, hash, state, attempts, error, delivered_at"
 def _open_damaged(path: str) -> sqlite3.Connection | None:
     try:
         conn = sqlite3.connect(path, isolation_level=None)
+        conn.text_factory = schema.lenient_text
         # A truncated file: SQLite then reads the pages that are there instead of refusing the file.
         conn.execute("PRAGMA writable_schema=ON")
     except sqlite3.Error:
@@ -334,6 +376,7 @@ def salvage(aside: str, dst: sqlite3.Connection, known_head: int) -> Salvage:
             event, why = read_row(seq, body, digest)
             state, error = stored_state, stored_error
             if event is None:
+                result.damaged.append((seq, why, state == schema.DELIVERED))
                 state, error = schema.REJECTED, why
                 result.set_aside += 1
             elif state == schema.SENDING:
@@ -356,6 +399,57 @@ def salvage(aside: str, dst: sqlite3.Connection, known_head: int) -> Salvage:
     return result
 
 
+# --- another device's outbox ---------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Foreign:
+    """An outbox of another device found at our path, kept aside."""
+
+    device_id: str
+    aside: str
+    undelivered: int
+
+
+def keep_foreign_aside(path: str, device_id: str) -> Foreign | None:
+    """If the outbox at ``path`` was kept by another device, move it (and its companions) aside.
+
+    A data folder carried over from another device (a swapped card) holds
+    that device's chain: this device can neither sign its events nor continue
+    its seqs. It is kept whole beside the new outbox (``<path>.foreign-<id>-<time>``)
+    for a technician to hand over; nothing in it is sent.
+
+    Returns:
+        What was kept aside, or None when the outbox is this device's (or new, or unreadable).
+    """
+    if not os.path.exists(path):
+        return None
+    try:
+        # Read-only: looking must not checkpoint or otherwise change the file before its checks.
+        conn = sqlite3.connect("file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro", uri=True)
+        conn.text_factory = schema.lenient_text
+        try:
+            owner = schema.stored_device(conn)
+            undelivered = int(conn.execute("SELECT count(*) FROM events WHERE state IN ('pending', 'sending')")
+                              .fetchone()[0]) if owner and owner != device_id else 0
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    if not owner or owner == device_id:
+        return None
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in owner)[:32]
+    aside = f"{path}.foreign-{safe}-{stamp}"
+    for suffix in ("", "-wal", "-shm", "-witness", "-damage.log"):
+        try:
+            os.replace(path + suffix, aside + suffix)
+        except FileNotFoundError:
+            pass
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    logger.error("outbox %s belongs to device %r, not %r: kept aside as %s", path, owner, device_id, aside)
+    return Foreign(owner, aside, undelivered)
+
+
 # --- a move of the outbox (outbox.path changed) ------------------------------------------
 
 def request_move(old: str, new: str) -> None:
@@ -364,13 +458,14 @@ def request_move(old: str, new: str) -> None:
     Written durably now (a commit of ``outbox.path``); the move itself waits
     until the outbox is closed, at the next start.
     """
-    from device.settings import write_atomic
-
     old, new = os.path.abspath(old), os.path.abspath(new)
     if old == new:
         return
     os.makedirs(os.path.dirname(new), mode=0o700, exist_ok=True)
-    write_atomic(new + MOVE_SUFFIX, old.encode("utf-8"), mode=0o600)
+    try:
+        files.write_atomic(new + MOVE_SUFFIX, old.encode("utf-8"), mode=0o600)
+    except OSError as e:
+        raise StorageError(f"cannot write {new + MOVE_SUFFIX}: {e.strerror or e}") from None
     logger.info("the outbox will move from %s to %s at the next start", old, new)
 
 
@@ -378,8 +473,6 @@ def events_in(path: str) -> int:
     """Events kept in the outbox at ``path`` (0 if there is none); read-only."""
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return 0
-    import urllib.parse
-
     try:
         conn = sqlite3.connect("file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro", uri=True)
         try:
@@ -451,40 +544,19 @@ def _move_file(src: str, dst: str) -> None:
     if not os.path.exists(src):
         return
     os.makedirs(os.path.dirname(os.path.abspath(dst)), mode=0o700, exist_ok=True)
-    try:
-        os.rename(src, dst)
-    except OSError:
-        # Another filesystem: copy, flush, then replace, so a cut leaves the old file whole.
-        tmp = dst + ".moving"
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o600)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-        _fsync_dir(os.path.dirname(os.path.abspath(dst)))
-        os.unlink(src)
-        return
-    _fsync_dir(os.path.dirname(os.path.abspath(dst)))
+    files.move(src, dst)
 
 
 def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    files.remove(path)
 
 
 def _fsync_dir(folder: str) -> None:
+    """Flush a folder, best effort: the damage path goes on even where a folder cannot be flushed."""
     try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        files.fsync_dir(folder)
+    except OSError as e:
+        logger.debug("folder %s not flushed: %s", folder, e)
 
 
 def log_incident(path: str, record: dict[str, Any]) -> None:

@@ -83,6 +83,17 @@ def prepare_directory(folder: str) -> None:
             logger.warning("outbox folder %s stays readable by others: %s", folder, e)
 
 
+def lenient_text(raw: bytes) -> str:
+    """Text from the file as SQLite holds it; bytes that are not UTF-8 come back as surrogates, never an error.
+
+    A flipped bit inside a row (the commonest SD-card damage) must not make
+    every read of it raise ``Could not decode to UTF-8``: the row is then
+    read, found not to match its hash, and set aside (``encode("utf-8",
+    "surrogateescape")`` gives the stored bytes back).
+    """
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def configure(conn: sqlite3.Connection, path: str) -> None:
     """Set the connection's durability and size settings.
 
@@ -90,6 +101,7 @@ def configure(conn: sqlite3.Connection, path: str) -> None:
         StorageError: SQLite did not take WAL and ``synchronous=FULL``.
         sqlite3.Error: the file cannot be read.
     """
+    conn.text_factory = lenient_text
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     conn.execute("PRAGMA synchronous=FULL")
     sync = conn.execute("PRAGMA synchronous").fetchone()[0]
@@ -116,7 +128,11 @@ def create(db: sqlite_utils.Database, path: str) -> None:
              "attempts": int, "error": str, "delivered_at": float},
             pk="seq", not_null={"id", "type", "body", "hash", "state"},
             defaults={"state": PENDING, "attempts": 0}, if_not_exists=True)
-        db.table("events").create_index(["id"], unique=True, if_not_exists=True)
+        # No index on ``id``: it cost a second page in the WAL with every append (5 KiB per
+        # rating on an SD card, a third of what the outbox writes). Ids are UUIDv7 made here, the
+        # hall is idempotent on them, and the outbox finds claimed events by seq (an id it did
+        # not claim, rare, is found by a scan). Files made before lose the index once.
+        db.conn.execute("DROP INDEX IF EXISTS idx_events_id")
         # No index on state for pending events: claims walk the primary
         # key from a cursor the outbox keeps in memory, so an append
         # writes one index less and marking delivered touches none.
@@ -161,6 +177,28 @@ def immediate(conn: sqlite3.Connection, path: str) -> Iterator[None]:
         if isinstance(e, sqlite3.Error):
             raise StorageError(f"outbox {path}: {e}") from e
         raise
+
+
+def note_device(conn: sqlite3.Connection, path: str, device_id: str) -> None:
+    """Remember which device keeps this outbox (``meta``), once: a folder carried to another device is then known."""
+    if conn.execute("SELECT 1 FROM meta WHERE k = 'device_id'").fetchone() is None:
+        with immediate(conn, path):
+            conn.execute("INSERT OR IGNORE INTO meta (k, v) VALUES ('device_id', ?)", [device_id])
+
+
+def stored_device(conn: sqlite3.Connection) -> str:
+    """The device that keeps this outbox: as ``meta`` says, else as its newest event says ("" if unknown)."""
+    try:
+        row = conn.execute("SELECT v FROM meta WHERE k = 'device_id'").fetchone()
+    except sqlite3.Error:
+        row = None
+    if row is None or not row[0]:
+        try:
+            row = conn.execute("SELECT json_extract(body, '$.device_id') FROM events WHERE json_valid(body) "
+                               "ORDER BY seq DESC LIMIT 1").fetchone()
+        except sqlite3.Error:
+            row = None
+    return str(row[0]) if row and row[0] else ""
 
 
 def read_head(conn: sqlite3.Connection) -> tuple[int, str]:

@@ -44,6 +44,8 @@ KINDS = {
     "reused_seq_prevented": "seq numbers skipped so that none is used twice after a loss",
     "reused_seq": "seq numbers that were used twice (detected too late to prevent)",
     "replaced": "databases that could not be read, kept aside for analysis and started anew",
+    "foreign": "outboxes of another device found in the data folder, kept aside and started anew",
+    "gaps": "gap events appended to the chain, each telling the hall of sealed events it will not receive",
 }
 
 
@@ -58,6 +60,8 @@ class Counts:
     reused_seq_prevented: int = 0
     reused_seq: int = 0
     replaced: int = 0
+    foreign: int = 0
+    gaps: int = 0
     incidents: int = 0
     last: str = ""
 
