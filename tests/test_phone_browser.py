@@ -27,8 +27,10 @@ import zxingcpp
 from phone_util import ASSIGNMENT, KEY, Clock, Device
 from PIL import Image
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from sim.hall import HallServer
 from sim.hall.dating import CHINA
@@ -133,6 +135,13 @@ def click(driver, element_id):
     driver.find_element(By.ID, element_id).click()
 
 
+def submit(driver):
+    """Send the form and wait for the answer's page (thanks, or the form again with what was wrong)."""
+    click(driver, "submit")
+    WebDriverWait(driver, 10, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.find_elements(By.ID, "thanks") or d.find_elements(By.ID, "error"))
+
+
 def text_of(driver):
     return driver.find_element(By.TAG_NAME, "body").text
 
@@ -155,7 +164,7 @@ def test_a_citizen_rates_on_the_phone_once_then_only_adds_details(browser, hall,
     click(browser, "reason-401")
     browser.find_element(By.ID, "comment").send_keys("等候时间太长")
     click(browser, "public-no")
-    click(browser, "submit")
+    submit(browser)
     assert "感谢您的评价" in text_of(browser) and "不公开" in text_of(browser)
 
     session = session_ids(unrated_link.rsplit("/", 1)[1])
@@ -177,7 +186,7 @@ def test_a_citizen_rates_on_the_phone_once_then_only_adds_details(browser, hall,
     assert "追加评价" in text_of(browser) and ids(browser, "input[name=level]") == []
     click(browser, "reason-402")
     browser.find_element(By.ID, "comment").send_keys("补充：叫号后窗口无人")
-    click(browser, "submit")
+    submit(browser)
     assert "感谢您的追评" in text_of(browser)
     wait_for(lambda: any(i["itemType"] == "followup" and i["projectNo"] == session[0] for i in province.items))
     followup = next(i for i in province.items if i["itemType"] == "followup" and i["projectNo"] == session[0])

@@ -75,6 +75,8 @@ def test_an_unrated_service_is_rated_once_then_offers_only_a_followup(hall):
     session, url = device.service("2026-11-10T09:30:00+08:00")
     page = get(url)
     assert page.status_code == 200 and "请对本次服务进行评价" in page.text
+    assert page.headers["Cache-Control"] == "no-store" and page.headers["Referrer-Policy"] == "no-referrer"
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
     assert "办事效率低" in page.text and "公开评价" in page.text and "不公开" in page.text
     answer = rate(url, "dissatisfied", ["401"], "等了很久", public="0")
     assert answer.status_code == 200 and "感谢您的评价" in answer.text and "不公开" in answer.text
@@ -203,3 +205,17 @@ def test_a_rating_for_a_service_the_hall_flagged_is_listed_apart_and_pushed_with
         report = desk.report("2026-11", as_of=datetime.date(2026, 11, 30))
     assert report["district"]["ratings"] == 1 and report["district"]["flagged"] == 1  # the 满意 at the counter
     assert [line["flag"] for line in report["flagged"]] == ["prev_hash"]
+
+
+def test_a_rating_made_on_the_phone_counts_in_the_month_it_was_made(hall):
+    server, _, clock, device = hall
+    _, url = device.service("2026-11-30T17:00:00+08:00")
+    clock.set("2026-12-02T09:00:00+08:00")
+    assert rate(url, "very_dissatisfied", ["501"]).status_code == 200
+    with HallDesk(server.phone.db_path) as desk:
+        november = desk.report("2026-11", as_of=datetime.date(2026, 12, 2))["district"]
+        december = desk.report("2026-12", as_of=datetime.date(2026, 12, 2))
+    assert (november["ratings"], november["unrated"]) == (0, 0)
+    assert (december["district"]["ratings"], december["district"]["bad"]) == (1, 1)
+    (bad,) = december["bad"]
+    assert bad["reason_codes"] == ["501"] and bad["first_deadline"] > "2026-12-14"  # 10 working days from 12-02

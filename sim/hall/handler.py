@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sim.hall import auth
 from sim.hall.contract import DEVICE_PATH, EVALUATIONS_PATH, BadRequest, parse_wait
 from sim.hall.faults import Fault
-from sim.hall.phone import is_page
+from sim.hall.phone import PAGE_HEADERS, is_page
 
 if TYPE_CHECKING:
     from sim.hall.server import HallServer
@@ -185,7 +185,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if hall.phone is not None and is_page(path):
             # A citizen's browser: an HTML page, no device, nothing to sign (sim/hall/phone.py).
             status, page = hall.phone.serve(method, path, body, self.headers.get("Content-Type", ""))
-            return status, page, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+            return status, page, dict(PAGE_HEADERS)
         if path == EVALUATIONS_PATH:
             if method != "POST":
                 raise BadRequest("use POST", 405)

@@ -71,6 +71,15 @@ MAX_FORM = 16 << 10
 #: 1 = 非常满意 … 5 = 非常不满意 on the exchange interface's ``satisfaction`` (5 = 非常满意).
 SATISFACTION = {level: 5 - i for i, level in enumerate(LEVELS)}
 
+#: Every phone page's headers: never cached (a page's state changes), no script, no other origin, and the link
+#: (which names a service) never sent on as a referrer.
+PAGE_HEADERS = {
+    "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+}
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS phone_records (
     n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, session_id TEXT NOT NULL,
@@ -452,9 +461,10 @@ def with_phone_records(db: sqlite3.Connection, events: Sequence[Event]) -> list[
     """``events`` with the ratings and 追评 made on the phone, for the report, the export and the desk.
 
     A rating made on the phone takes the place of its service's ``unrated``
-    event (the service is counted once, as rated, in the month it happened,
-    dated as that event is); its reasons and a 追评's reasons and words come
-    as ``detail`` events referring to the rating.
+    event: the service is counted once, as rated, dated when it was rated
+    (the rating's China date starts its 10 working days for a 差评, and the
+    month is the one its push item's ``assessTime`` names); its reasons and a
+    追评's reasons and words come as ``detail`` events referring to the rating.
     """
     try:
         rows = db.execute("SELECT kind, service_event_id, json FROM phone_records ORDER BY n").fetchall()
@@ -464,18 +474,16 @@ def with_phone_records(db: sqlite3.Connection, events: Sequence[Event]) -> list[
         return list(events)
     replaced: dict[str, Event] = {}
     extra: list[Event] = []
-    timing = ("occurred_at", "clock_synced", "boot_id", "mono_ms", "seq")
     by_id = {str(e.get("id")): e for e in events}
     for kind, service_event_id, body in rows:
         record = json.loads(body)
         service = by_id.get(str(service_event_id))
         if service is None:
             continue
-        when = {key: service[key] for key in timing if key in service}
         if kind == "rating" and service.get("type") == "unrated":
-            replaced[str(service_event_id)] = {**record, **when, "service_event_id": str(service_event_id)}
+            replaced[str(service_event_id)] = {**record, "service_event_id": str(service_event_id)}
         if record.get("reason_codes") or record.get("comment"):
-            detail = {**{k: v for k, v in record.items() if k not in ("level", "type", "id")}, **when,
+            detail = {**{k: v for k, v in record.items() if k not in ("level", "type", "id")},
                       "type": "detail", "id": f"{record['id']}:detail",
                       "rating_id": record.get("rating_id") or record["id"]}
             extra.append(detail)
