@@ -7,6 +7,7 @@ provincial push count it once; the same link then offers only 追评; the counte
 追评; a forged or altered link is refused; and after 5 working days across a holiday (the hall's clock moved) the
 page is closed and the service goes to the province unrated with the default marker.
 
+An SMS reminder for a service with a known mobile number (and none without) opens the same form.
 One browser for the module. ``make test-phone`` runs these (``-m slow``); they need ``chromium`` and
 ``chromium-driver`` (``make setup`` installs them).
 """
@@ -214,6 +215,21 @@ def test_a_forged_or_altered_link_is_refused(browser, hall, services):
         assert "未找到该次服务" in text_of(browser) and browser.find_elements(By.TAG_NAME, "form") == []
     browser.get(f"{server.url}/w/07")
     assert "窗口评价说明" in text_of(browser) and browser.find_elements(By.TAG_NAME, "form") == []
+
+
+def test_the_sms_reminder_goes_once_to_a_known_mobile_and_its_link_opens_the_form(browser, hall):
+    server, *_ = hall
+    device = Device(server.url, "WE-QUEUE")
+    now = datetime.datetime.now(CHINA).isoformat(timespec="seconds")
+    called = server.open_session("WE-QUEUE", ticket="B017", mobile="13800138000")  # from the queue system
+    quiet = server.open_session("WE-QUEUE", ticket="B018")                          # no number given
+    device.post(device.event("unrated", now, called["session_id"]))
+    device.post(device.event("unrated", now, quiet["session_id"]))
+    sent = [m for m in server.phone.sms.sent if m.mobile == "13800138000"]
+    assert len(sent) == 1 and len(server.phone.sms.sent) == 1
+    url = sent[0].text.rsplit("：", 1)[1]
+    browser.get(url)
+    assert "请对本次服务进行评价" in text_of(browser) and "B017" not in url
 
 
 def test_after_5_working_days_across_a_holiday_the_page_closes_and_the_default_marker_goes_out(browser, hall):

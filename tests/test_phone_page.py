@@ -219,3 +219,14 @@ def test_a_rating_made_on_the_phone_counts_in_the_month_it_was_made(hall):
     assert (december["district"]["ratings"], december["district"]["bad"]) == (1, 1)
     (bad,) = december["bad"]
     assert bad["reason_codes"] == ["501"] and bad["first_deadline"] > "2026-12-14"  # 10 working days from 12-02
+
+
+def test_a_number_whose_service_never_arrives_is_not_kept(hall):
+    server, _, clock, device = hall
+    server.open_session("WE-0007", ticket="A103", mobile="13900139000")
+    clock.set("2026-11-25T10:00:00+08:00")  # 15 days on: that service was never delivered
+    device.post(device.event("unrated", "2026-11-25T10:00:00+08:00", str(uuid.uuid4())))
+    assert server.phone.sms.sent == []
+    db = sqlite3.connect(server.phone.db_path)
+    assert db.execute("SELECT mobile FROM phone_sms").fetchall() == [("",)]
+    db.close()

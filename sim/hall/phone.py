@@ -40,7 +40,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +66,8 @@ logger = logging.getLogger(__name__)
 RATE_WITHIN_WORKING_DAYS = push.RATE_WITHIN_WORKING_DAYS
 #: The 二维码 channel (``pf``) of a rating made on this page.
 QR_CHANNEL = "3"
+#: A number whose service never arrived (a device offline for good, a session never served) is forgotten after this.
+FORGET_MOBILE_AFTER_S = 14 * 86400
 #: The largest form accepted, in bytes.
 MAX_FORM = 16 << 10
 #: 1 = 非常满意 … 5 = 非常不满意 on the exchange interface's ``satisfaction`` (5 = 非常满意).
@@ -292,6 +294,7 @@ class PhonePage:
             raise FormError("本次服务不能再评价")
         if level not in LEVELS:
             raise FormError("请选择满意程度")
+        reasons = list(dict.fromkeys(reasons))
         allowed = {str(tag["code"]) for tag in self._tags(service) if tag.get("level") == level}
         unknown = [code for code in reasons if code not in allowed]
         if unknown:
@@ -312,6 +315,7 @@ class PhonePage:
         """
         if service.state(self.today()) != "followup" or service.rating is None:
             raise FormError("本次服务不能追加评价")
+        reasons = list(dict.fromkeys(reasons))
         allowed = {str(tag["code"]) for tag in self._tags(service)}
         if any(code not in allowed for code in reasons):
             raise FormError("所选原因不在列表中")
@@ -351,7 +355,7 @@ class PhonePage:
                              "VALUES (?, ?, ?, ?)", (str(uuid.UUID(session_id)), device_id, number, self._utc_now()))
         return True
 
-    def arrived(self, events: Iterable[Event] = ()) -> int:
+    def arrived(self) -> int:
         """Send the reminders due: one per service whose event the hall now holds and whose number it knows.
 
         Returns:
@@ -359,8 +363,13 @@ class PhonePage:
         """
         if self.sms is None:
             return 0
+        forget_before = datetime.datetime.fromtimestamp(self.clock() - FORGET_MOBILE_AFTER_S, datetime.UTC)
         with self._lock:
-            due = self._db.execute("SELECT session_id, mobile FROM phone_sms WHERE sent_at IS NULL").fetchall()
+            # Numbers are kept for their reminder only: one whose service never arrived is not kept either.
+            self._db.execute("UPDATE phone_sms SET mobile = '' WHERE sent_at IS NULL AND mobile != '' "
+                             "AND given_at < ?", (forget_before.isoformat(timespec="seconds"),))
+            due = self._db.execute("SELECT session_id, mobile FROM phone_sms WHERE sent_at IS NULL "
+                                   "AND mobile != ''").fetchall()
         sent = 0
         for session_id, mobile in due:
             code = code_of(session_id)

@@ -222,11 +222,12 @@ class ProvincePush:
                     continue
                 db.execute("DELETE FROM push_waiting WHERE event_id = ?", (str(event["id"]),))
                 added += self._enqueue(db, item)
+        # Ratings made on the phone page before the defaults: one made on a service's last day is never defaulted.
+        added += self._phone_records(db)
         if self._last_sweep is None or self._timer() - self._last_sweep >= SWEEP_EVERY_S:
             self._last_sweep = self._timer()
             added += self._defaults(db)
         added += self._overturned(db)
-        added += self._phone_records(db)
         return added
 
     def _phone_records(self, db: sqlite3.Connection) -> int:
