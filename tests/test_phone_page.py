@@ -230,3 +230,15 @@ def test_a_number_whose_service_never_arrives_is_not_kept(hall):
     db = sqlite3.connect(server.phone.db_path)
     assert db.execute("SELECT mobile FROM phone_sms").fetchall() == [("",)]
     db.close()
+
+
+def test_a_rating_on_the_last_day_is_never_followed_by_the_default_marker(hall):
+    server, push, clock, device = hall
+    session, url = device.service("2026-09-30T16:00:00+08:00")
+    last_day = load_calendar().add_working_days(datetime.date(2026, 9, 30), 5)
+    clock.set(f"{last_day}T23:59:00+08:00")
+    assert rate(url, "satisfied").status_code == 200
+    clock.set(f"{last_day + datetime.timedelta(days=1)}T00:01:00+08:00")  # the push's first round after midnight
+    push.wake()
+    push.collect()
+    assert [i["itemType"] for i in push.items() if i["projectNo"] == session] == ["unrated", "rating"]
