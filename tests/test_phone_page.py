@@ -233,7 +233,7 @@ def test_a_number_whose_service_never_arrives_is_not_kept(hall):
 
 
 def test_a_rating_on_the_last_day_is_never_followed_by_the_default_marker(hall):
-    server, push, clock, device = hall
+    _, push, clock, device = hall
     session, url = device.service("2026-09-30T16:00:00+08:00")
     last_day = load_calendar().add_working_days(datetime.date(2026, 9, 30), 5)
     clock.set(f"{last_day}T23:59:00+08:00")
