@@ -8,7 +8,7 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage test-phone
+.PHONY: help setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage provision-hall test-phone
 
 # `make help` lists every target with the comment on its line (## ...).
 help: ## This list
@@ -85,6 +85,10 @@ fakepi-matrix: setup ## The production program on the fake Pi: every panel x int
 # and 50 commits with the device key killed at random (tests/test_damage.py runs the same cases, 6 kills).
 damage: setup ## The storage damage matrix, a line per case
 	$(PY) tools/damage.py
+
+# A hall's batch end to end: five simulators provisioned from one CSV in next-device mode, then rating (~15 s).
+provision-hall: setup ## Five simulated devices provisioned from one CSV, their keys imported by the hall
+	$(PY) -m pytest -q -m slow tests/test_provision_hall.py
 
 # Power-cut soak: the simulator SIGKILLed during a press storm (CYCLES=200).
 soak soak-crash: setup ## Power-cut soak: the simulator killed during a press storm (CYCLES=200)

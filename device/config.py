@@ -7,8 +7,13 @@ lists every bad key, as Mopidy does, so a technician fixes them all at once.
 """
 
 import dataclasses
+import datetime
 import functools
+import ipaddress
+import math
 import os
+import re
+import stat
 import tomllib
 import types
 import typing
@@ -31,6 +36,18 @@ DISPLAY_MODELS = {
     "ssd1327": (128, 128),
     "ssd1351": (128, 128),
 }
+#: The sizes each panel model can drive (luma.oled's own tables), the model's own size first.
+#: ``display.width``/``display.height`` may name only these (0: the model's own).
+PANEL_SIZES: dict[str, tuple[tuple[int, int], ...]] = {
+    "ssd1306": ((128, 64), (128, 32), (96, 16), (64, 48), (64, 32)),
+    "sh1106": ((128, 64), (128, 32), (128, 128)),
+    "ssd1309": ((128, 64),),
+    "ssd1322": ((256, 64), (256, 48), (256, 32), (128, 64), (128, 48), (128, 32), (64, 64), (64, 48), (64, 32)),
+    "ssd1327": ((128, 128),),
+    "ssd1351": ((128, 128), (96, 96), (128, 96)),
+}
+#: No panel side is longer (a first bound before the panel table is asked).
+MAX_PANEL_SIDE = 256
 #: BCM numbers of the Pi's 40-pin header GPIOs.
 BCM_PINS = range(0, 28)
 #: How a secret is shown wherever a person could read it (console answers, Get, Status).
@@ -79,12 +96,29 @@ def _check(fn: Callable[[Any], bool], message: str) -> dict[str, Any]:
     return {"check": fn, "message": message}
 
 
-def _positive(v: float) -> bool:
-    return v > 0
+def _n(x: float) -> str:
+    """A bound as a person writes it: ``10000000``, ``0.5``."""
+    return str(int(x)) if float(x).is_integer() else repr(x)
 
 
-def _non_negative(v: float) -> bool:
-    return v >= 0
+def _between(lo: float, hi: float, *, above: bool = False, unit: str = "") -> dict[str, Any]:
+    """Field metadata: a number from ``lo`` to ``hi`` (``above``: greater than ``lo``), the range documented.
+
+    Every number key has one: a value out of every sensible range (``1e308``
+    seconds of thanks, a 100000-pixel panel) must never reach the device.
+    """
+    unit = f" {unit}" if unit else ""
+    if above:
+        message = f"must be greater than {_n(lo)} and at most {_n(hi)}{unit}"
+    else:
+        message = f"must be {_n(lo)} to {_n(hi)}{unit}"
+    meta = _check(lambda v: (lo < v if above else lo <= v) and v <= hi, message)
+    meta["range"] = (lo, hi, above)
+    return meta
+
+
+#: Device ids: what a file name, an HTTP header and the hall's URLs all carry unchanged.
+DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,32}")
 
 
 def _http_url(v: str) -> bool:
@@ -104,8 +138,6 @@ def _hhmm(v: str) -> bool:
 
 
 def _iso_date(v: str) -> bool:
-    import datetime
-
     try:
         datetime.date.fromisoformat(v)
         return True
@@ -116,8 +148,8 @@ def _iso_date(v: str) -> bool:
 @dataclass(frozen=True)
 class DeviceSection:
     id: str = field(default="WE-0001", metadata=_check(
-        lambda v: 0 < len(v) <= 64 and v.isprintable() and "/" not in v and " " not in v,
-        "must be 1 to 64 printable characters without spaces or '/'"))
+        lambda v: DEVICE_ID.fullmatch(v) is not None and v not in (".", ".."),
+        "must be 1 to 32 of A-Z a-z 0-9 . _ - (no spaces, no other characters)"))
     window_no: str = field(default="01", metadata=_check(lambda v: 0 < len(v) <= 16, "must be 1 to 16 characters"))
     window_name: str = "综合受理"
     #: 评价渠道 ``pf`` code reported with every rating (5 = 政务大厅其他终端).
@@ -136,19 +168,19 @@ class SessionSection:
     #: "一次一评": by default a rating belongs to a service the staff asked it for.
     source: str = field(default="staff_button", metadata=_check(
         lambda v: v in SESSION_SOURCES, "must be one of " + ", ".join(SESSION_SOURCES)))
-    min_interval_s: float = field(default=10.0, metadata=_check(_non_negative, "must be >= 0"))
-    rating_window_s: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
-    thanks_s: float = field(default=3.0, metadata=_check(_positive, "must be > 0"))
-    later_s: float = field(default=20.0, metadata=_check(_positive, "must be > 0"))
-    reasons_s: float = field(default=15.0, metadata=_check(_positive, "must be > 0"))
+    min_interval_s: float = field(default=10.0, metadata=_between(0, 3600, unit="s"))
+    rating_window_s: float = field(default=30.0, metadata=_between(0, 3600, above=True, unit="s"))
+    thanks_s: float = field(default=3.0, metadata=_between(0, 60, above=True, unit="s"))
+    later_s: float = field(default=20.0, metadata=_between(0, 600, above=True, unit="s"))
+    reasons_s: float = field(default=15.0, metadata=_between(0, 600, above=True, unit="s"))
     #: Holding buttons 1 and 5 this long shows the technician's service screen.
-    service_hold_s: float = field(default=5.0, metadata=_check(_positive, "must be > 0"))
-    service_s: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
+    service_hold_s: float = field(default=5.0, metadata=_between(0, 60, above=True, unit="s"))
+    service_s: float = field(default=30.0, metadata=_between(0, 3600, above=True, unit="s"))
     #: A rating this soon after the session opened is faster than a person.
-    suspect_reaction_s: float = field(default=0.3, metadata=_check(_non_negative, "must be >= 0"))
+    suspect_reaction_s: float = field(default=0.3, metadata=_between(0, 60, unit="s"))
     #: This many accepted ratings within ``suspect_window_s`` mark a burst.
-    suspect_count: int = field(default=4, metadata=_check(lambda v: v >= 2, "must be >= 2"))
-    suspect_window_s: float = field(default=60.0, metadata=_check(_positive, "must be > 0"))
+    suspect_count: int = field(default=4, metadata=_between(2, 1_000_000, unit="(1000000: in effect never)"))
+    suspect_window_s: float = field(default=60.0, metadata=_between(0, 86400, above=True, unit="s"))
 
 
 @dataclass(frozen=True)
@@ -157,9 +189,9 @@ class ButtonsSection:
         lambda v: len(v) == 5 and all(p in BCM_PINS for p in v),
         "must be five BCM pin numbers from 0 to 27, 非常满意 first"))
     staff_pin: int = field(default=21, metadata=_check(lambda v: v in BCM_PINS, "must be a BCM pin from 0 to 27"))
-    bounce_ms: int = field(default=30, metadata=_check(lambda v: 0 <= v <= 1000, "must be 0 to 1000"))
+    bounce_ms: int = field(default=30, metadata=_between(0, 1000, unit="ms"))
     #: The contact must stay closed this long for a press; shorter closings are noise, counted, never rated.
-    min_press_ms: int = field(default=40, metadata=_check(lambda v: 0 <= v <= 1000, "must be 0 to 1000"))
+    min_press_ms: int = field(default=40, metadata=_between(0, 1000, unit="ms"))
 
 
 @dataclass(frozen=True)
@@ -167,20 +199,20 @@ class DisplaySection:
     model: str = field(default="ssd1306", metadata=_check(
         lambda v: v in DISPLAY_MODELS, "must be one of " + ", ".join(DISPLAY_MODELS)))
     #: 0: the model's own size (see DISPLAY_MODELS).
-    width: int = field(default=0, metadata=_check(_non_negative, "must be >= 0"))
-    height: int = field(default=0, metadata=_check(_non_negative, "must be >= 0"))
+    width: int = field(default=0, metadata=_between(0, MAX_PANEL_SIDE, unit="pixels"))
+    height: int = field(default=0, metadata=_between(0, MAX_PANEL_SIDE, unit="pixels"))
     rotate: int = field(default=0, metadata=_check(lambda v: v in (0, 90, 180, 270), "must be 0, 90, 180 or 270"))
     interface: str = field(default="i2c", metadata=_check(lambda v: v in ("i2c", "spi"), "must be i2c or spi"))
-    i2c_port: int = field(default=1, metadata=_check(_non_negative, "must be >= 0"))
+    i2c_port: int = field(default=1, metadata=_between(0, 255))
     i2c_address: int = field(default=0x3C, metadata=_check(lambda v: 0x03 <= v <= 0x77, "must be a 7-bit I2C address"))
-    spi_port: int = field(default=0, metadata=_check(_non_negative, "must be >= 0"))
-    spi_device: int = field(default=0, metadata=_check(_non_negative, "must be >= 0"))
+    spi_port: int = field(default=0, metadata=_between(0, 6))
+    spi_device: int = field(default=0, metadata=_between(0, 15))
     gpio_dc: int = field(default=24, metadata=_check(lambda v: v in BCM_PINS, "must be a BCM pin from 0 to 27"))
     gpio_rst: int = field(default=25, metadata=_check(lambda v: v in BCM_PINS, "must be a BCM pin from 0 to 27"))
-    contrast: int = field(default=255, metadata=_check(lambda v: 0 <= v <= 255, "must be 0 to 255"))
-    dim_contrast: int = field(default=32, metadata=_check(lambda v: 0 <= v <= 255, "must be 0 to 255"))
-    dim_after_s: float = field(default=120.0, metadata=_check(_positive, "must be > 0"))
-    shift_every_s: float = field(default=180.0, metadata=_check(_positive, "must be > 0"))
+    contrast: int = field(default=255, metadata=_between(0, 255))
+    dim_contrast: int = field(default=32, metadata=_between(0, 255))
+    dim_after_s: float = field(default=120.0, metadata=_between(0, 1e9, above=True, unit="s (1e9: never)"))
+    shift_every_s: float = field(default=180.0, metadata=_between(0, 1e9, above=True, unit="s (1e9: never)"))
     #: Thank with the level chosen and offer reason tags after a 差评 (a hall's explicit choice);
     #: off, the screens never tell the staff or the queue which level a citizen chose.
     show_level: bool = False
@@ -236,11 +268,11 @@ class QrSection:
 class UploadSection:
     server: str = field(default="http://127.0.0.1:8080",
                         metadata=_check(_http_url, "must be an http(s) URL with a host"))
-    batch_size: int = field(default=250, metadata=_check(lambda v: 1 <= v <= 1000, "must be 1 to 1000"))
-    heartbeat_s: float = field(default=300.0, metadata=_check(_non_negative, "must be >= 0 (0: no heartbeat)"))
-    timeout_s: float = field(default=10.0, metadata=_check(_positive, "must be > 0"))
-    backoff_min_s: float = field(default=1.0, metadata=_check(_positive, "must be > 0"))
-    backoff_max_s: float = field(default=300.0, metadata=_check(_positive, "must be > 0"))
+    batch_size: int = field(default=250, metadata=_between(1, 1000))
+    heartbeat_s: float = field(default=300.0, metadata=_between(0, 86400, unit="s (0: no heartbeat)"))
+    timeout_s: float = field(default=10.0, metadata=_between(0, 300, above=True, unit="s"))
+    backoff_min_s: float = field(default=1.0, metadata=_between(0, 3600, above=True, unit="s"))
+    backoff_max_s: float = field(default=300.0, metadata=_between(0, 86400, above=True, unit="s"))
     #: File holding the device key (mode 0600); the key never lives in this file.
     key_file: str = "/var/lib/window-evaluator/device.key"
     verify_tls: bool = True
@@ -253,20 +285,20 @@ class UploadSection:
 @dataclass(frozen=True)
 class OutboxSection:
     path: str = "/var/lib/window-evaluator/outbox.db"
-    retain_days: int = field(default=90, metadata=_check(_positive, "must be > 0"))
-    max_events: int = field(default=500_000, metadata=_check(_positive, "must be > 0"))
+    retain_days: int = field(default=90, metadata=_between(1, 3650, unit="days"))
+    max_events: int = field(default=500_000, metadata=_between(1, 10_000_000))
     #: Free disk kept in reserve: below it rating pauses; below four times it, a warning.
-    min_free_mb: int = field(default=16, metadata=_check(_non_negative, "must be >= 0"))
+    min_free_mb: int = field(default=16, metadata=_between(0, 100_000, unit="MB"))
 
 
 @dataclass(frozen=True)
 class ConsoleSection:
     port: str = "/dev/ttyGS0"
-    baudrate: int = field(default=115200, metadata=_check(_positive, "must be > 0"))
+    baudrate: int = field(default=115200, metadata=_between(300, 4_000_000, unit="baud"))
     #: What a technician commits over the console; loaded after the files and --set.
     settings_path: str = "/var/lib/window-evaluator/settings.toml"
     #: An authorised console session ends by itself after this many seconds without input (``Lock`` ends it at once).
-    auto_lock_s: float = field(default=300.0, metadata=_check(lambda v: 10 <= v <= 86400, "must be 10 to 86400"))
+    auto_lock_s: float = field(default=300.0, metadata=_between(10, 86400, unit="s"))
 
 
 @dataclass(frozen=True)
@@ -365,7 +397,46 @@ def convert_value(key: str, value: Any) -> Value:
     ok, converted = _convert(value, hint)
     if not ok:
         raise ConfigError([(key, f"must be {_type_name(hint)}, not {_shown(value)}")])
+    problem = value_problem(key, converted)
+    if problem:
+        raise ConfigError([(key, problem)])
     return converted
+
+
+def rule(key: str) -> str | None:
+    """What ``section.key`` accepts, as its refusal says it (``must be 0 to 255``), or None."""
+    section, _, name = key.partition(".")
+    f = {f.name: f for f in dataclasses.fields(sections()[section])}.get(name)
+    message = f.metadata.get("message") if f is not None else None
+    if message:
+        return str(message)
+    if key in READ_PATHS:
+        return "must be empty (the system's CAs) or an absolute path of a readable regular file"
+    if is_path_key(key):
+        return "must be an absolute path of a regular file (or one not made yet) in a writable folder"
+    return None
+
+
+def value_problem(key: str, value: Value) -> str | None:
+    """Why ``value`` (already of the key's type) cannot be ``section.key`` on its own, or None.
+
+    The rules of its type (finite numbers, printable text, a path of a file of
+    the device's own) and the key's own check (its range, its choices). What
+    depends on other keys (pins used twice, the panel's sizes) is checked when
+    the whole configuration is built. ``Set``, ``--set``, profiles and CSV
+    rows all come through here; :func:`build` applies the same rules.
+    """
+    problem = _value_problem(key, value)
+    if problem:
+        return problem
+    section, _, name = key.partition(".")
+    f = {f.name: f for f in dataclasses.fields(sections()[section])}[name]
+    check = f.metadata.get("check")
+    if check and not check(value):
+        return f"{f.metadata['message']} (got {_shown(value)})"
+    if check is None and _number(value) and abs(value) > MAX_NUMBER:
+        return f"must be at most {MAX_NUMBER:g} (got {value!r})"
+    return None
 
 
 def format_value(key: str, value: Any) -> str:
@@ -503,18 +574,28 @@ def build(raw: Layer) -> tuple[Config, list[tuple[str, str]]]:
             if not ok:
                 problems.append((full, f"must be {_type_name(hints[key])}, not {_shown(value)}"))
                 continue
+            problem = _value_problem(full, converted)
+            if problem:
+                problems.append((full, problem))
+                continue
             kwargs[key] = converted
         for f in dataclasses.fields(cls):
+            if f.name not in kwargs and f"{name}.{f.name}" in {k for k, _ in problems}:
+                continue  # refused above: its default is not what was asked for
             value = kwargs.get(f.name, f.default)
             check = f.metadata.get("check")
             if check and not check(value):
                 problems.append((f"{name}.{f.name}", f"{f.metadata['message']} (got {_shown(value)})"))
+            elif check is None and _number(value) and abs(value) > MAX_NUMBER:
+                problems.append((f"{name}.{f.name}", f"must be at most {MAX_NUMBER:g} (got {value!r})"))
         built[name] = cls(**kwargs)
     d = built["display"]
     if d.model in DISPLAY_MODELS and not (d.width and d.height):
         w, h = DISPLAY_MODELS[d.model]
         built["display"] = dataclasses.replace(d, width=d.width or w, height=d.height or h)
     config = Config(**built)
+    if not {k for k, _ in problems} & {"display.width", "display.height", "display.model"}:
+        problems.extend(_panel_problems(config, raw))
     problems.extend(_cross_checks(config))
     return config, problems
 
@@ -550,6 +631,140 @@ def _type_name(hint: Any) -> str:
     return names[hint]
 
 
+#: Folders no file of the device may be in: device nodes and the kernel's views.
+FORBIDDEN_FOLDERS = ("/dev", "/proc", "/sys")
+#: Path keys the device only reads (the file must exist); empty means "none" for these.
+READ_PATHS = frozenset({"upload.ca_bundle"})
+#: Path keys that may be empty (the feature is then off).
+OPTIONAL_PATHS = frozenset({"upload.ca_bundle"})
+#: Keys that end like a path key but name something else (a serial device, not a file).
+NOT_FILE_PATHS = frozenset({"console.port"})
+#: The longest path accepted (Linux's PATH_MAX).
+MAX_PATH = 4096
+#: No number of any key is larger than this, whatever its own range (a backstop for keys added later).
+MAX_NUMBER = 1e9
+
+
+def is_path_key(key: str) -> bool:
+    """Whether ``section.key`` names a file of the device (the outbox, a key, the settings, a CA bundle).
+
+    By name, so that a key added later (``upload.private_key_file``) is checked
+    like the others without a list to keep: ``path``, ``*_path``, ``*_file``,
+    ``ca_bundle``.
+    """
+    name = key.partition(".")[2]
+    if key in NOT_FILE_PATHS:
+        return False
+    return name in ("path", "ca_bundle") or name.endswith(("_path", "_file"))
+
+
+def path_problem(key: str, value: str) -> str | None:
+    """Why ``value`` cannot be the file of path key ``key``, or None.
+
+    A path key names an absolute, plain path (no ``..``, ``.``, ``//`` or a
+    trailing ``/``) of a regular file, or of a file that does not exist yet,
+    outside ``/dev``, ``/proc`` and ``/sys`` (after symbolic links), whose
+    folder is writable (for a file the device only reads, the file must
+    exist and be readable). So ``/dev/null``, a folder, a fifo, a relative
+    path or an empty one are refused.
+    """
+    if not value:
+        return None if key in OPTIONAL_PATHS else "must not be empty: an absolute path of a file"
+    if "\0" in value or not value.isprintable():
+        return "must not contain control characters"
+    if len(value) > MAX_PATH:
+        return f"must be at most {MAX_PATH} characters"
+    if not value.startswith("/"):
+        return f"must be an absolute path (starting with /), not {value!r}"
+    if os.path.normpath(value) != value or value.startswith("//") or "/../" in value + "/":
+        return f"must be a plain absolute path (no '..', '.', '//' or trailing '/'), not {value!r}"
+    real = os.path.realpath(value)
+    for folder in FORBIDDEN_FOLDERS:
+        if real == folder or real.startswith(folder + "/"):
+            shown = value if real == value else f"{value} (= {real})"
+            return f"must not be under {folder}: {shown} is not a file of the device's own"
+    examined = True
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        st = None
+    except PermissionError:
+        # Another user's folder (the service's, read by a tool run as someone else): its owner's start checks it.
+        st, examined = None, False
+    except OSError as e:
+        return f"{value} cannot be examined: {e.strerror}"
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "a fifo" if stat.S_ISFIFO(st.st_mode) else (
+            "a socket" if stat.S_ISSOCK(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or
+            stat.S_ISBLK(st.st_mode) else "not a regular file")
+        return f"{value} is {what}, not a regular file"
+    if not examined:
+        return None
+    if key in READ_PATHS:
+        if st is None:
+            return f"no such file: {value}"
+        if not os.access(real, os.R_OK):
+            return f"{value} cannot be read"
+        return None
+    # The nearest folder that exists must be a folder the device may write in (the rest is made at start).
+    folder = os.path.dirname(real)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        return f"its folder {folder} is not a folder"
+    if _may_judge(folder) and not os.access(folder, os.W_OK | os.X_OK):
+        return f"its folder {folder} is not writable"
+    return None
+
+
+def _may_judge(folder: str) -> bool:
+    """Whether this process can tell if the device may write in ``folder``.
+
+    As root (the installer, ``sudo evaluator --check``) or as the folder's
+    owner (the service itself): yes. A tool run by another user cannot speak
+    for the service's permissions; the service's own start checks them.
+    """
+    euid = os.geteuid()
+    try:
+        return euid == 0 or os.stat(folder).st_uid == euid
+    except OSError:
+        return False
+
+
+def _value_problem(key: str, value: Any) -> str | None:
+    """Rules every key of a type follows, before its own check: finite numbers, printable text, paths."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, not {value!r}"
+    if isinstance(value, str):
+        if not value.isprintable():
+            return "must not contain control characters (newlines, tabs ...)"
+        if is_path_key(key):
+            return path_problem(key, value)
+    if isinstance(value, tuple):
+        for item in value:
+            problem = _value_problem(key, item)
+            if problem:
+                return problem
+    return None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _panel_problems(config: Config, raw: Layer) -> list[tuple[str, str]]:
+    """``display.width``/``height`` only as the panel table allows for the model."""
+    d = config.display
+    sizes = PANEL_SIZES.get(d.model)
+    if sizes is None or (d.width, d.height) in sizes:
+        return []
+    asked = raw.get("display", {})
+    keys = [k for k in ("width", "height") if k in asked] or ["width", "height"]
+    allowed = ", ".join(f"{w}x{h}" for w, h in sizes)
+    return [(f"display.{k}", f"the {d.model} drives {allowed} only (0: its own size); "
+             f"{d.width}x{d.height} is not one of them") for k in keys]
+
+
 def _cross_checks(config: Config) -> list[tuple[str, str]]:
     problems = []
     pins = config.buttons.pins
@@ -564,8 +779,6 @@ def _cross_checks(config: Config) -> list[tuple[str, str]]:
             if pin in pins:
                 problems.append((f"display.{key}", f"pin {pin} is also a rating button"))
     problems.extend(_hardware_checks(config))
-    if config.upload.ca_bundle and not os.path.isfile(config.upload.ca_bundle):
-        problems.append(("upload.ca_bundle", f"no such file: {config.upload.ca_bundle}"))
     if config.upload.backoff_max_s < config.upload.backoff_min_s:
         problems.append(("upload.backoff_max_s", "must be >= upload.backoff_min_s"))
     if _plain_http_elsewhere(config.upload.server) and not config.upload.insecure_http:
@@ -621,9 +834,6 @@ def _hardware_checks(config: Config) -> list[tuple[str, str]]:
 
 def _plain_http_elsewhere(url: str) -> bool:
     """Whether ``url`` is plain HTTP to a host that is not a loopback address."""
-    import ipaddress
-    import urllib.parse
-
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     if parts.scheme.lower() != "http" or host == "localhost":
@@ -632,6 +842,15 @@ def _plain_http_elsewhere(url: str) -> bool:
         return not ipaddress.ip_address(host).is_loopback
     except ValueError:
         return True
+
+
+def frame_size(config: Config) -> tuple[int, int]:
+    """The frame size the configured panel draws: its size (the model's own when 0), turned by ``rotate``."""
+    d = config.display
+    w, h = d.width, d.height
+    if not (w and h):
+        w, h = DISPLAY_MODELS.get(d.model, (128, 64))
+    return (h, w) if d.rotate in (90, 270) else (w, h)
 
 
 def as_dict(config: Config) -> dict[str, dict[str, Any]]:

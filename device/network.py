@@ -1,8 +1,9 @@
 """Wi-Fi for Improv provisioning: NetworkManager on the Pi.
 
-A backend (:class:`WifiBackend`) has three methods: ``connect(ssid,
+A backend (:class:`WifiBackend`) has four methods: ``connect(ssid,
 password)`` (raises :class:`~device.errors.NetworkError` on failure),
-``scan() -> list[WifiNetwork]`` and ``is_connected() -> bool``. The Wi-Fi
+``scan() -> list[WifiNetwork]``, ``is_connected() -> bool`` and
+``info() -> NetworkInfo`` (what ``Status network`` shows: SSID, signal, IP). The Wi-Fi
 password is never logged, never put into an error message and never kept
 after the attempt. The simulator's stand-in is ``sim.wifi.FakeNetworkBackend``.
 """
@@ -25,6 +26,32 @@ class WifiNetwork:
     secured: bool
 
 
+@dataclass(frozen=True)
+class NetworkInfo:
+    """The network as ``Status network`` shows it (``None``: not known, or not joined).
+
+    Attributes:
+        connected: whether a Wi-Fi network is joined.
+        ssid: the network's name.
+        signal_dbm: its signal in dBm (-50 strong, -90 barely).
+        ip: the device's IPv4 address on it.
+        interface: the Wi-Fi interface.
+    """
+
+    connected: bool
+    ssid: str | None = None
+    signal_dbm: int | None = None
+    ip: str | None = None
+    interface: str | None = None
+
+
+def signal_words(dbm: int | None) -> str:
+    """A signal in words, as a technician judges it (the usual Wi-Fi bands)."""
+    if dbm is None:
+        return "unknown"
+    return "excellent" if dbm >= -55 else "good" if dbm >= -67 else "fair" if dbm >= -75 else "weak"
+
+
 class WifiBackend(Protocol):
     """What Improv provisioning needs of the Wi-Fi."""
 
@@ -36,6 +63,9 @@ class WifiBackend(Protocol):
 
     def is_connected(self) -> bool:
         """Whether a Wi-Fi network is joined now."""
+
+    def info(self) -> NetworkInfo:
+        """The joined network's name, signal and the device's address on it."""
 
 
 def _scrub(text: str, secret: str) -> str:
@@ -133,3 +163,34 @@ class NmcliBackend:
             logger.warning("cannot read the Wi-Fi state: %s", e)
             return False
         return any(_split_terse(line)[:2] == ["wifi", "connected"] for line in out.splitlines())
+
+    def info(self) -> NetworkInfo:
+        try:
+            out = self._nmcli(["-t", "-f", "ACTIVE,SSID,SIGNAL,DEVICE", "device", "wifi", "list", "--rescan", "no"],
+                              timeout=10)
+        except NetworkError as e:
+            logger.warning("cannot read the Wi-Fi state: %s", e)
+            return NetworkInfo(connected=False)
+        for line in out.splitlines():
+            fields = _split_terse(line)
+            if len(fields) >= 3 and fields[0] == "yes":
+                try:
+                    dbm: int | None = int(fields[2]) // 2 - 100
+                except ValueError:
+                    dbm = None
+                interface = fields[3] if len(fields) > 3 and fields[3] else (self.interface or None)
+                return NetworkInfo(True, fields[1], dbm, self._ip(interface), interface)
+        return NetworkInfo(connected=False)
+
+    def _ip(self, interface: str | None) -> str | None:
+        if not interface:
+            return None
+        try:
+            out = self._nmcli(["-t", "-f", "IP4.ADDRESS", "device", "show", interface], timeout=10)
+        except NetworkError:
+            return None
+        for line in out.splitlines():
+            _, _, value = line.partition(":")
+            if value:
+                return value.split("/")[0]
+        return None

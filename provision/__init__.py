@@ -12,9 +12,14 @@ It talks to the device only through the console's command lines; from the
 device's code it uses nothing but :mod:`device.config` (to check a profile
 before touching the port) and the serial port opener.
 
-The modules: :mod:`~provision.profiles` (reading profiles and CSV rows),
+For a hall's batch it checks the whole CSV before any port is opened, then
+walks the windows device after device and writes a results file with each
+device's public key (:mod:`~provision.batch`); the hall imports it.
+
+The modules: :mod:`~provision.profiles` (reading profiles and checking CSV rows),
 :mod:`~provision.session` (one command line, one JSON answer),
-:mod:`~provision.run` (apply, commit, read back, test, report) and
+:mod:`~provision.run` (apply, commit, read back, test, report; always locks),
+:mod:`~provision.batch` (next-device mode, the results file) and
 :mod:`~provision.cli` (the command line).
 """
 
@@ -28,3 +33,4 @@ EXIT_PIN = 6            #: PIN refused or needed
 EXIT_REJECTED = 7       #: a value rejected or the commit failed
 EXIT_READBACK = 8       #: a value read back differs
 EXIT_TEST = 9           #: a self-test failed
+EXIT_BATCH = 10         #: next-device mode ended with windows not provisioned (see the results file)

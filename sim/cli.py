@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"evaluator-sim: {e}", file=sys.stderr)
         return 2
 
-    data_dir = args.data or tempfile.mkdtemp(prefix="evaluator-sim-")
+    data_dir = os.path.abspath(args.data) if args.data else tempfile.mkdtemp(prefix="evaluator-sim-")
     os.makedirs(data_dir, exist_ok=True)
     key_path, key = prepare_key(data_dir, args.device_key)
 

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Mapping
 
 from device.errors import NetworkError
-from device.network import WifiNetwork
+from device.network import NetworkInfo, WifiNetwork
 
 logger = logging.getLogger(__name__)
 
@@ -42,3 +42,9 @@ class FakeNetworkBackend:
 
     def is_connected(self) -> bool:
         return self.connected_to is not None
+
+    def info(self) -> NetworkInfo:
+        if self.connected_to is None:
+            return NetworkInfo(connected=False, interface="wlan0")
+        # The simulator's network is this machine's loopback: the hall is reached there.
+        return NetworkInfo(True, self.connected_to, self.rssi.get(self.connected_to, -60), "127.0.0.1", "wlan0")

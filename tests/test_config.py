@@ -25,8 +25,10 @@ def test_display_size_follows_the_model_unless_set():
     assert (config.load().display.width, config.load().display.height) == (128, 64)
     c = config.load(overrides=["display.model=ssd1322", "display.interface=spi"])  # SPI only
     assert (c.display.width, c.display.height) == (256, 64)
-    c = config.load(overrides=["display.model=ssd1327", "display.width=96"])
-    assert (c.display.width, c.display.height) == (96, 128)
+    c = config.load(overrides=["display.model=ssd1306", "display.height=32"])
+    assert (c.display.width, c.display.height) == (128, 32)
+    with pytest.raises(ConfigError, match=r"display\.width: the ssd1327 drives 128x128 only"):
+        config.load(overrides=["display.model=ssd1327", "display.width=96"])
 
 
 def test_override_parses_toml_values_and_plain_strings():

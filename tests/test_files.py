@@ -51,7 +51,8 @@ def test_the_assignment_is_written_the_same_way_folder_flushed_included(tmp_path
     path = tmp_path / "assignment.json"
     hall.save_assignment(path, Assignment(window_no="03", window_name="三号", staff_no="9", staff_name="李四",
                                           staff_dept="", qr_url="", reasons=(), reasons_version=""))
-    assert hall.load_assignment(path).staff_name == "李四"
+    loaded = hall.load_assignment(path)
+    assert loaded is not None and loaded.staff_name == "李四"
     assert synced == [str(tmp_path)] and stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
@@ -75,7 +76,12 @@ def test_a_move_across_filesystems_copies_flushes_renames_then_removes_the_sourc
     src.write_bytes(b"data")
     calls = _exdev_once(monkeypatch)
     removed = []
-    files.move(src, dst, remove_source=lambda p: (removed.append(p), os.unlink(p)))
+
+    def remove(path):
+        removed.append(path)
+        os.unlink(path)
+
+    files.move(src, dst, remove_source=remove)
     assert dst.read_bytes() == b"data" and not src.exists() and removed == [str(src)]
     assert calls[1] == (str(dst) + ".moving", str(dst))
     assert synced == [str(tmp_path / "b"), str(tmp_path / "a")]    # the copy durable before the source goes
@@ -97,7 +103,12 @@ def test_a_move_that_fails_for_another_reason_is_not_a_copy(tmp_path, monkeypatc
 def test_the_outbox_and_the_settings_move_through_the_same_function(tmp_path, monkeypatch):
     moved = []
     real = files.move
-    monkeypatch.setattr(files, "move", lambda *a, **k: (moved.append(a[:2]), real(*a, **k)))
+
+    def move(*a, **k):
+        moved.append(a[:2])
+        return real(*a, **k)
+
+    monkeypatch.setattr(files, "move", move)
     (tmp_path / "x").write_bytes(b"1")
     repair._move_file(str(tmp_path / "x"), str(tmp_path / "sub" / "x"))
     from device import settings

@@ -421,3 +421,25 @@ def test_nmcli_scan_parses_terse_output():
     run = FakeRun(stdout="HallNet:80:WPA2\nCafe\\:Guest:40:\n:90:WPA2\nHallNet:30:WPA2\n")
     networks = NmcliBackend(run=run).scan()
     assert [(n.ssid, n.rssi, n.secured) for n in networks] == [("HallNet", -60, True), ("Cafe:Guest", -80, False)]
+
+
+def test_nmcli_info_names_the_joined_network_its_signal_and_the_ip():
+    class Answers:
+        def __init__(self):
+            self.calls = []
+
+        def __call__(self, args, **kwargs):
+            self.calls.append(args)
+            if "IP4.ADDRESS" in args:
+                out = "IP4.ADDRESS[1]:192.168.8.23/24\n"
+            else:
+                out = "no:Cafe\\:Guest:40:wlan0\nyes:HallNet:70:wlan0\n"
+            return subprocess.CompletedProcess(args, 0, out, "")
+
+    run = Answers()
+    info = NmcliBackend(run=run).info()
+    assert (info.connected, info.ssid, info.signal_dbm, info.ip, info.interface) == (
+        True, "HallNet", -65, "192.168.8.23", "wlan0")
+    assert run.calls[1] == ["nmcli", "-t", "-f", "IP4.ADDRESS", "device", "show", "wlan0"]
+    assert NmcliBackend(run=FakeRun(stdout="no:HallNet:70:wlan0\n")).info().connected is False
+    assert NmcliBackend(run=FakeRun(returncode=8, stderr="NetworkManager is not running")).info().connected is False

@@ -32,10 +32,12 @@ rating_window_s = 45
 """
 
 HALL_CSV = (
-    "window_no,window_name,staff_no,staff_name,server,channel,device_id,device_key,session.rating_window_s\n"
-    f"11,综合受理,0001,张三,https://hall.example.org,5,WE-0011,{KEY}-11,30\n"
-    f"12,不动产登记,0123,欧阳娜娜,https://hall.example.org,PJQ,WE-0012,{KEY}-12,40\n"
+    "window_no,window_name,staff_no,staff_name,server,channel,device_id,session.rating_window_s\n"
+    "11,综合受理,0001,张三,https://hall.example.org,5,WE-0011,30\n"
+    "12,不动产登记,0123,欧阳娜娜,https://hall.example.org,PJQ,WE-0012,40\n"
 )
+#: The hall's keys file, for halls that still use shared keys: never the CSV.
+HALL_KEYS = f'[devices]\n"WE-0011" = "{KEY}-11"\n"WE-0012" = "{KEY}-12"\n'
 
 
 @pytest.fixture
@@ -79,7 +81,10 @@ def test_profile_is_applied_committed_read_back_and_tested(rig, profile, capsys)
 def test_one_row_of_a_hall_csv(rig, tmp_path, capsys):
     hall = tmp_path / "hall.csv"
     hall.write_bytes(HALL_CSV.encode("gb18030"))  # as Excel saves it on a Chinese Windows
-    code, _out, err = run(capsys, "--port", rig.port.path, "--csv", hall, "--window", "012", "--no-tests")
+    keys = tmp_path / "keys.toml"
+    keys.write_text(HALL_KEYS, encoding="utf-8")
+    code, _out, err = run(capsys, "--port", rig.port.path, "--csv", hall, "--window", "012", "--no-tests",
+                          "--hmac-keys", keys)
     assert code == 0, err
     config = rig.device.config
     assert (config.device.id, config.staff.name, config.device.channel) == ("WE-0012", "欧阳娜娜", "PJQ")
@@ -109,20 +114,27 @@ def test_wrong_device_is_refused_before_anything_changes(rig, profile, capsys):
     assert rig.device.applied == [] and not os.path.exists(rig.store.path)
 
 
-def test_a_value_the_device_rejects_stops_before_commit(rig, tmp_path, capsys):
+def test_a_value_the_device_would_reject_stops_before_the_port_is_touched(rig, tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text('[staff]\nname = "李四"\n[session]\nsource = "nowhere"\n', encoding="utf-8")
     code, _, err = run(capsys, "--port", rig.port.path, "--profile", bad)
-    assert code == provision.EXIT_REJECTED and "session.source" in err
+    # The device's own rules, checked on the laptop: no command reached the console.
+    assert code == provision.EXIT_USAGE and "session.source" in err
+    assert rig.console.status.answered == 0
     assert rig.device.applied == [] and not os.path.exists(rig.store.path)
     assert rig.ask("Status")["staged"] == []
 
 
-def test_a_commit_the_device_refuses_lists_the_problems(rig, tmp_path, capsys):
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[buttons]\nstaff_pin = 5\n[session]\nsource = \"staff_button\"\n", encoding="utf-8")
-    code, _, err = run(capsys, "--port", rig.port.path, "--profile", bad)
-    assert code == provision.EXIT_REJECTED and "buttons.staff_pin" in err
+def test_a_commit_the_device_refuses_lists_the_problems(tmp_path, capsys):
+    # Sound on its own, wrong on this device: its staff key is wired to a rating button's pin.
+    rig = Rig(tmp_path, extra=("buttons.staff_pin=5",))
+    try:
+        bad = tmp_path / "bad.toml"
+        bad.write_text('[session]\nsource = "staff_button"\n', encoding="utf-8")
+        code, _, err = run(capsys, "--port", rig.port.path, "--profile", bad)
+        assert code == provision.EXIT_REJECTED and "buttons.staff_pin" in err
+    finally:
+        rig.close()
 
 
 def test_no_answer_is_a_timeout(tmp_path, profile, capsys):

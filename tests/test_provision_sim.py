@@ -98,7 +98,8 @@ def test_provisioning_round_trip_over_the_pty(tmp_path, hall, capsys):
         old.unlink()
     again = Sim(tmp_path, hall)
     again.finish("press 2\nwait 1\n")
-    assert [(e["seq"], e["staff_name"], e["level"]) for e in hall.events("HALL-12")] == [
+    # A clock event may come between them (this machine's clock unsynced: hall time); ratings are the point.
+    assert [(e["seq"], e["staff_name"], e["level"]) for e in hall.events("HALL-12") if e["type"] == "rating"] == [
         (1, "王小明", "very_satisfied"), (2, "王小明", "satisfied")]
     assert any(idle_frames_match(tmp_path / "frames", idle) for idle in idles)
 

@@ -34,6 +34,8 @@ from damage_rig import (
     wait_for,
 )
 
+from device.handlers.commands import EraseSettings
+
 RARE = "王\U00020000"  # 𠀀: a rare character (生僻字) the bitmap font lacks
 LONG_URL = "https://hall.example.org/rate?w=" + "x" * 300
 
@@ -251,6 +253,10 @@ def bad_value(name: str, line: str | Callable[[Image], str], key: str) -> Callab
                     return out
                 staged, answer = dev.tech(text), dev.tech("Commit")
                 out.answered += 2
+                if staged.get("ok") is False and staged.get("key") == key:
+                    # Refused as it was staged (a hostile path never reaches Commit): the same refusal, earlier.
+                    refusal = {"key": key, "message": f"refused at Set: {staged['message']}"}
+                    answer = {"ok": False, "problems": [refusal]}
                 problems = {p.get("key"): p.get("message") for p in answer.get("problems", [])}
                 if answer.get("ok") or key not in problems:
                     out.problems.append(f"the commit was not refused for {key}: {answer}")
@@ -467,6 +473,13 @@ def key_kills(work: str, kills: int = 50, seed: int | None = None) -> Outcome:
 
             def factory_reset(self) -> None:
                 self.resets += 1
+
+            def ask(self, request: Any) -> Any:
+                # The owner of the settings and the key carries the erase out (here, on the asking thread).
+                if isinstance(request, EraseSettings):
+                    request.erase()
+                    return None
+                raise TypeError(f"unknown request {type(request).__name__}")
 
             def status(self) -> dict[str, Any]:
                 return {}

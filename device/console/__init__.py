@@ -14,13 +14,16 @@ The modules:
   port, dispatches and answers;
 * :mod:`~device.console.framing`: :class:`Splitter` (bytes to lines, frames
   and problems);
-* :mod:`~device.console.commands`: what a command table is made of;
+* :mod:`~device.console.commands`: what a command table is made of (a
+  command is one entry: handler, authorisation, help);
 * the feature tables: :mod:`~device.console.settings` (reads, ``Get``,
   ``Set``, ``DeviceKey``), :mod:`~device.console.auth` (``Auth``, ``Pin``,
   ``Lock``, presence), :mod:`~device.console.staging` (``Commit``,
   ``Discard``, ``FactoryReset``), :mod:`~device.console.selftest`
-  (``Test``), :mod:`~device.console.actions` (``Help``, ``Status``,
-  ``Queue``, ``Upload``, ``Restart``);
+  (``Test``), :mod:`~device.console.actions` (``Help``, ``Status`` and its
+  sections, ``Queue``, ``Upload``, ``Restart``), :mod:`~device.console.wifi`
+  (``Wifi``), and ``device.console.keys`` (``PublicKey``, ``RotateKey``) when
+  it is there;
 * :mod:`~device.console.improv` (the Improv serial protocol's bytes) and
   :mod:`~device.console.improv_rpc` (answering its RPCs).
 

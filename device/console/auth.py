@@ -152,7 +152,9 @@ def _pin(ctx: Context, arg: str) -> Answer:
 
 
 COMMANDS = {
-    "auth": Command(_auth),
-    "lock": Command(_lock),
-    "pin": Command(_pin, Needs.TO_CHANGE),
+    "auth": Command(_auth, name="Auth", summary="authorise changes with the PIN (alone: whether authorised)",
+                    usage="Auth [PIN]", example="Auth 2468"),
+    "lock": Command(_lock, name="Lock", summary="end the authorisation now", usage="Lock", example="Lock"),
+    "pin": Command(_pin, Needs.TO_CHANGE, name="Pin", summary="set or change the PIN (4 to 32 characters)",
+                   usage="Pin [new PIN]", example="Pin 97531"),
 }

@@ -59,17 +59,20 @@ class ImprovRpc:
         send_frame: writes one frame (``None`` is nothing to write).
         firmware: the version reported in the device info.
         send_line: writes one JSON answer line (why Wi-Fi settings were refused).
+        on_refused: counts a refused frame (the console logs a summary line per minute at most).
         model: the hardware name reported in the device info (default :func:`board_model`).
     """
 
     def __init__(self, device: DeviceControl, network: WifiBackend | None, auth: Auth,
                  send_frame: Callable[[bytes | None], None], firmware: str,
-                 send_line: Callable[[dict[str, Any]], None] | None = None, model: str | None = None) -> None:
+                 send_line: Callable[[dict[str, Any]], None] | None = None, model: str | None = None,
+                 on_refused: Callable[[str], None] | None = None) -> None:
         self.device = device
         self.network = network
         self.auth = auth
         self.send_frame = send_frame
         self.send_line = send_line
+        self.on_refused = on_refused
         self.firmware = firmware
         self.model = model or board_model()
         self.state = improv.ImprovState(improv.State.READY)
@@ -91,6 +94,11 @@ class ImprovRpc:
 
     def _state_now(self) -> improv.State:
         return improv.State.PROVISIONED if self._wifi_up() else improv.State.READY
+
+    def network_changed(self) -> None:
+        """The Wi-Fi was changed elsewhere (the ``Wifi`` command): read its state again and tell the client."""
+        self._wifi_connected = None
+        self.refresh()
 
     def refresh(self) -> None:
         """Tell an Improv client of a state change it has not heard of yet."""
@@ -154,7 +162,10 @@ class ImprovRpc:
 
     def _wifi(self, payload: bytes) -> None:
         if not self.auth.authorized():
-            logger.warning("Improv Wi-Fi settings refused: console locked")
+            if self.on_refused is not None:
+                self.on_refused("improv_locked")  # counted into the console's summary line: frames can flood
+            else:
+                logger.warning("Improv Wi-Fi settings refused: console locked")
             self._error(improv.Error.UNKNOWN)
             if self.send_line is not None:
                 self.send_line(dict(LOCKED))

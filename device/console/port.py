@@ -12,6 +12,7 @@ authorisation) others read from the :class:`ConsoleStatus` it publishes.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import threading
@@ -21,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from device import __version__
 from device.config import MASK, Secret
-from device.console import actions, improv, selftest, staging
+from device.console import actions, commit, improv, selftest, wifi
 from device.console import auth as auth_commands
 from device.console import settings as settings_commands
+from device.console.actions import suggest
 from device.console.auth import AUTH_IDLE_S, PRESENCE_S, Auth
 from device.console.commands import Answer, Command, Context, Needs, table
 from device.console.framing import FRAME_TIMEOUT_S, MAX_LINE, Item, Line, Splitter
@@ -45,12 +47,27 @@ logger = logging.getLogger(__name__)
 READ_RETRY_S = 1.0
 #: Refused input (garbage, half frames) is logged as one summary line this often at most.
 REFUSED_LOG_S = 60.0
+#: Refusals a flood could repeat: counted into the summary line rather than logged one by one.
+REFUSALS_COUNTED = frozenset({"not_authorized", "unknown_key", "invalid_value", "missing_value", "unknown_section",
+                              "unknown_command", "confirm_needed"})
 
 
+#: Feature modules of the console that may not be in every build (the device keys' commands):
+#: each one's ``COMMANDS`` joins the table when the module is there.
+OPTIONAL_FEATURES = ("device.console.keys",)
 def default_commands() -> dict[str, Command]:
     """Every feature's command table, joined."""
-    return table(actions.COMMANDS, settings_commands.COMMANDS, auth_commands.COMMANDS, staging.COMMANDS,
-                 selftest.COMMANDS)
+    tables: list[Mapping[str, Command]] = [actions.COMMANDS, settings_commands.COMMANDS, auth_commands.COMMANDS,
+                                           commit.COMMANDS, selftest.COMMANDS, wifi.COMMANDS]
+    for name in OPTIONAL_FEATURES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        tables.append(module.COMMANDS)
+    return table(*tables)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,10 +130,13 @@ class Console(Worker[ConsoleStatus]):
         self._idle_from_config = auth_idle_s is None
         self.auth = Auth(pins, clock, AUTH_IDLE_S if auth_idle_s is None else auth_idle_s)
         self.staging = Staging(settings, device)
-        self.improv = ImprovRpc(device, network, self.auth, self._send_frame, firmware, send_line=self._send)
+        self.improv = ImprovRpc(device, network, self.auth, self._send_frame, firmware, send_line=self._send,
+                                on_refused=self._refuse)
         self.auth.on_change = self.improv.refresh
         self._context = Context(device=device, settings=settings, pins=pins, auth=self.auth, staging=self.staging,
-                                send=self._send, firmware=firmware, button_timeout_s=button_timeout_s)
+                                send=self._send, firmware=firmware, button_timeout_s=button_timeout_s,
+                                commands=self.commands, network=network,
+                                network_changed=self.improv.network_changed)
         # The thread and callers of feed()/grant_presence() (tests, the supervisor) take turns.
         self._lock = threading.RLock()
         self._read_errors = 0
@@ -192,6 +212,18 @@ class Console(Worker[ConsoleStatus]):
                 self.publish(authorized=self.auth.authorized(), staged=tuple(self.staging.names()),
                              improv_client=self.improv.client_seen, answered=self._answered)
 
+    def register(self, name: str, command: Command) -> None:
+        """Add a command (a test's, a feature's): one entry; the dispatch does not change.
+
+        Raises:
+            ValueError: a command of that name is already there.
+        """
+        key = name.lower()
+        with self._lock:
+            if key in self.commands:
+                raise ValueError(f"console command defined twice: {key}")
+            self.commands[key] = command
+
     def grant_presence(self, duration_s: float = PRESENCE_S) -> None:
         """Physical presence proven (buttons held at boot): changes allowed for a while."""
         with self._lock:
@@ -217,6 +249,10 @@ class Console(Worker[ConsoleStatus]):
         except Exception as e:
             logger.warning("console port write failed: %s", e)
 
+    def _refuse(self, code: str) -> None:
+        """Count refused input for the next summary line (never a line of its own)."""
+        self._refused[code] = self._refused.get(code, 0) + 1
+
     def _log_refused(self) -> None:
         """One summary line per :data:`REFUSED_LOG_S` at most: garbage must not flood the log."""
         now = self._clock()
@@ -235,7 +271,7 @@ class Console(Worker[ConsoleStatus]):
             elif isinstance(item, improv.Frame):
                 self.improv.handle(item)
             else:
-                self._refused[item.code] = self._refused.get(item.code, 0) + 1
+                self._refuse(item.code)
                 if item.code == "bad_frame":
                     # A whole frame that failed its checksum: Improv's answer for the client, then the
                     # line for a person at a terminal (Improv clients skip lines that are not frames).
@@ -260,17 +296,22 @@ class Console(Worker[ConsoleStatus]):
         command = self.commands.get(name)
         self._answered += 1
         if command is None:
-            # Never echo the unknown word: it may be a PIN typed on its own.
-            logger.info("console: unknown command")
-            self._send({"ok": False, "error": "unknown_command",
-                        "message": "unknown command; send Help for the list"})
+            # Never echo the unknown word (it may be a PIN typed on its own), and never log a line
+            # per word: counted, and summed up once a minute at most, so a flood cannot fill the disk.
+            self._refuse("unknown_command")
+            hint = suggest(name, self.commands)
+            refusal: Answer = {"ok": False, "error": "unknown_command",
+                               "message": (f"unknown command; did you mean {hint}? " if hint else
+                                           "unknown command; ") + "send Help for the list"}
+            if hint:
+                refusal["did_you_mean"] = hint
+            self._send(refusal)
             return
         # Log what was asked, never a value: it may be a PIN, a key or a name.
         detail = (" " + arg.split(" ", 1)[0][:64]) if arg and command.log_argument else ""
-        logger.info("console: %s%s%s", name, detail, " (with a value)" if arg and not detail else "")
-        answer: Answer | None
+        changes = command.needs is Needs.ALWAYS or (command.needs is Needs.TO_CHANGE and bool(arg))
         try:
-            if command.needs is Needs.ALWAYS or (command.needs is Needs.TO_CHANGE and arg):
+            if changes:
                 self.auth.require()
             answer = command.handler(self._context, arg)
         except CommandRefused as r:
@@ -280,6 +321,13 @@ class Console(Worker[ConsoleStatus]):
                       "problems": [{"key": k, "message": m} for k, m in e.problems]}
         except DeviceUnavailable as e:
             answer = {"ok": False, "error": "unavailable", "message": str(e)}
+        if answer is not None and answer.get("ok") is False and answer.get("error") in REFUSALS_COUNTED:
+            self._refuse(str(answer["error"]))
+            logger.debug("console: %s refused (%s)", name, answer["error"])
+        else:
+            # Changes are logged (an audit of what a technician did); reads only at debug level.
+            logger.log(logging.INFO if changes else logging.DEBUG, "console: %s%s%s", name, detail,
+                       " (with a value)" if arg and not detail else "")
         if answer is not None:
             self._send(answer)
 

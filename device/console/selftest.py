@@ -94,5 +94,6 @@ def _test_buttons(ctx: Context, timeout: float) -> Answer:
 
 COMMANDS = {
     # Authorisation is checked per test: the uplink test changes nothing.
-    "test": Command(_test, log_argument=True),
+    "test": Command(_test, log_argument=True, name="Test", summary="self-tests: the buttons, the display, the uplink",
+                    usage="Test buttons [timeout_s] | Test display | Test uplink", example="Test uplink"),
 }

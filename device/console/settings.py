@@ -34,6 +34,22 @@ SETTINGS = {
     "displaymodel": "display.model",
     "qrurl": "qr.url",
 }
+#: How help writes each short name, and an example value.
+SETTING_NAMES = {
+    "deviceid": ("DeviceId", "WE-0012"),
+    "windowno": ("WindowNo", "12"),
+    "windowname": ("WindowName", "不动产登记"),
+    "channel": ("Channel", "5"),
+    "staffno": ("StaffNo", "0123"),
+    "staffname": ("StaffName", "李四"),
+    "staffdept": ("StaffDept", "不动产登记中心"),
+    "server": ("Server", "https://hall.example.org"),
+    "source": ("Source", "staff_button"),
+    "sessionsource": ("SessionSource", "hall"),
+    "display": ("Display", "sh1106"),
+    "displaymodel": ("DisplayModel", "ssd1306"),
+    "qrurl": ("QrUrl", "https://hcp.example.org/w/12"),
+}
 #: Commands that read or stage two settings at once: ``Window 12 综合受理``.
 PAIRS = {"window": ("device.window_no", "device.window_name"), "staff": ("staff.no", "staff.name")}
 #: A device key's length, in characters.
@@ -95,7 +111,12 @@ def _get(ctx: Context, arg: str) -> Answer:
         return answer
     full_key = arg.split(maxsplit=1)[0].lower()
     _check_key(full_key)
-    return _read_answer(ctx, full_key)
+    answer = _read_answer(ctx, full_key)
+    current = answer["value"]
+    if config_mod.is_path_key(full_key) or (isinstance(current, (int, float)) and not isinstance(current, bool)):
+        # What the key accepts, for a person about to Set it (its range, or the rules of a path).
+        answer["rule"] = config_mod.rule(full_key)
+    return answer
 
 
 def _set(ctx: Context, arg: str) -> Answer:
@@ -124,10 +145,27 @@ def _device_key(ctx: Context, arg: str) -> Answer:
     return {"ok": True, "key": "device_key", "staged": MASK}
 
 
+def _setting_command(short: str, key: str) -> Command:
+    name, example = SETTING_NAMES[short]
+    return Command(functools.partial(_setting, key), Needs.TO_CHANGE, name=name,
+                   summary=f"read {key}, or stage a new value (Commit applies it)",
+                   usage=f"{name} [value]", example=f"{name} {example}")
+
+
 COMMANDS = {
-    **{name: Command(functools.partial(_setting, key), Needs.TO_CHANGE) for name, key in SETTINGS.items()},
-    **{name: Command(functools.partial(_pair, keys), Needs.TO_CHANGE) for name, keys in PAIRS.items()},
-    "get": Command(_get, log_argument=True),
-    "set": Command(_set, Needs.ALWAYS, log_argument=True),
-    "devicekey": Command(_device_key, Needs.TO_CHANGE),
+    **{short: _setting_command(short, key) for short, key in SETTINGS.items()},
+    "window": Command(functools.partial(_pair, PAIRS["window"]), Needs.TO_CHANGE, name="Window",
+                      summary="read or stage the window's number and name at once",
+                      usage="Window [no [name]]", example="Window 12 不动产登记"),
+    "staff": Command(functools.partial(_pair, PAIRS["staff"]), Needs.TO_CHANGE, name="Staff",
+                     summary="read or stage the staff member's number and name at once",
+                     usage="Staff [no [name]]", example="Staff 0123 欧阳 娜娜"),
+    "get": Command(_get, log_argument=True, name="Get", summary="read any configuration key (alone: all of them)",
+                   usage="Get [section.key]", example="Get upload.batch_size"),
+    "set": Command(_set, Needs.ALWAYS, log_argument=True, name="Set",
+                   summary="stage any configuration key (Commit applies it)",
+                   usage="Set section.key value", example="Set session.rating_window_s 45"),
+    "devicekey": Command(_device_key, Needs.TO_CHANGE, name="DeviceKey",
+                         summary="stage the shared device key (write-only; reads answer ****)",
+                         usage="DeviceKey [key]", example="DeviceKey <16 to 256 characters>"),
 }
