@@ -63,6 +63,11 @@ def test_the_followup_screen_after_a_rating_shows_the_same_link(make_app):
     assert app.model == LaterScreen(qr_url=expected, message=FOLLOWUP_MESSAGE)
 
 
+def test_a_session_id_that_is_not_a_uuid_gets_no_link_of_its_own():
+    rules = st.Rules(source="staff_button", service_qr=TEMPLATE)
+    assert later_of(rules, "ticket-42") == ""  # the view shows the window's code
+
+
 def test_hall_sessions_keep_the_halls_qr_url_else_get_the_link():
     rules = st.Rules(source="hall", service_qr=TEMPLATE)
     session = str(uuid.uuid4())
@@ -70,6 +75,12 @@ def test_hall_sessions_keep_the_halls_qr_url_else_get_the_link():
     assert state.session is not None and state.session.qr_url == "https://hall.example.org/q/1"
     state, _ = st.step(st.State(), st.SessionOpened(session), 0.0, rules)
     assert state.session is not None and state.session.qr_url == service_link.service_link(TEMPLATE, session)
+    # The hall's qr_url too long for the panel: the service's link, not the window's code.
+    too_long = st.SessionVetted(st.SessionOpened(session, qr_url="https://hall.example.org/" + "q" * 900),
+                                qr_fits=False)
+    state, effects = st.step(st.State(), too_long, 0.0, rules)
+    assert state.session is not None and state.session.qr_url == service_link.service_link(TEMPLATE, session)
+    assert any(isinstance(e, st.QrReplaced) for e in effects)
 
 
 def test_auto_derives_from_the_windows_url_and_empty_keeps_the_windows_code(make_app):
