@@ -365,6 +365,10 @@ class PhonePage:
             return 0
         forget_before = datetime.datetime.fromtimestamp(self.clock() - FORGET_MOBILE_AFTER_S, datetime.UTC)
         with self._lock:
+            # Called for every batch a device delivers: a read only, unless some number waits.
+            if self._db.execute("SELECT 1 FROM phone_sms WHERE sent_at IS NULL AND mobile != '' LIMIT 1").fetchone() \
+                    is None:
+                return 0
             # Numbers are kept for their reminder only: one whose service never arrived is not kept either.
             self._db.execute("UPDATE phone_sms SET mobile = '' WHERE sent_at IS NULL AND mobile != '' "
                              "AND given_at < ?", (forget_before.isoformat(timespec="seconds"),))
