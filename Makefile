@@ -8,7 +8,7 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage provision-hall test-phone
+.PHONY: help setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage provision-hall syscalls pi-install-check deb deb-test test-phone
 
 # `make help` lists every target with the comment on its line (## ...).
 help: ## This list
@@ -18,7 +18,10 @@ TMUX := /usr/bin/tmux
 CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
 
-setup: $(STAMP) $(FONT) $(TMUX) $(CHROMIUM) $(CHROMEDRIVER) ## Install what is missing: Debian packages, the venv with the Python packages
+# strace, systemd-analyze and libseccomp's Python binding: tests/test_syscalls.py checks the unit's filter.
+PI_TOOLS := /usr/bin/strace /usr/bin/systemd-analyze /usr/share/doc/python3-seccomp
+
+setup: $(STAMP) $(FONT) $(TMUX) $(CHROMIUM) $(CHROMEDRIVER) $(PI_TOOLS) ## Install what is missing: Debian packages, the venv with the Python packages
 
 # WenQuanYi Bitmap Song: the crisp CJK bitmap font (PCF, 12 and 16 px).
 $(FONT):
@@ -41,12 +44,21 @@ $(CHROMEDRIVER):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y chromium chromium-driver
 
+# tests/test_syscalls.py: the unit's SystemCallFilter expanded (systemd-analyze), against the calls made (strace)
+# and enforced by the kernel (seccomp, through the system python3's binding) while the device takes a rating.
+$(PI_TOOLS):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y --no-install-recommends strace systemd python3-seccomp
+
 $(STAMP): setup.py
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv python3-pip; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,bench]'
+	# rpi-lgpio (pure Python, RPi.GPIO over lgpio, as on Bookworm): the fake Pi runs luma's RPi.GPIO through it.
+	# --no-deps: its lgpio is the fake Pi's here (lgpio has no wheel for this machine).
+	$(PY) -m pip install --quiet --no-deps rpi-lgpio==0.6
 	touch $@
 
 # With a terminal: the interactive simulator. Without one: the built-in scenario.
@@ -79,6 +91,26 @@ test-phone: setup ## The phone page and SMS in a real browser (headless Chromium
 # The production program on the fake Pi for every display model x interface x rotation (40 child processes).
 fakepi-matrix: setup ## The production program on the fake Pi: every panel x interface x rotation
 	$(PY) -m pytest -q -m slow tests/test_fakepi.py
+
+# The unit's SystemCallFilter against every call the doctor and the device make on the fake Pi (strace -f).
+syscalls: setup ## The unit's syscall filter against every call the doctor and the device make (strace)
+	$(PY) -m pytest -q -m slow tests/test_syscalls.py
+
+# The install on Raspberry Pi OS resolves for armv7l and aarch64 (Python 3.11) with no source build (needs PyPI).
+pi-install-check: setup ## The Pi install resolves for armv7l and aarch64 with no source build (needs PyPI)
+	$(PY) tools/pi_install.py
+
+# The package: out/window-evaluator_<version>_all.deb, installable offline (its wheels inside).
+deb: setup ## Build the .deb (with its wheelhouse) in out/
+	$(PY) deploy/deb.py --out out
+
+# The package installed into a throwaway root (dpkg --root), upgraded from the previous version with ratings
+# pending, removed and purged; the program in the root's venv runs on the fake Pi. This machine's Debian
+# packages stand in for the Pi's compiled modules (python3-lgpio excepted: the fake Pi's lgpio stands in).
+deb-test: setup ## The .deb installed, upgraded with ratings pending, removed and purged in a throwaway root
+	$(SUDO) apt-get install -y --no-install-recommends python3-venv python3-pil python3-cryptography \
+	  python3-cbor2 python3-spidev python3-cffi-backend
+	$(PY) -m pytest -q -m slow tests/test_deb.py
 
 # The damage matrix, a line per case: damaged storage (lost WAL, flipped page, truncated file, poison row),
 # a true ENOSPC (a loop-mounted ext4 when run as root), a moved outbox, FactoryReset, bad values,

@@ -20,7 +20,7 @@ setup(
         "gpiozero>=2.0",
         "luma.oled>=3.13",
         "luma.core>=2.4",
-        "Pillow>=10",
+        "Pillow>=9.4",  # Debian 12's python3-pil on the Pi (deploy/debian-packages.txt)
         "qrcode>=7.4",
         "sqlite-utils>=3.35",
         # RFC 9421 HTTP Message Signatures both ways on the uplink (contract v2); brings cryptography.
@@ -52,6 +52,7 @@ setup(
             "types-requests",
             "types-pyserial",
             "types-qrcode",
+            "packaging",  # tools/pi_install.py resolves the Pi's pinned wheels
         ],
         "bench": [
             "persist-queue>=1.0",

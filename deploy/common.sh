@@ -20,6 +20,7 @@ MODULES_CONF=/etc/modules-load.d/$APP.conf
 # The kernel's login console on the UART; what install.sh took out of cmdline.txt is kept here.
 CMDLINE_NOTE=$ETC/cmdline-removed
 GETTYS="serial-getty@ttyGS0.service serial-getty@ttyS0.service serial-getty@ttyAMA0.service"
+# The mark is kept as the first installs wrote it, so that their block is found and replaced.
 BEGIN_MARK="# >>> $APP (deploy/install.sh): I2C, SPI, UART and the USB serial gadget"
 END_MARK="# <<< $APP"
 
@@ -58,5 +59,8 @@ strip_block() {
         rm -f "$tmp"
     fi
 }
+
+# The package names of deploy/debian-packages.txt (first column; comments and blank lines skipped).
+debian_packages() { grep -v '^[[:space:]]*\(#\|$\)' "$1" | awk '{print $1}'; }
 
 in_file() { [ -f "$2" ] && grep -q "$1" "$2"; }

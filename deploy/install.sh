@@ -1,26 +1,37 @@
 #!/usr/bin/env bash
 # Install (or update) Window Evaluator on Raspberry Pi OS (Debian 12 bookworm or 13 trixie).
 #
-#   sudo deploy/install.sh [--console usb|uart]
+#   sudo deploy/install.sh [--console usb|uart] [--wheelhouse DIR]
 #
 # From a checkout of the repository. Safe to run again: every step checks
 # before it changes anything, and the technician's configuration and data
-# are never overwritten. What it does:
-#   - apt packages: Python, the build tools and headers lgpio and spidev need
-#     where pip finds no wheel (Python 3.13 on Debian 13), python3-lgpio and
-#     python3-spidev themselves, the CJK bitmap font, i2c-tools, NetworkManager;
-#   - a venv in /opt/window-evaluator/venv (it sees the system's lgpio and
-#     spidev) with this checkout and its `pi` extra installed;
-#   - config.txt: I2C, SPI, the UART and the USB gadget (dtoverlay=dwc2), in one
-#     marked block; g_serial loaded at boot (the USB console, /dev/ttyGS0);
+# are never overwritten. Nothing is compiled. What it does:
+#   - apt packages (deploy/debian-packages.txt): Python, the compiled modules
+#     (Pillow, cryptography, cbor2, lgpio, spidev: python3-lgpio is in
+#     Raspberry Pi OS's own archive), the CJK bitmap font, i2c-tools,
+#     NetworkManager;
+#   - a venv in /opt/window-evaluator/venv that sees those modules, with the
+#     pinned pure-Python wheels of deploy/requirements-pi.txt and this checkout
+#     (--wheelhouse DIR: from the wheels in DIR, offline);
+#   - config.txt: only what the configuration uses, in one marked block
+#     (python -m device.firmware): I2C at 400 kHz for an I2C panel, SPI for an
+#     SPI panel, the UART for a UART console, the USB gadget (dtoverlay=dwc2,
+#     g_serial at boot) for a USB console; the others turned off, so the
+#     kernel holds no pin a button may use;
 #   - the kernel's console and the login prompt taken off the serial ports;
 #   - the user `evaluator` in gpio i2c spi dialout netdev, and a polkit rule
 #     that lets it set up Wi-Fi through NetworkManager (Improv);
 #   - /etc/window-evaluator/config.toml (kept if there is one);
 #   - the systemd unit, enabled and (re)started.
 #
+# --package: run by the .deb's postinst (deploy/deb.py) from /opt/window-evaluator:
+# apt already installed the packages (the .deb's Depends), the wheels are the
+# package's own (offline), and the unit and the README are the package's files.
+#
 # --console usb (the default): the console is the USB gadget port /dev/ttyGS0;
-# --console uart: /dev/serial0 (GPIO 14/15). Both ports are freed either way.
+# --console uart: /dev/serial0 (GPIO 14/15). Only for a new config.toml:
+# an existing one says where the console is. Run it again after changing the
+# panel's interface or the console's port: the firmware follows the config.
 set -euo pipefail
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,11 +39,16 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$SRC/deploy/common.sh"
 
 CONSOLE=usb
+WHEELHOUSE=
+PACKAGE=no
 while [ $# -gt 0 ]; do
     case $1 in
+        --package) PACKAGE=yes; WHEELHOUSE=$SRC/wheels; shift ;;
         --console) CONSOLE=${2:-}; shift 2 ;;
         --console=*) CONSOLE=${1#*=}; shift ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --wheelhouse) WHEELHOUSE=${2:-}; shift 2 ;;
+        --wheelhouse=*) WHEELHOUSE=${1#*=}; shift ;;
+        -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -50,27 +66,43 @@ case $codename in
 esac
 
 # --- packages --------------------------------------------------------------------
-PACKAGES=(
-    python3 python3-venv python3-pip python3-dev build-essential
-    swig liblgpio-dev python3-lgpio python3-spidev
-    xfonts-wqy i2c-tools network-manager polkitd
-)
-say "installing packages: ${PACKAGES[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+if [ "$PACKAGE" = no ]; then
+    mapfile -t PACKAGES < <(debian_packages "$SRC/deploy/debian-packages.txt")
+    export DEBIAN_FRONTEND=noninteractive
+    if [ -z "$WHEELHOUSE" ]; then
+        apt-get update -q
+    fi
+    for package in python3-lgpio; do
+        if ! apt-cache policy "$package" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+            die "no $package in apt's sources: it comes from Raspberry Pi OS's own archive (raspi.list);" \
+                "install on Raspberry Pi OS, or add that archive"
+        fi
+    done
+    say "installing packages: ${PACKAGES[*]}"
+    apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+fi
 
 # --- the program -------------------------------------------------------------------
 if [ ! -x "$ROOT$VENV/bin/python" ]; then
     say "creating the venv $VENV"
     mkdir -p "$ROOT$PREFIX"
-    # System site packages: python3-lgpio and python3-spidev from apt, so pip
-    # builds nothing where it has no wheel.
+    # System site packages: the compiled modules from apt, so pip builds nothing.
     python3 -m venv --system-site-packages "$ROOT$VENV"
 fi
-say "installing $SRC into $VENV"
-"$ROOT$VENV/bin/pip" install --quiet --upgrade "$SRC[pi]"
-install -m 0644 "$SRC/README.md" "$ROOT$PREFIX/README.md"
+PIP_FROM=()
+[ -z "$WHEELHOUSE" ] || PIP_FROM=(--no-index --find-links "$WHEELHOUSE")
+"$ROOT$VENV/bin/pip" install --quiet --only-binary=:all: --no-deps "${PIP_FROM[@]}" \
+    -r "$SRC/deploy/requirements-pi.txt"
+if [ "$PACKAGE" = yes ]; then
+    VERSION=$(cat "$SRC/VERSION" 2>/dev/null || true)
+    say "installing window-evaluator ${VERSION:-} into $VENV from the package's wheels"
+    "$ROOT$VENV/bin/pip" install --quiet --no-deps --only-binary=:all: --force-reinstall "${PIP_FROM[@]}" \
+        "window-evaluator${VERSION:+==$VERSION}"
+else
+    say "installing $SRC into $VENV${WHEELHOUSE:+ (wheels from $WHEELHOUSE)}"
+    "$ROOT$VENV/bin/pip" install --quiet --no-deps --no-build-isolation "${PIP_FROM[@]}" "$SRC"
+    install -m 0644 "$SRC/README.md" "$ROOT$PREFIX/README.md"
+fi
 
 # --- the user ---------------------------------------------------------------------------
 for group in $SERVICE_GROUPS; do
@@ -109,6 +141,11 @@ else
 fi
 
 # --- the firmware and the kernel ------------------------------------------------------
+# Only what the configuration uses (device/pinmap.py decides; the device's checks refuse the pins it holds).
+FIRMWARE=$("$ROOT$VENV/bin/python" -m device.firmware config-txt --config "$ROOT$ETC/config.toml" --root "$ROOT") \
+    || die "$ETC/config.toml does not load: fix it, then run this again"
+MODULES=$("$ROOT$VENV/bin/python" -m device.firmware modules --config "$ROOT$ETC/config.toml" --root "$ROOT")
+say "$("$ROOT$VENV/bin/python" -m device.firmware summary --config "$ROOT$ETC/config.toml" --root "$ROOT")"
 BOOT=$(boot_dir)
 reboot_needed=no
 if [ -f "$BOOT/config.txt" ]; then
@@ -116,22 +153,14 @@ if [ -f "$BOOT/config.txt" ]; then
     strip_block "$BOOT/config.txt"
     [ -z "$(tail -c 1 "$BOOT/config.txt")" ] || echo >> "$BOOT/config.txt"
     # Last in the file and under [all]: later lines win over earlier ones.
-    cat >> "$BOOT/config.txt" <<EOF
-$BEGIN_MARK
-[all]
-dtparam=i2c_arm=on
-dtparam=spi=on
-enable_uart=1
-dtoverlay=dwc2
-$END_MARK
-EOF
+    printf '%s\n[all]\n%s\n%s\n' "$BEGIN_MARK" "$FIRMWARE" "$END_MARK" >> "$BOOT/config.txt"
     [ "$before" = "$(cat "$BOOT/config.txt")" ] || reboot_needed=yes
 else
-    say "warning: no config.txt in $BOOT: enable I2C, SPI, the UART and dtoverlay=dwc2 by hand"
+    say "warning: no config.txt in $BOOT: set these by hand: $(echo "$FIRMWARE" | tr '\n' ' ')"
 fi
 mkdir -p "$(dirname "$ROOT$MODULES_CONF")"
-printf '# %s: the I2C device nodes and the USB serial console (/dev/ttyGS0)\ni2c-dev\ndwc2\ng_serial\n' "$APP" \
-    > "$ROOT$MODULES_CONF"
+{ printf '# %s: the I2C device nodes and the USB serial console (/dev/ttyGS0), as the configuration uses\n' "$APP"
+  [ -z "$MODULES" ] || printf '%s\n' "$MODULES"; } > "$ROOT$MODULES_CONF"
 
 # The kernel's login console off the UART: the port is the device's.
 if [ -f "$BOOT/cmdline.txt" ]; then
@@ -147,7 +176,14 @@ if [ -f "$BOOT/cmdline.txt" ]; then
 fi
 
 # --- systemd ------------------------------------------------------------------------------
-install -D -m 0644 "$SRC/deploy/$UNIT" "$ROOT$UNIT_DIR/$UNIT"
+if [ "$PACKAGE" = yes ]; then
+    # The package's unit is in /lib/systemd/system; a copy an earlier install.sh left in /etc would hide it.
+    if [ -f "$ROOT$UNIT_DIR/$UNIT" ] && grep -q "^# Installed by deploy/install.sh" "$ROOT$UNIT_DIR/$UNIT"; then
+        rm -f "$ROOT$UNIT_DIR/$UNIT"
+    fi
+else
+    install -D -m 0644 "$SRC/deploy/$UNIT" "$ROOT$UNIT_DIR/$UNIT"
+fi
 # No login prompt on the ports the device answers on.
 "${SYSTEMCTL[@]}" mask $GETTYS
 if [ "$LIVE" = yes ]; then
@@ -160,5 +196,5 @@ fi
 
 say "installed. Check it with: sudo $VENV/bin/evaluator doctor"
 if [ "$reboot_needed" = yes ]; then
-    say "reboot to turn on I2C, SPI, the UART and the USB console: sudo reboot"
+    say "reboot to turn on what the configuration uses (see config.txt): sudo reboot"
 fi

@@ -9,6 +9,10 @@
 # the ratings not yet delivered, the settings and the device key
 # (/var/lib/window-evaluator), the configuration (/etc/window-evaluator) and
 # the user `evaluator` who owns them. apt packages stay (others may use them).
+#
+# --package: run by the .deb's prerm on removal: the package's own files
+# (the unit, /opt/window-evaluator but its venv) are left to dpkg, and the
+# purge of the data is the postrm's (dpkg --purge).
 set -euo pipefail
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,10 +20,12 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$SRC/deploy/common.sh"
 
 PURGE=no
+PACKAGE=no
 while [ $# -gt 0 ]; do
     case $1 in
         --purge) PURGE=yes; shift ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --package) PACKAGE=yes; shift ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -31,10 +37,13 @@ else
     "${SYSTEMCTL[@]}" disable "$UNIT" || true
 fi
 "${SYSTEMCTL[@]}" unmask $GETTYS || true
-rm -f "$ROOT$UNIT_DIR/$UNIT"
-[ "$LIVE" = no ] || "${SYSTEMCTL[@]}" daemon-reload
-
-rm -rf "$ROOT$PREFIX"
+if [ "$PACKAGE" = yes ]; then
+    rm -rf "$ROOT$VENV"          # made by the postinst, not a file of the package
+else
+    rm -f "$ROOT$UNIT_DIR/$UNIT"
+    [ "$LIVE" = no ] || "${SYSTEMCTL[@]}" daemon-reload
+    rm -rf "$ROOT$PREFIX"
+fi
 rm -f "$ROOT$POLKIT_RULE" "$ROOT$MODULES_CONF"
 
 BOOT=$(boot_dir)
@@ -48,7 +57,7 @@ if [ -f "$ROOT$CMDLINE_NOTE" ] && [ -f "$BOOT/cmdline.txt" ]; then
 fi
 rm -f "$ROOT$CMDLINE_NOTE"
 
-if [ "$PURGE" = yes ]; then
+if [ "$PURGE" = yes ] && [ "$PACKAGE" = no ]; then
     say "purging $STATE (ratings not delivered, settings, the device key), $ETC and the user $SERVICE_USER"
     rm -rf "$ROOT$STATE" "$ROOT$ETC"
     if grep -q "^$SERVICE_USER:" "$ROOT/etc/passwd" 2>/dev/null; then
@@ -56,7 +65,9 @@ if [ "$PURGE" = yes ]; then
     fi
 else
     rmdir "$ROOT$ETC" 2>/dev/null || true
+    how="--purge"
+    [ "$PACKAGE" = no ] || how="apt purge window-evaluator"
     say "kept $STATE (ratings not delivered, settings, the device key), $ETC and the user $SERVICE_USER;" \
-        "--purge removes them"
+        "$how removes them"
 fi
 say "removed"

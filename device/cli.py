@@ -22,15 +22,20 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+from device import __version__
 from device import config as config_mod
-from device.errors import ConfigError, EvaluatorError
-from device.hardware import staff_request
+from device.drivers.serial_port import open_serial
+from device.errors import ConfigError, SerialPortError
+from device.hardware import make_pi_hardware, staff_request
+from device.layout import SYSTEM_CONFIG
+from device.network import NmcliBackend
 from device.notify import Notifier
+from device.preflight import start_report
+from device.settings import SettingsStore
 
 logger = logging.getLogger(__name__)
 
-#: Where the installed device keeps its configuration.
-SYSTEM_CONFIG = "/etc/window-evaluator/config.toml"
+__all__ = ["SYSTEM_CONFIG", "check", "install_signal_handlers", "main", "parse_args", "setup_logging"]
 
 
 def parse_args(argv: Sequence[str] | None, prog: str = "evaluator",
@@ -43,6 +48,7 @@ def parse_args(argv: Sequence[str] | None, prog: str = "evaluator",
                         help="a TOML configuration file (may be given more than once)")
     parser.add_argument("--set", action="append", default=[], dest="overrides",
                         metavar="SECTION.KEY=VALUE", help="override one configuration key")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--check", action="store_true",
                         help="check the configuration (and the committed settings) as a start would, then exit: "
                              "0 if it would start, 2 naming every bad key")
@@ -75,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The device: the console first, then the rest under the supervisor."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["doctor"]:
-        from device import doctor
+        from device import doctor  # heavy: the whole program (app, uplink, integrity); the console starts without it
 
         return doctor.main(argv[1:])
     args = parse_args(argv).parse_args(argv)
@@ -92,13 +98,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_mod.load()
     setup_logging(config.log.level)
 
-    from device.drivers.serial_port import open_serial
-    from device.errors import SerialPortError
-    from device.hardware import make_pi_hardware
-    from device.network import NmcliBackend
-    from device.settings import SettingsStore
-    from device.supervisor import Supervisor
-
     notifier = Notifier.from_environment()
     stop = threading.Event()
     install_signal_handlers(stop, notifier)
@@ -108,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SerialPortError as e:
         logger.warning("no technician console: %s", e)
         port = None
+    from device.supervisor import Supervisor  # heavy: the whole device; --version, --check, doctor never need it
+
     events: queue.Queue[Any] = queue.Queue()
     Supervisor(store, lambda c: make_pi_hardware(c, events, staff_request), events=events,
                console_port=port, network=NmcliBackend(), notifier=notifier).run(stop)
@@ -115,24 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check(paths: list[str], overrides: list[str]) -> int:
-    """``evaluator --check``: what a start would find wrong with the configuration, without starting."""
-    from device.checks import check_screens, check_storage
-    from device.settings import SettingsStore
-    from device.supervisor import configured_size
+    """``evaluator --check``: what a start would find wrong with the configuration, without starting.
 
-    try:
-        config = config_mod.load(paths, overrides)
-        config = SettingsStore(config.console.settings_path, paths, overrides).load()
-        problems = []
-        for run in (lambda: check_screens(config, configured_size(config)), lambda: check_storage(config)):
-            try:
-                run()
-            except ConfigError as e:
-                problems += e.problems
-        if problems:
-            raise ConfigError(problems)
-    except EvaluatorError as e:
-        print(f"evaluator: {e}", file=sys.stderr)
-        return 2
-    print("evaluator: the configuration would start")
-    return 0
+    The same report as the doctor's (:func:`device.preflight.start_report`): exit 2 only for what would
+    stop a start; a start that would lack something (no device key yet) is said, and exits 0.
+    """
+    report = start_report(paths, overrides)
+    for line in report.lines():
+        print(f"evaluator: {line}", file=sys.stdout if report.would_start else sys.stderr)
+    return 0 if report.would_start else 2

@@ -22,30 +22,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from device import panels, pinmap
 from device.errors import ConfigError
 from device.levels import Level
 from device.service_link import valid_template
 
 SESSION_SOURCES = ("free", "staff_button", "hall")
-DISPLAY_MODELS = {
-    # model: (width, height)
-    "ssd1306": (128, 64),
-    "sh1106": (128, 64),
-    "ssd1309": (128, 64),
-    "ssd1322": (256, 64),
-    "ssd1327": (128, 128),
-    "ssd1351": (128, 128),
-}
-#: The sizes each panel model can drive (luma.oled's own tables), the model's own size first.
-#: ``display.width``/``display.height`` may name only these (0: the model's own).
-PANEL_SIZES: dict[str, tuple[tuple[int, int], ...]] = {
-    "ssd1306": ((128, 64), (128, 32), (96, 16), (64, 48), (64, 32)),
-    "sh1106": ((128, 64), (128, 32), (128, 128)),
-    "ssd1309": ((128, 64),),
-    "ssd1322": ((256, 64), (256, 48), (256, 32), (128, 64), (128, 48), (128, 32), (64, 64), (64, 48), (64, 32)),
-    "ssd1327": ((128, 128),),
-    "ssd1351": ((128, 128), (96, 96), (128, 96)),
-}
+#: model: (width, height), read live from the panel models (device/panels.py: one record a model).
+DISPLAY_MODELS = panels.SIZES
 #: No panel side is longer (a first bound before the panel table is asked).
 MAX_PANEL_SIDE = 256
 #: BCM numbers of the Pi's 40-pin header GPIOs.
@@ -755,7 +739,8 @@ def _number(value: Any) -> bool:
 def _panel_problems(config: Config, raw: Layer) -> list[tuple[str, str]]:
     """``display.width``/``height`` only as the panel table allows for the model."""
     d = config.display
-    sizes = PANEL_SIZES.get(d.model)
+    model = panels.models().get(d.model)
+    sizes = None if model is None else model.all_sizes
     if sizes is None or (d.width, d.height) in sizes:
         return []
     asked = raw.get("display", {})
@@ -788,48 +773,9 @@ def _cross_checks(config: Config) -> list[tuple[str, str]]:
 
 
 #: Display models with no I²C interface on the chip (SPI or parallel only).
-SPI_ONLY_MODELS = ("ssd1322", "ssd1351")
-#: BCM pins of each I²C port on the 40-pin header: (SDA, SCL).
-I2C_PINS = {0: {0: "I2C0 SDA", 1: "I2C0 SCL"}, 1: {2: "I2C1 SDA", 3: "I2C1 SCL"}}
-#: BCM pins the kernel takes for each SPI port once it is enabled (every chip select of the default overlay).
-SPI_PINS = {
-    0: {7: "SPI0 CE1", 8: "SPI0 CE0", 9: "SPI0 MISO", 10: "SPI0 MOSI", 11: "SPI0 SCLK"},
-    1: {16: "SPI1 CE2", 17: "SPI1 CE1", 18: "SPI1 CE0", 19: "SPI1 MISO", 20: "SPI1 MOSI", 21: "SPI1 SCLK"},
-}
-#: Console ports that are the header's UART (GPIO 14 TXD, 15 RXD) rather than the USB gadget.
-UART_PORTS = ("/dev/serial0", "/dev/ttyS0", "/dev/ttyAMA0")
-UART_PINS = {14: "UART TXD", 15: "UART RXD"}
-
-
-def _hardware_checks(config: Config) -> list[tuple[str, str]]:
-    """The panel's interface, and pins that another function of the Pi already holds."""
-    problems = []
-    d = config.display
-    if d.interface == "i2c" and d.model in SPI_ONLY_MODELS:
-        problems.append(("display.interface", f'the {d.model} has no I2C interface: wire it to SPI and set '
-                                              f'display.interface = "spi"'))
-    taken: dict[int, str] = {}
-    if d.interface == "i2c":
-        taken.update({pin: f"{what} (display.interface = \"i2c\", display.i2c_port = {d.i2c_port})"
-                      for pin, what in I2C_PINS.get(d.i2c_port, {}).items()})
-    else:
-        taken.update({pin: f"{what} (display.interface = \"spi\", display.spi_port = {d.spi_port})"
-                      for pin, what in SPI_PINS.get(d.spi_port, {}).items()})
-    if config.console.port in UART_PORTS:
-        taken.update({pin: f"{what} (console.port = {config.console.port})" for pin, what in UART_PINS.items()})
-    used = [("buttons.pins", pin) for pin in config.buttons.pins]
-    if config.session.source == "staff_button":
-        used.append(("buttons.staff_pin", config.buttons.staff_pin))
-    if d.interface == "spi":
-        used += [("display.gpio_dc", d.gpio_dc), ("display.gpio_rst", d.gpio_rst)]
-    for key, pin in used:
-        if pin in taken:
-            problems.append((key, f"pin {pin} is {taken[pin]}"))
-    if d.interface == "spi" and config.session.source == "staff_button":
-        for key in ("gpio_dc", "gpio_rst"):
-            if getattr(d, key) == config.buttons.staff_pin:
-                problems.append((f"display.{key}", f"pin {config.buttons.staff_pin} is also the staff key"))
-    return problems
+SPI_ONLY_MODELS = tuple(name for name, m in panels.models().items() if "i2c" not in m.interfaces)
+#: The interface, and pins the kernel or the panel holds given what the configuration turns on (device/pinmap.py).
+_hardware_checks = pinmap.problems
 
 
 def _plain_http_elsewhere(url: str) -> bool:

@@ -17,6 +17,7 @@ reaches comes in through :class:`Parts`, so tests swap in failing ones.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import errno
 import grp
@@ -30,16 +31,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from gpiozero import Button
+
+from device import __version__, integrity, panels, pinmap
 from device import config as config_mod
+from device.app import http_transport
+from device.checks import check_screens, load_key
+from device.clock import kernel_clock_synced
+from device.drivers.pins import open_pin_factory
 from device.errors import ConfigError, FontError
+from device.layout import SERVICE_USER, STATE_DIR, SYSTEM_CONFIG, UNIT
+from device.queue.health import uplink_check
+from device.settings import SettingsStore
+from device.supervisor import configured_size
+from device.ui import fonts
 
 if TYPE_CHECKING:
     from device.config import Config, Secret
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
-SERVICE_USER = "evaluator"
-UNIT = "window-evaluator.service"
-STATE_DIR = "/var/lib/window-evaluator"
 
 #: BCM GPIO number -> pin on the 40-pin header.
 HEADER_PIN = {2: 3, 3: 5, 4: 7, 14: 8, 15: 10, 17: 11, 18: 12, 27: 13, 22: 15, 23: 16, 24: 18, 10: 19, 9: 21,
@@ -88,13 +98,13 @@ def _run(command: Sequence[str]) -> tuple[int, str]:
 
 
 def _smbus(port: int) -> Any:
-    import smbus2
+    import smbus2  # Pi-only (the pi extra): imported when the panel's bus is probed
 
     return smbus2.SMBus(port)
 
 
 def _spidev(port: int, device: int) -> Any:
-    import spidev
+    import spidev  # Pi-only (the pi extra): imported when the panel's bus is probed
 
     spi = spidev.SpiDev()
     spi.open(port, device)
@@ -102,8 +112,6 @@ def _spidev(port: int, device: int) -> Any:
 
 
 def _pin_factory() -> Any:
-    from device.drivers.pins import open_pin_factory
-
     return open_pin_factory()
 
 
@@ -137,6 +145,7 @@ class Parts:
         cmdline: the kernel's command line file.
         unit_path: where the installed unit is (its sandbox limits where the service may write).
         font_dir: the font folder (default: the device's).
+        device_tree: where the kernel shows the device tree (the buses' status, the I²C clock).
     """
 
     open_i2c: Callable[[int], Any] = _smbus
@@ -149,6 +158,7 @@ class Parts:
     cmdline: str = "/proc/cmdline"
     unit_path: str = f"/etc/systemd/system/{UNIT}"
     font_dir: str | None = None
+    device_tree: str = pinmap.DEVICE_TREE
 
 
 def _may(st: os.stat_result, user: User, bits: int) -> bool:
@@ -179,9 +189,6 @@ def _why(e: BaseException) -> str:
 
 def check_settings(paths: list[str], overrides: list[str], parts: Parts) -> tuple[Config, Result]:
     """The configuration, the committed settings on top, and what the screens must show."""
-    from device.checks import check_screens
-    from device.settings import SettingsStore
-    from device.supervisor import configured_size
 
     try:
         config = config_mod.load(paths, overrides)
@@ -220,6 +227,11 @@ def check_display(config: Config, parts: Parts) -> Result:
         try:
             bus.write_quick(d.i2c_address)
         except OSError as e:
+            if e.errno == errno.EBUSY:
+                return Result("display", FAIL, f"0x{d.i2c_address:02X} on {node} is held by a kernel driver "
+                              f"(i2cdetect -y {d.i2c_port} shows UU)",
+                              "take the dtoverlay that claims that address out of config.txt, or wire the panel "
+                              "to another address and set display.i2c_address")
             return Result("display", FAIL, f"nothing answers at 0x{d.i2c_address:02X} on {node} ({_why(e)})",
                           f"check the panel's wiring (SDA to pin 3, SCL to pin 5, VCC to 3.3 V pin 1, GND to pin 9) "
                           f"and display.i2c_address: i2cdetect -y {d.i2c_port} lists the addresses that answer")
@@ -236,6 +248,44 @@ def check_display(config: Config, parts: Parts) -> Result:
         return _bus_failure(node, e, "spi", "dtparam=spi=on in config.txt")
     return Result("display", OK, f"{d.model}: {node} opens (SPI has no acknowledgement: Test display on the "
                   f"console shows whether the panel draws)")
+
+
+#: Each bus the firmware may have on: its device-tree alias, and the pins its kernel driver then holds.
+_BUSES = {"I2C1": ("i2c1", pinmap.I2C_PINS[1]), "SPI0": ("spi0", pinmap.SPI_PINS[0]),
+          "the UART": (pinmap.UART_ALIAS, pinmap.UART_PINS)}
+REINSTALL_FIX = "sudo deploy/install.sh (or reinstall the package) sets config.txt from the configuration, then reboot"
+
+
+def check_bus(config: Config, parts: Parts) -> Result:
+    """The buses as the firmware turned them on: the panel's I²C clock (400 kHz), and no bus the config does not use."""
+    d = config.display
+    tree = parts.device_tree
+    on = pinmap.buses(config)
+    extra = []
+    for name, (alias, pins) in _BUSES.items():
+        used = {"I2C1": on.i2c == 1, "SPI0": on.spi == 0, "the UART": on.uart}[name]
+        if not used and pinmap.enabled(alias, tree):
+            extra.append(f"{name} (GPIO {', '.join(map(str, sorted(pins)))} held by the kernel)")
+    also = f"; also on, unused: {', '.join(extra)}" if extra else ""
+    if d.interface != "i2c":
+        speed = f"SPI{d.spi_port} for the panel"
+        return Result("bus", WARN if extra else OK, speed + also, REINSTALL_FIX)
+    hz = pinmap.i2c_hz(d.i2c_port, tree)
+    if hz is None:
+        return Result("bus", WARN, f"I2C{d.i2c_port}: no clock-frequency in the device tree ({tree}){also}",
+                      "dtparam=i2c_arm_baudrate=400000 in config.txt (deploy/install.sh sets it), then reboot")
+    try:
+        w, h = panels.get(d.model).size
+        bits = panels.get(d.model).bits_per_pixel
+    except KeyError:
+        w, h, bits = 128, 64, 1
+    frame_ms = w * h * bits / 8 * 9 / hz * 1000
+    speed = f"I2C{d.i2c_port} at {hz / 1000:g} kHz (a full {d.model} frame: {frame_ms:.0f} ms on the wire)"
+    if hz < pinmap.I2C_FAST_HZ:
+        return Result("bus", WARN, f"{speed}: the panel budget needs {pinmap.I2C_FAST_HZ // 1000} kHz{also}",
+                      f"dtparam=i2c_arm_baudrate={pinmap.I2C_FAST_HZ} in config.txt (deploy/install.sh sets it), "
+                      "then reboot")
+    return Result("bus", WARN if extra else OK, speed + also, REINSTALL_FIX)
 
 
 def _bus_failure(node: str, e: OSError, group: str, enable: str) -> Result:
@@ -266,8 +316,6 @@ def check_pins(config: Config, parts: Parts, service_running: bool) -> list[Resu
 
 
 def _check_pin(factory: Any, label: str, pin: int, service_running: bool) -> Result:
-    from gpiozero import Button
-
     where = f"GPIO {pin} (header pin {HEADER_PIN.get(pin, '?')})"
     try:
         button = Button(pin, pull_up=True, pin_factory=factory)
@@ -287,7 +335,6 @@ def _check_pin(factory: Any, label: str, pin: int, service_running: bool) -> Res
 
 
 def check_font(parts: Parts) -> Result:
-    from device.ui import fonts
 
     try:
         fonts.check_fonts(parts.font_dir)
@@ -352,7 +399,6 @@ def _missing_folder(folder: str, user: User, parts: Parts) -> Result:
 
 def check_database(config: Config) -> Result:
     """SQLite's integrity check and the outbox's hash chain (evaluator-verify's checks)."""
-    from device import integrity
 
     path = config.outbox.path
     if not os.path.exists(path):
@@ -373,9 +419,6 @@ def check_database(config: Config) -> Result:
 
 def check_hall(config: Config, parts: Parts) -> Result:
     """One signed heartbeat through the device's own uplink path; the answer must verify."""
-    from device import __version__
-    from device.checks import load_key
-    from device.queue.health import uplink_check
 
     server = config.upload.server
     if not server:
@@ -387,7 +430,6 @@ def check_hall(config: Config, parts: Parts) -> Result:
                       "run the doctor as root: sudo evaluator doctor")
     if not key:
         return Result("hall", FAIL, f"no device key in {config.upload.key_file}", KEY_FIX)
-    from device.app import http_transport
 
     make_transport = parts.make_transport or http_transport
     transport = make_transport(config, key, min(config.upload.timeout_s, 10.0))
@@ -415,7 +457,6 @@ def check_hall(config: Config, parts: Parts) -> Result:
 
 def check_clock(parts: Parts) -> Result:
     """Synchronised or not, and by what (the hall dates unsynced events by their clock events)."""
-    from device.clock import kernel_clock_synced
 
     synced = (parts.clock_synced or kernel_clock_synced)()
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -489,7 +530,8 @@ def run_checks(paths: list[str], overrides: list[str], parts: Parts | None = Non
     config, settings = check_settings(paths, overrides, parts)
     service = check_service(parts)
     running = service is not None and service.status == OK
-    results = [settings, check_display(config, parts), *check_pins(config, parts, running), check_font(parts),
+    results = [settings, check_display(config, parts), check_bus(config, parts), *check_pins(config, parts, running),
+               check_font(parts),
                *check_data(config, parts), check_database(config), check_hall(config, parts), check_clock(parts),
                check_console(config, parts)]
     return results + ([service] if service is not None else [])
@@ -497,10 +539,6 @@ def run_checks(paths: list[str], overrides: list[str], parts: Parts | None = Non
 
 def main(argv: Sequence[str] | None = None, parts: Parts | None = None) -> int:
     """``evaluator doctor``: print one line per check; 1 when any failed."""
-    import argparse
-
-    from device.cli import SYSTEM_CONFIG
-
     parser = argparse.ArgumentParser(prog="evaluator doctor", description="Check each part of this device, one "
                                      "line each, and say what fixes what is wrong; exit 1 if any check fails")
     parser.add_argument("--config", action="append", default=[], metavar="PATH",

@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from device import __version__
 from device.queue import witness
 from device.records import GENESIS_HASH, event_hash
 
@@ -394,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="evaluator-verify", description="Check the hash chains and seq numbers in an outbox "
         "or hall server database; prints per device the first break and each kind of damage with its "
         "count; exits 1 at any break or damage.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--hall", metavar="DB", help="the hall's database: every event it holds is compared "
                         "with the outbox's copy (a rewritten, re-chained history)")

@@ -5,6 +5,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from device import __version__
 from device.drivers.serial_port import open_serial
 from device.errors import ProvisionError, SerialPortError
 from provision import EXIT_OK, EXIT_PORT, EXIT_USAGE
@@ -43,6 +44,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="evaluator-provision", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Provision Window Evaluators over their serial console: one device, or a hall's list.",
         epilog=_epilog())
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--port", help="the console port (e.g. /dev/ttyACM0, or the simulator's pty)")
     parser.add_argument("--baudrate", type=int, default=115200)
     source = parser.add_mutually_exclusive_group(required=True)

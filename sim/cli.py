@@ -21,6 +21,7 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from device import __version__
 from device import config as config_mod
 from device.cli import install_signal_handlers, setup_logging
 from device.errors import ConfigError, EvaluatorError
@@ -61,6 +62,7 @@ DEMO_OVERRIDES = ['session.source="free"', "session.min_interval_s=2", "session.
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="evaluator-sim", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", action="append", default=[], metavar="PATH",
                         help="a TOML configuration file (may be given more than once)")
     parser.add_argument("--set", action="append", default=[], dest="overrides",

@@ -139,6 +139,22 @@ def compose(image: Image.Image | None, status: str, columns: int, rows: int) -> 
     return [clip(line, columns) for line in lines][:rows]
 
 
+#: Where the terminal cannot show them (an ASCII-only locale): the blocks as ASCII shades.
+_ASCII_BLOCKS = str.maketrans({"█": "#", "▀": "\"", "▄": ","})
+
+
+def encodable(text: str, encoding: str | None) -> str:
+    """``text`` as ``encoding`` carries it: blocks and braille as ASCII, other characters as ``?`` (``??`` if wide)."""
+    try:
+        text.encode(encoding or "utf-8")
+        return text
+    except (UnicodeEncodeError, LookupError):
+        pass
+    text = text.translate(_ASCII_BLOCKS)
+    return "".join(c if c.isascii() else "#" if "\u2801" <= c <= "\u28ff" else " " if c == "\u2800"
+                   else "??" if unicodedata.east_asian_width(c) in "WF" else "?" for c in text)
+
+
 def terminal_size(out: IO[str]) -> tuple[int, int]:
     """``(columns, rows)`` of the terminal ``out`` writes to (80×24 when it is none)."""
     try:
@@ -210,7 +226,8 @@ class TerminalScreen:
         if self._closed:
             return
         # Home, each line cleared to its end, the rest cleared: no flicker, no leftovers after a resize.
-        self.out.write("\x1b[?25l\x1b[H" + "\x1b[K\r\n".join(self.lines()) + "\x1b[K\x1b[J")
+        frame = "\x1b[?25l\x1b[H" + "\x1b[K\r\n".join(self.lines()) + "\x1b[K\x1b[J"
+        self.out.write(encodable(frame, getattr(self.out, "encoding", None)))
         self.out.flush()
 
     def close(self) -> None:

@@ -58,14 +58,19 @@ echo "userdel $*" >> "$CALLS"
 [ "$1" = --prefix ] && grep -v "^$3:" "$2/etc/passwd" > "$2/etc/passwd.new" && mv "$2/etc/passwd.new" "$2/etc/passwd"
 exit 0
 '''
-# python3 -m venv DIR: a venv whose pip only logs.
+# python3 -m venv DIR: a venv whose pip only logs and whose python is this one on the checkout.
 PYTHON3 = '''#!/bin/sh
 echo "python3 $*" >> "$CALLS"
 eval "dir=\\${$#}"
 mkdir -p "$dir/bin"
 printf '#!/bin/sh\\necho "pip $*" >> "$CALLS"\\n' > "$dir/bin/pip"
-printf '#!/bin/sh\\n' > "$dir/bin/python"
+printf '#!/bin/sh\\nPYTHONPATH="$REPO" exec "$REAL_PYTHON" "$@"\\n' > "$dir/bin/python"
 chmod +x "$dir/bin/pip" "$dir/bin/python"
+'''
+# apt-cache policy: Raspberry Pi OS's archive is in the sources (python3-lgpio has a candidate).
+APT_CACHE = '''#!/bin/sh
+echo "  Installed: (none)"
+echo "  Candidate: ${CANDIDATE-0.2.2-1~rpt1}"
 '''
 
 
@@ -93,8 +98,9 @@ class FakePi:
         self._stub(stubs, "groupadd", ADDS.format(name="groupadd", line=":x:990:", file="group"))
         self._stub(stubs, "userdel", USERDEL)
         self._stub(stubs, "python3", PYTHON3)
+        self._stub(stubs, "apt-cache", APT_CACHE)
         self.env = {**os.environ, "ROOT": str(self.root), "CALLS": str(self.calls_file),
-                    "PATH": f"{stubs}:{os.environ['PATH']}"}
+                    "PATH": f"{stubs}:{os.environ['PATH']}", "REPO": str(REPO), "REAL_PYTHON": sys.executable}
 
     @staticmethod
     def _stub(folder: Path, name: str, text: str) -> None:
@@ -133,12 +139,14 @@ def test_install_sets_up_every_part_on_a_fresh_pi(pi):
     assert calls[0] == "apt-get update -q"
     install = calls[1].split()
     assert install[:5] == ["apt-get", "install", "-y", "-q", "--no-install-recommends"]
-    # What lgpio and spidev need where pip finds no wheel (Python 3.13 on Debian 13), and the rest.
-    assert {"swig", "liblgpio-dev", "python3-dev", "build-essential", "python3-lgpio", "python3-spidev",
+    # The compiled modules from the Pi's packages; no compiler, no headers.
+    assert {"python3-lgpio", "python3-spidev", "python3-pil", "python3-cryptography", "python3-cbor2",
             "python3-venv", "xfonts-wqy", "i2c-tools", "network-manager", "polkitd"} <= set(install[5:])
+    assert not {"build-essential", "gcc", "swig", "python3-dev", "liblgpio-dev"} & set(install[5:])
     assert calls[2:] == [
         "python3 -m venv --system-site-packages ROOT/opt/window-evaluator/venv",
-        f"pip install --quiet --upgrade {REPO}[pi]",
+        f"pip install --quiet --only-binary=:all: --no-deps -r {REPO}/deploy/requirements-pi.txt",
+        f"pip install --quiet --no-deps --no-build-isolation {REPO}",
         "groupadd --prefix ROOT --system gpio",
         "groupadd --prefix ROOT --system spi",
         "groupadd --prefix ROOT --system netdev",
@@ -155,9 +163,13 @@ def test_install_sets_up_every_part_on_a_fresh_pi(pi):
     config_txt = pi.read("/boot/firmware/config.txt")
     assert config_txt.startswith(CONFIG_TXT)
     block = config_txt[len(CONFIG_TXT):].splitlines()
-    assert block[1:-1] == ["[all]", "dtparam=i2c_arm=on", "dtparam=spi=on", "enable_uart=1", "dtoverlay=dwc2"]
+    # The default configuration: an I2C panel (at 400 kHz) and the USB console; SPI and the UART stay off,
+    # so the kernel holds no pin but I2C's 2 and 3.
+    assert block[1:-1] == ["[all]", "dtparam=i2c_arm=on", "dtparam=i2c_arm_baudrate=400000", "dtparam=spi=off",
+                           "enable_uart=0", "dtoverlay=dwc2"]
     assert pi.read("/boot/firmware/cmdline.txt") == CMDLINE.replace("console=serial0,115200 ", "")
     assert pi.read("/etc/modules-load.d/window-evaluator.conf").split("\n")[1:] == ["i2c-dev", "dwc2", "g_serial", ""]
+    assert "turned on: I2C1 at 400 kHz, the USB serial gadget; GPIO the kernel holds: 2, 3" in out
     rule = pi.read("/etc/polkit-1/rules.d/50-window-evaluator.rules")
     assert 'subject.user == "evaluator"' in rule and "org.freedesktop.NetworkManager." in rule
     assert "evaluator:x:999:999::/var/lib/window-evaluator:/usr/sbin/nologin" in pi.read("/etc/passwd")
@@ -208,6 +220,40 @@ def test_install_with_the_uart_console_on_debian_13(tmp_path):
     out = pi.run("install.sh", "--console", "uart").stdout
     assert "trixie" in out
     assert 'port = "/dev/serial0"' in pi.read("/etc/window-evaluator/config.toml")
+    block = pi.read("/boot/firmware/config.txt").split("[all]\n")[-1].splitlines()[:-1]
+    assert block == ["dtparam=i2c_arm=on", "dtparam=i2c_arm_baudrate=400000", "dtparam=spi=off", "enable_uart=1"]
+    assert pi.read("/etc/modules-load.d/window-evaluator.conf").split("\n")[1:] == ["i2c-dev", ""]
+
+
+def test_an_spi_panel_turns_on_spi_and_not_i2c_and_a_second_run_follows_the_config(pi):
+    etc = pi.root / "etc/window-evaluator"
+    etc.mkdir(parents=True)
+    (etc / "config.toml").write_text((REPO / "config.toml").read_text().replace(
+        'interface = "i2c"', 'interface = "spi"').replace('model = "ssd1306"', 'model = "ssd1351"'))
+    out = pi.run("install.sh").stdout
+    block = pi.read("/boot/firmware/config.txt").split("[all]\n")[-1].splitlines()[:-1]
+    assert block == ["dtparam=i2c_arm=off", "dtparam=spi=on", "enable_uart=0", "dtoverlay=dwc2"]
+    assert "GPIO the kernel holds: 7, 8, 9, 10, 11" in out
+    # Back to I2C: the block follows, and only one block is ever there.
+    (etc / "config.toml").write_text((REPO / "config.toml").read_text())
+    pi.run("install.sh")
+    config_txt = pi.read("/boot/firmware/config.txt")
+    assert config_txt.count("[all]\ndtparam=i2c_arm=on\ndtparam=i2c_arm_baudrate=400000\n") == 1
+    assert config_txt.count("# >>> window-evaluator") == 1
+
+
+def test_install_from_a_wheelhouse_asks_no_index_and_no_apt_update(pi, tmp_path):
+    pi.run("install.sh", "--wheelhouse", str(tmp_path / "wheels"))
+    calls = pi.calls()
+    assert "apt-get update -q" not in calls
+    assert f"pip install --quiet --only-binary=:all: --no-deps --no-index --find-links {tmp_path / 'wheels'} " \
+           f"-r {REPO}/deploy/requirements-pi.txt" in calls
+
+
+def test_install_without_raspberry_pis_archive_says_where_lgpio_comes_from(pi):
+    result = subprocess.run(["bash", str(REPO / "deploy/install.sh")], env={**pi.env, "CANDIDATE": "(none)"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "python3-lgpio" in result.stderr and "Raspberry Pi OS" in result.stderr
 
 
 def test_install_and_uninstall_on_a_running_system_reload_and_restart(pi):

@@ -20,6 +20,9 @@ from device.doctor import FAIL, HEADER_PIN, OK, WARN, Parts, User
 from device.errors import PinLibraryError
 from device.queue.outbox import Outbox
 from helpers import rating
+from sim.fakepi.kernel import Kernel
+from sim.fakepi.libs.smbus2 import SMBus
+from sim.fakepi.pi import FakePi
 from sim.pty_port import PtyPort
 
 KEY = "doctor-test-key"
@@ -76,9 +79,11 @@ class Setup:
         self.config = tmp_path / "config.toml"
         self.write_config(server=hall.url)
         self.factory = MockFactory()
+        # The device tree of a Pi as the installer leaves it for an I2C panel: I2C1 on at 400 kHz, nothing else.
+        self.tree = FakePi(str(tmp_path / "pi"), spi={}).root + "/proc/device-tree"
         self.parts = Parts(open_i2c=lambda port: FakeI2C(), pin_factory=lambda: self.factory, run=fake_run(),
                            clock_synced=lambda: True, cmdline=str(self.cmdline),
-                           unit_path=str(tmp_path / "no-unit-here.service"))
+                           unit_path=str(tmp_path / "no-unit-here.service"), device_tree=self.tree)
 
     def write_config(self, **upload):
         u = {"server": "", **upload}
@@ -119,7 +124,7 @@ def test_a_healthy_device_passes_every_check(setup, capsys):
     box.close()
     code, lines = setup.check(capsys)
     assert code == 0, "\n".join(lines)
-    names = ["settings", "display", "pins", *(f"button {n}" for n in range(1, 6)), "staff key", "font", "data",
+    names = ["settings", "display", "bus", "pins", *(f"button {n}" for n in range(1, 6)), "staff key", "font", "data",
              "database", "hall", "clock", "console", "service"]
     body = lines[1:-1]
     assert [text[6:15].strip() for text in body] == names
@@ -127,7 +132,8 @@ def test_a_healthy_device_passes_every_check(setup, capsys):
         assert text.startswith(OK), text
         assert "->" not in text                      # ok lines carry no fix
     assert "a device answers at 0x3C on /dev/i2c-1" in line(body, "display")[1]
-    assert "GPIO 5 (header pin 29): open, pulled up" in body[3]
+    assert "GPIO 5 (header pin 29): open, pulled up" in body[4]
+    assert line(body, "bus")[1] == "I2C1 at 400 kHz (a full ssd1306 frame: 23 ms on the wire)"
     assert "ok, 2 events, seq 1..2" in line(body, "database")[1]
     assert "answer verified" in line(body, "hall")[1]
     assert "ntp.hall.example" in line(body, "clock")[1]
@@ -197,6 +203,26 @@ def test_missing_font(setup, capsys, tmp_path):
     status, text = line(lines, "font")
     assert code == 1 and status == FAIL
     assert "apt-get install xfonts-wqy" in text
+
+
+def test_the_bus_speed_read_from_the_device_tree_and_buses_left_on(setup, capsys, tmp_path):
+    slow = FakePi(str(tmp_path / "slow"), spi={(0, 0): {}}, uart=True, i2c_hz=100_000)
+    setup.parts.device_tree = slow.root + "/proc/device-tree"
+    _, lines = setup.check(capsys)
+    status, text = line(lines, "bus")
+    assert status == WARN
+    assert text.startswith("I2C1 at 100 kHz (a full ssd1306 frame: 92 ms on the wire): the panel budget needs "
+                           "400 kHz; also on, unused: SPI0 (GPIO 7, 8, 9, 10, 11 held by the kernel), "
+                           "the UART (GPIO 14, 15 held by the kernel)")
+    assert "dtparam=i2c_arm_baudrate=400000" in text
+
+
+def test_a_panel_address_a_kernel_driver_holds(setup, capsys, tmp_path):
+    pi = FakePi(str(tmp_path / "held"), i2c_held={1: (0x3C,)})     # say an overlay's driver bound 0x3C
+    setup.parts.open_i2c = lambda port: SMBus(port, kern=Kernel(pi.root))
+    _, lines = setup.check(capsys)
+    status, text = line(lines, "display")
+    assert status == FAIL and "0x3C on /dev/i2c-1 is held by a kernel driver" in text and "UU" in text
 
 
 def test_unwritable_data_directory(setup, capsys):
@@ -313,8 +339,6 @@ def test_results_are_one_line_each(setup, capsys):
 # --- on D1's fake Pi: the production entry point, the real lgpio factory and smbus2 over fake kernels ---
 
 def doctor_on_a_fake_pi(tmp_path, hall, **board):
-    from sim.fakepi.pi import FakePi
-
     folder = tmp_path / "pi"
     folder.mkdir(parents=True)
     key = folder / "device.key"
@@ -339,6 +363,11 @@ def test_on_the_fake_pi_the_panel_and_every_pin_pass_and_a_missing_panel_fails(t
     code, lines = doctor_on_a_fake_pi(tmp_path / "one", hall)
     assert line(lines, "display") == (OK, "ssd1306: a device answers at 0x3C on /dev/i2c-1")
     assert line(lines, "pins") == (OK, "pin library LGPIOFactory")
+    # The default fake Pi has SPI on too, as the installer before issue 17 left every Pi.
+    assert line(lines, "bus") == (WARN, "I2C1 at 400 kHz (a full ssd1306 frame: 23 ms on the wire); also on, "
+                                        "unused: SPI0 (GPIO 7, 8, 9, 10, 11 held by the kernel) -> "
+                                        "sudo deploy/install.sh (or reinstall the package) sets config.txt from "
+                                        "the configuration, then reboot")
     for n, pin in enumerate((5, 6, 13, 19, 26), start=1):
         assert line(lines, f"button {n}") == (OK, f"GPIO {pin} (header pin {HEADER_PIN[pin]}): open, pulled up")
     assert line(lines, "hall")[0] == OK and line(lines, "settings")[0] == OK

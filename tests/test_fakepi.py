@@ -216,17 +216,15 @@ def test_an_unwritable_working_directory_still_gets_buttons(device, hall, tmp_pa
 @pytest.mark.parametrize("pin_factory, expected", [
     # Asked for lgpio by name: it cannot open the chip.
     ("lgpio", r"gpiozero could load none: GPIOZERO_PIN_FACTORY=lgpio: error: 'can not open gpiochip'"),
-    # gpiozero's own choice: lgpio fails, RPi.GPIO (rpi-lgpio) loads but cannot drive the lines either.
-    (None, r"RPiGPIOFactory cannot set up the button pins 5, 6, 13, 19, 26: RuntimeError: Cannot open gpiochip0"),
+    # gpiozero's own choice: lgpio fails, and so does RPi.GPIO (the real rpi-lgpio opens the chip in setmode).
+    (None, r"gpiozero could load none: Falling back from lgpio: 'can not open gpiochip'; "
+           r"Falling back from rpigpio: 'can not open gpiochip'"),
 ])
 def test_no_pin_library_is_a_clear_fault_and_a_recovery_start(device, hall, pin_factory, expected):
     pi = FakePi(gpiochips=())                        # no /dev/gpiochip0: lgpio cannot open the chip
     d = device(pi=pi, env=pi.env(pin_factory=pin_factory))
     found = d.child.wait_for(r"recovery: the console answers; faults: pins: (.*)")
     assert re.search(expected, found.group(1)), found.group(1)
-    if pin_factory is None:
-        assert "pin library: RPiGPIOFactory, after: Falling back from lgpio: 'can not open gpiochip'" \
-            in d.child.log()
     assert "Traceback" not in d.child.log()
     time.sleep(0.3)
     assert d.child.proc.poll() is None               # the console stays up
@@ -316,3 +314,77 @@ def test_lgpio_gets_a_working_directory_that_takes_its_pipes(monkeypatch, tmp_pa
     assert prepare_lgpio_workdir() == str(runtime) and os.environ["LG_WD"] == str(runtime)
     monkeypatch.setenv("LG_WD", "/somewhere")
     assert prepare_lgpio_workdir() is None                                 # the service's own choice stays
+
+
+# --- as strict as the real kernel (issue 17) ----------------------------------------------------------
+
+CLAIM = """
+import lgpio
+h = lgpio.gpiochip_open(0)
+try:
+    lgpio.gpio_claim_input(h, {gpio})
+    print("claimed")
+except lgpio.error as e:
+    print("refused:", e)
+"""
+
+
+def test_a_second_process_cannot_claim_a_button_line_the_service_holds(device, hall):
+    d = device()
+    d.child.wait_for(r"screen: idle")
+    for gpio, says in ((PINS[0], "refused: 'GPIO busy'"), (PINS[4], "refused: 'GPIO busy'"), (17, "claimed")):
+        done = subprocess.run([sys.executable, "-c", CLAIM.format(gpio=gpio)], env=d.pi.env(), capture_output=True,
+                              text=True, timeout=30, cwd=d.pi.root)
+        assert done.stdout.strip() == says, done.stderr
+    # Two edges of the same level in a row (a bounce the kernel saw only half of) are still one rating.
+    mark = len(d.child.log())
+    d.pi.edge(PINS[0], 0)
+    d.pi.press(PINS[0], ms=80)
+    d.child.wait_for(r"screen: thanks", after=mark)
+    assert [e["level"] for e in ratings(hall)] == ["very_satisfied"]
+    time.sleep(0.3)
+    assert len(ratings(hall, timeout=0)) == 1
+
+
+def test_a_service_user_without_the_gpio_group_gets_a_clear_fault(device, hall):
+    pi = FakePi(groups=("i2c", "spi", "dialout", "netdev"))
+    d = device(pi=pi)
+    found = d.child.wait_for(r"recovery: the console answers; faults: pins: (.*)")
+    assert "can not open gpiochip" in found.group(1)
+    assert "the service's user needs the gpio group" in found.group(1)
+    assert d.child.proc.poll() is None
+
+
+@pytest.mark.parametrize("overrides, key, says", [
+    (['display.interface="spi"', 'display.model="ssd1351"', "buttons.pins=[7, 8, 13, 19, 26]"], "buttons.pins",
+     "pin 7 is SPI0 CE1"),
+    (['console.port="/dev/serial0"', "buttons.pins=[5, 6, 13, 14, 15]"], "buttons.pins", "pin 14 is UART TXD"),
+])
+def test_evaluator_check_refuses_buttons_on_pins_the_kernel_holds(tmp_path, overrides, key, says):
+    config = tmp_path / "evaluator.toml"
+    config.write_text(f'[console]\nsettings_path = "{tmp_path / "settings.toml"}"\n')
+    args = [a for o in overrides for a in ("--set", o)]
+    result = subprocess.run([sys.executable, "-m", "device", "--config", str(config), *args, "--check"],
+                            capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert result.returncode == 2 and f"{key}: {says}" in result.stderr, result.stderr
+
+
+def press_to_visible_ms(d, hall, gpio=PINS[0]):
+    """Finger down on the button → the last byte of the thank-you frame on the wire, in ms (on the child's clock)."""
+    d.child.wait_for(r"screen: idle")
+    time.sleep(0.3)
+    since = len(d.pi.records())
+    down = time.monotonic_ns()
+    mark = len(d.child.log())
+    d.pi.press(gpio, ms=80)
+    d.child.wait_for(r"screen: thanks", after=mark)
+    time.sleep(0.3)
+    frame = [r for r in d.pi.records(since) if r.start_ns >= down]
+    assert frame
+    return (max(r.end_ns for r in frame) - down) / 1e6
+
+
+def test_press_to_visible_on_the_fake_pi_at_100_and_400_khz(device, hall):
+    at = {hz: press_to_visible_ms(device(pi=FakePi(i2c_hz=hz, spi={})), hall) for hz in (100_000, 400_000)}
+    # The thank-you frame is about a full SSD1306 frame: 92 ms on the wire at 100 kHz, 23 ms at 400 kHz.
+    assert at[100_000] - at[400_000] > 40, at

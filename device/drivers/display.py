@@ -22,30 +22,16 @@ from typing import Any
 
 import luma.core.device
 import luma.core.error
-from luma.oled import device as oled
 from PIL import Image
 
-from device.config import DISPLAY_MODELS
-from device.drivers import paged, rgb565
+from device import panels
 from device.errors import DisplayError
 
 logger = logging.getLogger(__name__)
 
-#: Supported panel models and their native size (width, height): the
-#: configuration schema's table, so the two never disagree.
-SUPPORTED_MODELS = DISPLAY_MODELS
-
-_CLASSES = {
-    "ssd1306": paged.SSD1306,
-    "sh1106": paged.SH1106,
-    "ssd1309": paged.SSD1309,
-    "ssd1322": oled.ssd1322,
-    "ssd1327": oled.ssd1327,
-    "ssd1351": rgb565.SSD1351,
-}
-
-# Greyscale chips take 1-bit frames directly: cheaper than RGB per frame.
-_MONO_CAPABLE = {"ssd1322", "ssd1327"}
+#: Supported panel models and their native size (width, height), read live from
+#: :mod:`device.panels` (one record a model), as the configuration's schema reads them.
+SUPPORTED_MODELS = panels.SIZES
 
 # What a failing bus raises: OS errors, and luma's own wrappers of them.
 _BUS_ERRORS = (OSError, luma.core.error.Error)
@@ -86,20 +72,22 @@ def make_panel(model: str, bus: Any, width: int | None = None, height: int | Non
         DisplayError: unknown model, no bus, or the bus failed.
     """
     name = str(model).lower()
-    if name not in _CLASSES:
+    try:
+        record = panels.get(name)
+    except KeyError:
         raise DisplayError(
             f"unsupported display model {model!r}; supported: "
-            f"{', '.join(sorted(SUPPORTED_MODELS))}")
+            f"{', '.join(sorted(SUPPORTED_MODELS))}") from None
     if bus is None:
         # luma would quietly open I2C port 1 itself.
         raise DisplayError(f"{name}: no bus given for the display")
     quarter_turns = luma_rotation(rotate)
-    native_w, native_h = SUPPORTED_MODELS[name]
-    if name in _MONO_CAPABLE:
+    native_w, native_h = record.size
+    if record.mono_frames:
         kw.setdefault("mode", "1")
     try:
-        return _CLASSES[name](serial_interface=bus, width=width or native_w,
-                              height=height or native_h, rotate=quarter_turns, **kw)
+        return record.driver_class()(serial_interface=bus, width=width or native_w,
+                                     height=height or native_h, rotate=quarter_turns, **kw)
     except _BUS_ERRORS as exc:
         raise DisplayError(f"{name}: cannot initialise display: {exc}") \
             from exc

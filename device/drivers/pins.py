@@ -120,4 +120,8 @@ def _describe(error: Exception, tried: list[str]) -> str:
     if "lgd-nfy" in str(error) or any("lgd-nfy" in t for t in tried):
         hint = (f" (lgpio makes its notification pipes in its working directory: set {LG_WD} to a writable "
                 "folder, e.g. RuntimeDirectory= in the service)")
+    elif "can not open gpiochip" in reasons:
+        hint = (" (/dev/gpiochip0 cannot be opened: the service's user needs the gpio group, "
+                "SupplementaryGroups=gpio in the unit or sudo usermod -aG gpio evaluator; "
+                "or this kernel has no GPIO chip)")
     return f"gpiozero could load none: {reasons}{hint}"

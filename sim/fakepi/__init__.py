@@ -3,9 +3,10 @@
 Only the lowest, kernel-facing modules are replaced, by importable packages
 in ``sim/fakepi/libs`` put first on the child's ``PYTHONPATH``: ``lgpio``
 (what gpiozero's ``LGPIOFactory`` calls), ``smbus2`` (luma's ``i2c``),
-``spidev`` (luma's ``spi``) and ``RPi.GPIO`` (luma's DC/RST lines; rpi-lgpio
-on a real Pi, so here too it sits on the fake lgpio). gpiozero's real pin
-factory and luma's real bus classes run above them.
+``spidev`` (luma's ``spi``). ``RPi.GPIO`` (luma's DC/RST lines) is the real
+rpi-lgpio, as on Bookworm, over the fake lgpio, picking its chip from the
+fake sysfs. gpiozero's real pin factory and luma's real bus classes run
+above them.
 
 - :mod:`sim.fakepi.kernel`: what the Linux kernel would hold: GPIO lines
   with their pulls, claims and edge alerts (delivered through lgpio's
@@ -21,5 +22,6 @@ factory and luma's real bus classes run above them.
 - :mod:`sim.fakepi.panels`: panel controllers that decode the bus bytes
   back into panel RAM and the picture on the glass.
 
-Nothing here imports ``device``: the fake Pi is hardware, not the program.
+Nothing here imports ``device`` but its panel models (``device.panels``, data: which controller a model
+has): the fake Pi is hardware, not the program.
 """

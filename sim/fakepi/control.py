@@ -5,6 +5,8 @@ One JSON object a line each way. Requests (``op`` and its arguments):
 - ``ping``: ``{"ok": true, "pid": ...}``.
 - ``drive``, ``gpio``, ``level``: the outside world drives a line (0: a
   contact closed to ground, 1, or null: let go).
+- ``edge``, ``gpio``, ``level``: an edge to ``level`` reported whatever the
+  line's level (two edges of the same level in a row, as a Pi can report).
 - ``wave``, ``gpio``, ``steps``: ``[[level, microseconds], ...]`` driven in
   the child, each edge stamped with the time it was due; answered when done.
 - ``records``, ``since``: bus transactions from ``since`` on
@@ -38,6 +40,9 @@ def answer(kern: Kernel, request: dict[str, Any]) -> dict[str, Any]:
             return {"ok": True, "pid": os.getpid()}
         if op == "drive":
             kern.drive(int(request["gpio"]), request.get("level"))
+            return {"ok": True}
+        if op == "edge":
+            kern.edge(int(request["gpio"]), int(request["level"]))
             return {"ok": True}
         if op == "wave":
             kern.wave(int(request["gpio"]), [(lv, float(us)) for lv, us in request["steps"]])

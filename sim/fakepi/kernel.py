@@ -12,6 +12,24 @@ holds the ``/dev`` nodes that exist (``dev/gpiochip0``, ``dev/i2c-1``,
 the device tree, and ``wiring.json``: which I²C addresses answer, and which
 GPIO lines are wired to an SPI panel's DC and RST.
 
+As strict as the real kernel where the program could go wrong on a Pi:
+
+- a line the kernel's SPI, I²C or UART driver holds (its bus turned on in
+  the fake root) is ``GPIO busy``, and so is a line another process on the
+  same fake root holds (claims are shared through ``run/gpio-claims.json``
+  under a lock; a dead process's claims are gone, as the kernel frees them);
+- a device node whose group the program's user lacks (``wiring.json``'s
+  ``groups``) cannot be opened: ``can not open gpiochip``, or
+  ``PermissionError`` for ``/dev/i2c-*`` and ``/dev/spidev*``;
+- an I²C address a kernel driver owns is ``EBUSY`` to a call that selects the
+  address (``I2C_SLAVE``), as smbus2 does without ``force``;
+- a bus write takes the time its clock implies (I²C: 9 bit-times a byte, the
+  address byte included, at the device tree's ``clock-frequency``; SPI at the
+  transfer's speed), and each record keeps when it started and ended;
+- ``gpio_read`` of a line nobody holds claims it as an input, as lgpio does;
+- two edges of the same level in a row reach the listener when the world
+  makes them (:meth:`Kernel.edge`: a pulse shorter than the line's sampling).
+
 Not modelled: lgpio's debounce and watchdog (stored, not applied), active-low
 lines, PWM and waves, reads from a bus.
 """
@@ -19,6 +37,7 @@ lines, PWM and waves, reads from a bus.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -54,6 +73,17 @@ ERROR_TEXT = {
 
 #: Lines on the Pi's gpiochip0.
 CHIP_LINES = 54
+#: The lines each bus's kernel driver takes once the bus is on (by device-tree alias).
+KERNEL_PINS: dict[str, tuple[int, ...]] = {
+    "i2c0": (0, 1), "i2c1": (2, 3), "spi0": (7, 8, 9, 10, 11), "spi1": (16, 17, 18, 19, 20, 21),
+    "serial0": (14, 15),
+}
+#: The group that may open each kind of device node (udev's rules on Raspberry Pi OS).
+NODE_GROUPS = {"gpiochip": "gpio", "i2c-": "i2c", "spidev": "spi"}
+#: Where the processes on one fake root share their line claims.
+CLAIMS = os.path.join("run", "gpio-claims.json")
+#: The I²C clock when the device tree does not say (Raspberry Pi OS's default).
+I2C_DEFAULT_HZ = 100_000
 #: One notification in lgpio's pipe: tick (ns), chip, gpio, level, flags, padding.
 NOTIFICATION = struct.Struct("QBBBBI")
 
@@ -121,14 +151,19 @@ class BusRecord:
     data: bytes
     dc: int | None = None
     rst: int | None = None
+    #: ``time.monotonic_ns()`` when the transaction started and when its last bit was on the wire.
+    start_ns: int = 0
+    end_ns: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "bus": self.bus, "port": self.port, "target": self.target,
-                "data": self.data.hex(), "dc": self.dc, "rst": self.rst}
+                "data": self.data.hex(), "dc": self.dc, "rst": self.rst, "start_ns": self.start_ns,
+                "end_ns": self.end_ns}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> BusRecord:
-        return cls(d["seq"], d["bus"], d["port"], d["target"], bytes.fromhex(d["data"]), d.get("dc"), d.get("rst"))
+        return cls(d["seq"], d["bus"], d["port"], d["target"], bytes.fromhex(d["data"]), d.get("dc"), d.get("rst"),
+                   d.get("start_ns", 0), d.get("end_ns", 0))
 
 
 class Kernel:
@@ -151,6 +186,12 @@ class Kernel:
         self._records: list[BusRecord] = []
         #: Notifications lost because the pipe was full (lgpio drops them too).
         self.dropped = 0
+        #: Lines the kernel's drivers hold: ``{gpio: driver}``.
+        self.held = {int(g): str(who) for g, who in self.wiring.get("held", {}).items()}
+        #: The groups of this process's user; None: every group.
+        groups = self.wiring.get("groups")
+        self.groups = None if groups is None else set(groups)
+        self.i2c_hz = int(self.wiring.get("i2c_hz", I2C_DEFAULT_HZ))
 
     # --- device nodes -------------------------------------------------------------------
 
@@ -160,6 +201,51 @@ class Kernel:
 
     def has_node(self, path: str) -> bool:
         return os.path.exists(self.node(path))
+
+    def may_open(self, path: str) -> bool:
+        """Whether this process's user is in the group the node needs (root's group list is whatever it is)."""
+        name = os.path.basename(path)
+        for prefix, group in NODE_GROUPS.items():
+            if name.startswith(prefix):
+                return self.groups is None or group in self.groups
+        return True
+
+    # --- claims shared by every process on this fake root ------------------------------------
+
+    def _shared(self, change: Any = None) -> dict[str, int]:
+        """The claims of every process (``{"chip:gpio": pid}``), dead processes' dropped; ``change`` edits them."""
+        path = os.path.join(self.root, CLAIMS)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    claims = {k: int(v) for k, v in json.load(f).items()}
+            except (OSError, ValueError):
+                claims = {}
+            alive = {k: pid for k, pid in claims.items() if _alive(pid)}
+            if change is not None:
+                change(alive)
+            if alive != claims or change is not None:
+                tmp = f"{path}.{os.getpid()}"
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump(alive, f)
+                os.replace(tmp, path)
+            return alive
+
+    def _held_elsewhere(self, chip: int, gpio: int) -> bool:
+        pid = self._shared().get(f"{chip}:{gpio}")
+        return pid is not None and pid != os.getpid()
+
+    def _share_claim(self, chip: int, gpio: int, mine: bool) -> None:
+        key = f"{chip}:{gpio}"
+
+        def change(claims: dict[str, int]) -> None:
+            if mine:
+                claims[key] = os.getpid()
+            elif claims.get(key) == os.getpid():
+                del claims[key]
+        self._shared(change)
 
     # --- lgpio's work directory and notification pipes ---------------------------------
 
@@ -208,7 +294,7 @@ class Kernel:
     # --- gpiochip ---------------------------------------------------------------------------
 
     def gpiochip_open(self, chip: int) -> int:
-        if not self.has_node(f"/dev/gpiochip{chip}"):
+        if not self.has_node(f"/dev/gpiochip{chip}") or not self.may_open(f"/dev/gpiochip{chip}"):
             return CANNOT_OPEN_CHIP
         with self._lock:
             handle = self._new_handle()
@@ -222,6 +308,7 @@ class Kernel:
             for line in self._lines.values():
                 if line.owner == handle:
                     self._change(line, owner=None, output=False, edges=0, notify=None)
+                    self._share_claim(line.chip, line.gpio, mine=False)
             del self._chips[handle]
             return 0
 
@@ -235,9 +322,17 @@ class Kernel:
 
     def _claimable(self, handle: int, gpio: int) -> Line | int:
         line = self._line(handle, gpio)
-        if isinstance(line, Line) and line.owner not in (None, handle):
-            return GPIO_BUSY
+        if isinstance(line, Line):
+            if line.owner not in (None, handle):
+                return GPIO_BUSY
+            if line.chip == 0 and gpio in self.held:
+                return GPIO_BUSY                       # the kernel's SPI, I²C or UART driver has it
+            if line.owner is None and self._held_elsewhere(line.chip, gpio):
+                return GPIO_BUSY                       # another process has it
         return line
+
+    def _claimed(self, line: Line) -> None:
+        self._share_claim(line.chip, line.gpio, mine=True)
 
     def claim_input(self, handle: int, gpio: int, flags: int) -> int:
         with self._lock:
@@ -245,6 +340,7 @@ class Kernel:
             if isinstance(line, int):
                 return line
             self._change(line, owner=handle, output=False, flags=flags & LINE_FLAGS, edges=0, notify=None)
+            self._claimed(line)
             return 0
 
     def claim_output(self, handle: int, gpio: int, level: int, flags: int) -> int:
@@ -254,6 +350,7 @@ class Kernel:
                 return line
             self._change(line, owner=handle, output=True, value=1 if level else 0, flags=flags & LINE_FLAGS,
                          edges=0, notify=None)
+            self._claimed(line)
             return 0
 
     def claim_alert(self, handle: int, gpio: int, edges: int, flags: int, notify: int) -> int:
@@ -265,6 +362,7 @@ class Kernel:
                 return BAD_HANDLE
             self._change(line, owner=handle, output=False, flags=flags & LINE_FLAGS, edges=edges & BOTH_EDGES,
                          notify=notify)
+            self._claimed(line)
             return 0
 
     def free(self, handle: int, gpio: int) -> int:
@@ -275,6 +373,7 @@ class Kernel:
             if line.owner != handle:
                 return GPIO_NOT_ALLOCATED
             self._change(line, owner=None, output=False, edges=0, notify=None)
+            self._share_claim(line.chip, line.gpio, mine=False)
             return 0
 
     def get_mode(self, handle: int, gpio: int) -> int:
@@ -283,9 +382,16 @@ class Kernel:
             return line if isinstance(line, int) else line.mode(handle)
 
     def read(self, handle: int, gpio: int) -> int:
+        """A line's level; a line nobody holds is claimed as an input first (lgpio's lgGpioRead does)."""
         with self._lock:
             line = self._line(handle, gpio)
-            return line if isinstance(line, int) else line.level()
+            if isinstance(line, int):
+                return line
+            if line.owner != handle:
+                status = self.claim_input(handle, gpio, line.flags)
+                if status < 0:
+                    return status
+            return line.level()
 
     def write(self, handle: int, gpio: int, level: int) -> int:
         with self._lock:
@@ -332,6 +438,16 @@ class Kernel:
             due += int(micros * 1000)
         _wait_until(due)
 
+    def edge(self, gpio: int, level: int, chip: int = 0, tick: int | None = None) -> None:
+        """An edge to ``level`` reported whatever the line's level: a pulse too short for the line to show.
+
+        Two falling edges in a row reach the listener this way, as they do on a
+        Pi when a bounce is shorter than the kernel's sampling of the line.
+        """
+        with self._lock:
+            line = self._lines.setdefault((chip, gpio), Line(chip, gpio))
+            self._notify(line, level, tick)
+
     def level(self, gpio: int, chip: int = 0) -> int:
         with self._lock:
             return self._lines.setdefault((chip, gpio), Line(chip, gpio)).level()
@@ -349,27 +465,44 @@ class Kernel:
         for name, value in fields.items():
             setattr(line, name, value)
         after = line.level()
-        if after != before and line.edges & (RISING_EDGE if after else FALLING_EDGE):
+        if after != before:
+            self._notify(line, after, tick)
+
+    def _notify(self, line: Line, level: int, tick: int | None) -> None:
+        """Under the lock: an edge to ``level`` into the line's notification pipe, if it listens for it."""
+        if line.edges & (RISING_EDGE if level else FALLING_EDGE):
             fd = self._pipes.get(line.notify) if line.notify is not None else None
             if fd is not None:
                 try:
-                    os.write(fd, NOTIFICATION.pack(tick or time.monotonic_ns(), line.chip, line.gpio, after, 0, 0))
+                    os.write(fd, NOTIFICATION.pack(tick or time.monotonic_ns(), line.chip, line.gpio, level, 0, 0))
                 except BlockingIOError:
                     self.dropped += 1
 
     # --- buses --------------------------------------------------------------------------------
 
     def i2c_open(self, port: int) -> None:
-        """Raises FileNotFoundError as ``open("/dev/i2c-<port>")`` would when I²C is not enabled."""
+        """Raises what ``open("/dev/i2c-<port>")`` would: FileNotFoundError (I²C not on), PermissionError."""
         path = f"/dev/i2c-{port}"
         if not self.has_node(path):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        if not self.may_open(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    def i2c_select(self, port: int, address: int) -> None:
+        """``ioctl(I2C_SLAVE)``: ``OSError(EBUSY)`` when a kernel driver owns the address."""
+        if address in self.wiring.get("i2c_held", {}).get(str(port), ()):
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
 
     def i2c_write(self, port: int, address: int, data: bytes) -> None:
-        """One write transaction; raises ``OSError(EREMOTEIO)`` when nothing answers at the address."""
+        """One write transaction, taking its time on the wire; ``OSError(EREMOTEIO)`` when nothing answers."""
+        start = time.monotonic_ns()
+        bits = 9 * (len(data) + 1) + 2                # each byte and the address byte with its ack; start, stop
+        end = start + bits * 1_000_000_000 // self.i2c_hz
         if address not in self.wiring.get("i2c", {}).get(str(port), ()):
+            _wait_until(start + 11 * 1_000_000_000 // self.i2c_hz)   # the address byte goes out unanswered
             raise OSError(errno.EREMOTEIO, os.strerror(errno.EREMOTEIO))
-        self._record("i2c", port, address, bytes(data))
+        _wait_until(end)
+        self._record("i2c", port, address, bytes(data), start_ns=start, end_ns=time.monotonic_ns())
 
     def i2c_answers(self, port: int, address: int) -> bool:
         return address in self.wiring.get("i2c", {}).get(str(port), ())
@@ -378,18 +511,23 @@ class Kernel:
         path = f"/dev/spidev{port}.{cs}"
         if not self.has_node(path):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        if not self.may_open(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
 
-    def spi_write(self, port: int, cs: int, data: bytes) -> None:
-        """One transfer; the panel wired there sees the DC and RST lines as they are now."""
+    def spi_write(self, port: int, cs: int, data: bytes, speed_hz: int = 0) -> None:
+        """One transfer at ``speed_hz``; the panel wired there sees the DC and RST lines as they are now."""
         wired = self.wiring.get("spi", {}).get(f"{port}.{cs}", {})
         dc = self.level(wired["dc"]) if "dc" in wired else None
         rst = self.level(wired["rst"]) if "rst" in wired else None
-        self._record("spi", port, cs, bytes(data), dc, rst)
+        start = time.monotonic_ns()
+        if speed_hz > 0:
+            _wait_until(start + 8 * len(data) * 1_000_000_000 // speed_hz)
+        self._record("spi", port, cs, bytes(data), dc, rst, start_ns=start, end_ns=time.monotonic_ns())
 
     def _record(self, bus: str, port: int, target: int, data: bytes, dc: int | None = None,
-                rst: int | None = None) -> None:
+                rst: int | None = None, *, start_ns: int = 0, end_ns: int = 0) -> None:
         with self._lock:
-            self._records.append(BusRecord(len(self._records), bus, port, target, data, dc, rst))
+            self._records.append(BusRecord(len(self._records), bus, port, target, data, dc, rst, start_ns, end_ns))
 
     def records(self, since: int = 0) -> list[BusRecord]:
         """What was written to the buses, from record ``since`` on."""
@@ -404,6 +542,16 @@ def _wait_until(due_ns: int) -> None:
         time.sleep((left - 1_000_000) / 1e9)
     while time.monotonic_ns() < due_ns:
         time.sleep(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _read_json(path: str) -> dict[str, Any]:

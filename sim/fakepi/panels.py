@@ -10,6 +10,10 @@ Two ways of carrying a command's parameters exist: in the command stream
 (SSD1306, SSD1309, SH1106, SSD1327) and as data bytes after the command
 (SSD1322, SSD1351: luma sends them with DC high). A command stream that ends
 inside a command's parameters drops it (each transaction is parsed alone).
+
+Which controller a panel model has is the program's knowledge, read from its
+one record (``device.panels``, data only, nothing of the program runs);
+the controllers themselves are the fake Pi's.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import ClassVar
 
 from PIL import Image, ImageChops
 
+from device import panels
 from sim.fakepi.kernel import BusRecord
 
 
@@ -334,16 +339,26 @@ class SSD1351(_Windowed):
         return image
 
 
-PANELS: dict[str, Callable[[], Panel]] = {
+#: The decoder of each controller, by the name a panel model's record gives (``device.panels.PanelModel.controller``).
+CONTROLLERS: dict[str, Callable[..., Panel]] = {
     "ssd1306": SSD1306, "ssd1309": SSD1309, "sh1106": SH1106,
     "ssd1322": SSD1322, "ssd1327": SSD1327, "ssd1351": SSD1351,
 }
+#: The controllers by the name of the model that has each at its native size (the same names today).
+PANELS = CONTROLLERS
+
+
+def decoder(model: str) -> Panel:
+    """A fresh controller for a panel model, found through the model's record (its controller and size)."""
+    record = panels.get(model)
+    width, height = record.size
+    return CONTROLLERS[record.controller](width, height)
 
 
 def decode(model: str, records: Iterable[BusRecord], *, bus: str = "i2c", port: int = 1,
            target: int = 0x3C) -> Panel:
     """The panel of ``model`` after the transactions on one bus address (I²C) or chip select (SPI)."""
-    panel = PANELS[model]()
+    panel = decoder(model)
     for record in records:
         if (record.bus, record.port, record.target) == (bus, port, target):
             panel.feed(record)

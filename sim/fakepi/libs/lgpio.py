@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from sim.fakepi.kernel import ERROR_TEXT, NOTIFICATION, kernel
+from sim.fakepi.kernel import CHIP_LINES, ERROR_TEXT, NOTIFICATION, kernel
 
 LGPIO_PY_VERSION = 0x00020200
 exceptions = True
@@ -39,6 +39,10 @@ BOTH_EDGES = 3
 
 TX_PWM = 0
 TX_WAVE = 1
+
+# lgpio's error codes (lgpio.py exports them under these names).
+BAD_PATHNAME, BAD_HANDLE, BAD_GPIO_NUMBER = -3, -5, -73
+CANNOT_OPEN_CHIP, GPIO_BUSY, GPIO_NOT_ALLOCATED = -78, -79, -80
 
 
 class error(Exception):
@@ -135,6 +139,11 @@ def gpiochip_open(gpiochip: int) -> int:
 
 def gpiochip_close(handle: int) -> int:
     return _u2i(kernel().gpiochip_close(handle & 0xFFFF))
+
+
+def gpio_get_chip_info(handle: int) -> tuple[int, int, str, str]:
+    """``(status, lines, name, label)`` of the chip, as lgpio's ``gpio_get_chip_info``."""
+    return 0, CHIP_LINES, f"gpiochip{handle >> 16}", "pinctrl-bcm2835"
 
 
 def gpio_get_mode(handle: int, gpio: int) -> int:

@@ -1,8 +1,11 @@
 """The fake Pi's ``smbus2``: what luma's ``i2c`` uses (``SMBus``, ``i2c_msg``), on the fake kernel's I²C buses.
 
 Opening a bus whose ``/dev/i2c-<n>`` node the fake root lacks raises
-``FileNotFoundError`` (I²C not enabled); a write to an address where nothing
-answers raises ``OSError(EREMOTEIO)``, as the kernel's ioctl does.
+``FileNotFoundError`` (I²C not enabled), without the ``i2c`` group
+``PermissionError``; a write to an address where nothing answers raises
+``OSError(EREMOTEIO)``, as the kernel's ioctl does; the calls that select the
+address first (``I2C_SLAVE``, not ``i2c_rdwr``) raise ``OSError(EBUSY)`` where
+a kernel driver owns it, unless ``force``. Writes take their time on the wire.
 """
 
 from __future__ import annotations
@@ -83,23 +86,33 @@ class SMBus:
     def _write(self, address: int, data: bytes) -> None:
         self.kernel.i2c_write(self._bus(), address, data)
 
+    def _set_address(self, address: int, force: bool | None = None) -> None:
+        """``ioctl(I2C_SLAVE)`` (``I2C_SLAVE_FORCE`` with ``force``): EBUSY where a kernel driver owns the address."""
+        if not (self.force if force is None else force):
+            self.kernel.i2c_select(self._bus(), address)
+
     def write_i2c_block_data(self, i2c_addr: int, register: int, data: Sequence[int],
                              force: bool | None = None) -> None:
         if len(data) > I2C_SMBUS_BLOCK_MAX:
             raise ValueError(f"Data length cannot exceed {I2C_SMBUS_BLOCK_MAX} bytes")
+        self._set_address(i2c_addr, force)
         self._write(i2c_addr, bytes([register, *data]))
 
     def write_byte_data(self, i2c_addr: int, register: int, value: int, force: bool | None = None) -> None:
+        self._set_address(i2c_addr, force)
         self._write(i2c_addr, bytes([register, value]))
 
     def write_byte(self, i2c_addr: int, value: int, force: bool | None = None) -> None:
+        self._set_address(i2c_addr, force)
         self._write(i2c_addr, bytes([value]))
 
     def write_quick(self, i2c_addr: int, force: bool | None = None) -> None:
+        self._set_address(i2c_addr, force)
         self._write(i2c_addr, b"")
 
     def read_byte(self, i2c_addr: int, force: bool | None = None) -> int:
         """What ``i2cdetect`` does: 0 from a device that answers, ``OSError`` where none does."""
+        self._set_address(i2c_addr, force)
         if not self.kernel.i2c_answers(self._bus(), i2c_addr):
             raise OSError(errno.EREMOTEIO, os.strerror(errno.EREMOTEIO))
         return 0

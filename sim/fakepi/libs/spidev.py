@@ -45,13 +45,13 @@ class SpiDev:
     def fileno(self) -> int:
         return -1 if self._where is None else 1000 + self._where[0] * 16 + self._where[1]
 
-    def _send(self, values: Sequence[int] | bytes) -> None:
+    def _send(self, values: Sequence[int] | bytes, speed_hz: int = 0) -> None:
         if self._where is None:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         data = bytes(values)
         if len(data) > BUFSIZ:
             raise OverflowError(f"Argument list size exceeds {BUFSIZ} bytes.")
-        self.kernel.spi_write(self._where[0], self._where[1], data)
+        self.kernel.spi_write(self._where[0], self._where[1], data, speed_hz or self.max_speed_hz)
 
     def writebytes(self, values: Sequence[int]) -> None:
         self._send(values)
@@ -62,7 +62,7 @@ class SpiDev:
             self._send(data[i:i + BUFSIZ])
 
     def xfer(self, values: Sequence[int], speed_hz: int = 0, delay_usecs: int = 0, bits_per_word: int = 0) -> list[int]:
-        self._send(values)
+        self._send(values, speed_hz)
         return [0] * len(values)
 
     xfer2 = xfer
