@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from sim.hall import auth
 from sim.hall.contract import DEVICE_PATH, EVALUATIONS_PATH, BadRequest, parse_wait
 from sim.hall.faults import Fault
-from sim.hall.phone import PAGE_HEADERS, is_page
+from sim.hall.phone import PAGE_HEADERS
+from sim.hall.phone_link import is_page
 
 if TYPE_CHECKING:
     from sim.hall.server import HallServer
