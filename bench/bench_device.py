@@ -13,12 +13,18 @@ Prints:
   the WAL, the witness and the checkpoints are what a device in a hall has;
 - start to first frame of the simulator process (budget < 1 s);
 - idle CPU of the simulator process (budget < 1 % of a core);
-- resident memory over N simulated presses (budget < 60 MB, flat).
+- resident memory over N simulated presses (budget < 60 MB, flat);
+- the press ratio again with the device's uplink running against a loopback
+  hall back end, signing with its own Ed25519 key and with the shared key
+  (``upload.signature``): signing never sits on the press path, so both stay
+  within the same budget (the Ed25519 run needs a hall that holds public keys).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import multiprocessing
 import os
 import queue
 import sqlite3
@@ -28,10 +34,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from device import config as config_mod
+from device import keys
 from device.app import App
 from device.clock import Clocks
 from device.config import Secret
@@ -40,7 +48,11 @@ from device.levels import Level
 from device.state import ButtonPressed, ButtonReleased
 from device.ui import screens
 from device.ui.models import ThanksScreen
+from sim.hall import HallServer
 from sim.hardware import make_sim_hardware
+
+#: The shared key of the uplink runs (hmac-sha256).
+KEY = "bench-device-key"
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -48,12 +60,50 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def make_app(data_dir: str) -> tuple[App, Hardware]:
+def make_app(data_dir: str, uplink: list[str] | None = None, key: str = "") -> tuple[App, Hardware]:
     config = config_mod.load(overrides=[
         f"outbox.path=\"{os.path.join(data_dir, 'outbox.db')}\"", 'session.source="free"',
-        "session.min_interval_s=0", "session.suspect_count=1000000"])
+        "session.min_interval_s=0", "session.suspect_count=1000000", *(uplink or [])])
     hardware, _ = make_sim_hardware(config, queue.Queue(), staff_request)
-    return App(config, hardware, Secret(""), clocks=Clocks(synced=lambda: True)), hardware
+    return App(config, hardware, Secret(key), clocks=Clocks(synced=lambda: True)), hardware
+
+
+def _serve_hall(db: str, public_keys: dict[str, str], conn: Any) -> None:
+    """The hall back end in a process of its own (as on a real network): its work is not the device's."""
+    extra: dict[str, Any] = {"public_keys": public_keys} if public_keys else {"default_key": KEY}
+    with HallServer(db, **extra) as hall:
+        conn.send((hall.url, str(getattr(hall, "hall_public_key", ""))))
+        conn.recv()   # until the bench is done
+
+
+def hall_for(data_dir: str, signature: str) -> tuple[Any, list[str], str] | None:
+    """A loopback hall in another process and the ``--set`` lines that point the uplink at it with ``signature``.
+
+    Returns ``(stop, sets, shared key)``, or None when the hall holds no device public keys (``ed25519``).
+    """
+    device = "WE-0001"
+    sets = [f'upload.signature="{signature}"', "upload.heartbeat_s=0", f'device.id="{device}"']
+    public: dict[str, str] = {}
+    if signature == keys.ED25519:
+        if "public_keys" not in inspect.signature(HallServer).parameters:
+            return None
+        key_file = os.path.join(data_dir, "device-ed25519.pem")
+        public = {device: keys.DeviceKeys(key_file).info().public_key}
+        sets.append(f'upload.private_key_file="{key_file}"')
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    proc = ctx.Process(target=_serve_hall, args=(os.path.join(data_dir, "hall.db"), public, theirs), daemon=True)
+    proc.start()
+    url, hall_key = ours.recv()
+    sets.append(f'upload.server="{url}"')
+    if public:
+        sets.append(f'upload.hall_public_key="{hall_key}"')
+
+    def stop() -> None:
+        ours.send("stop")
+        proc.join(10)
+
+    return stop, sets, "" if public else KEY
 
 
 def press(app: App, button: int) -> None:
@@ -69,10 +119,24 @@ def deliver(app: App) -> None:
     app.outbox.checkpoint(passive=True)
 
 
-def bench_latency(n: int, uploader: bool = True) -> tuple[list[float], list[float]]:
-    """Press to thank-you frame, against raw insert + render, interleaved."""
+def bench_latency(n: int, uploader: bool = True, signature: str = "") -> tuple[list[float], list[float]] | None:
+    """Press to thank-you frame, against raw insert + render, interleaved.
+
+    With ``signature``, the app's own uplink runs against a loopback hall
+    (signing with it) instead of the uploader's work being done between presses.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        app, hardware = make_app(tmp)
+        stop_hall = None
+        if signature:
+            made = hall_for(tmp, signature)
+            if made is None:
+                return None
+            stop_hall, sets, key = made
+            app, hardware = make_app(tmp, sets, key)
+            app.uplink.start()
+            uploader = False
+        else:
+            app, hardware = make_app(tmp)
         app.loop.refresh()
         raw = sqlite3.connect(os.path.join(tmp, "raw.db"), isolation_level=None)
         raw.execute("PRAGMA journal_mode=WAL")
@@ -99,6 +163,11 @@ def bench_latency(n: int, uploader: bool = True) -> tuple[list[float], list[floa
             t2 = time.perf_counter()
             device.append(t1 - t0)
             baseline.append(t2 - t1b)
+        if stop_hall is not None:
+            delivered = app.outbox.count("delivered")
+            app.uplink.stop()
+            stop_hall()
+            print(f"  ({signature}: the uplink delivered {delivered} of {n} ratings during the run)", flush=True)
         app.outbox.close()
         hardware.close()
     return device, baseline
@@ -166,22 +235,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-presses", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the press measurement")
+    parser.add_argument("--uplink-rounds", type=int, default=3,
+                        help="rounds of the press measurement with the uplink running, per signature")
     parser.add_argument("--presses", type=int, default=100_000, help="presses for the memory run")
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
 
     # p99 on a shared disk is a handful of fsync outliers: several rounds, the median ratio.
-    ratios = []
-    for _ in range(args.rounds):
-        device, baseline = bench_latency(args.latency_presses)
-        d99, b99 = percentile(device, 99), percentile(baseline, 99)
-        ratios.append(d99 / b99)
-        print(f"press -> thank-you frame ({args.latency_presses} presses): "
-              f"p50 {statistics.median(device) * 1e3:.2f} ms, p99 {d99 * 1e3:.2f} ms;   "
-              f"raw durable insert + render: p50 {statistics.median(baseline) * 1e3:.2f} ms, "
-              f"p99 {b99 * 1e3:.2f} ms;   ratio p99 {d99 / b99:.2f}", flush=True)
-    print(f"  ratio p99 device/baseline, median of {args.rounds} rounds: {statistics.median(ratios):.2f} "
-          "(budget <= 1.1)")
+    for signature in ("", keys.ED25519, keys.HMAC_SHA256):
+        ratios = []
+        label = f"uplink running, {signature}" if signature else "uplink's work between presses"
+        for _ in range(args.rounds if not signature else args.uplink_rounds):
+            measured = bench_latency(args.latency_presses, signature=signature)
+            if measured is None:
+                print(f"press with the uplink running, {signature}: the stand-in hall in this tree holds no "
+                      "device public keys: skipped")
+                break
+            device, baseline = measured
+            d99, b99 = percentile(device, 99), percentile(baseline, 99)
+            ratios.append(d99 / b99)
+            print(f"press -> thank-you frame ({args.latency_presses} presses, {label}): "
+                  f"p50 {statistics.median(device) * 1e3:.2f} ms, p99 {d99 * 1e3:.2f} ms;   "
+                  f"raw durable insert + render: p50 {statistics.median(baseline) * 1e3:.2f} ms, "
+                  f"p99 {b99 * 1e3:.2f} ms;   ratio p99 {d99 / b99:.2f}", flush=True)
+        if ratios:
+            print(f"  ratio p99 device/baseline ({label}), median of {len(ratios)} rounds: "
+                  f"{statistics.median(ratios):.2f} (budget <= 1.1)", flush=True)
 
     first_frame, cpu, rss = bench_process(args.idle_seconds)
     shown = "never" if first_frame is None else f"{first_frame:.2f} s"

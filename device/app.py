@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from device import __version__
 from device import state as st
 from device.clock import Clocks
+from device.console.keys import RotateDeviceKey, rotate_device_key
 from device.handlers.assignment import InUse, assignment_path
 from device.handlers.commands import (
     ButtonTest,
@@ -34,6 +35,7 @@ from device.handlers.commands import (
 from device.handlers.panel import Panel
 from device.handlers.records import Records
 from device.loop import Loop
+from device.queue import client as client_mod
 from device.queue.damage import summary
 from device.queue.hall import HallLink, load_assignment
 from device.queue.outbox import Outbox
@@ -54,10 +56,8 @@ TransportFactory = Callable[["Config", "Secret", float], Any]
 
 
 def http_transport(config: Config, key: Secret, timeout: float) -> HttpTransport:
-    """The real transport: signed HTTP(S) to ``upload.server``."""
-    u = config.upload
-    return HttpTransport(u.server, config.device.id, key, timeout=timeout, verify=u.ca_bundle or u.verify_tls,
-                         insecure_http=u.insecure_http)
+    """The real transport: signed HTTP(S) to ``upload.server``, with the signature ``upload.signature`` names."""
+    return client_mod.for_config(config, key, timeout)
 
 
 class UplinkWorkers:
@@ -74,12 +74,14 @@ class UplinkWorkers:
         self.key = key
         self.make_transport = make_transport
         self.started = False
+        #: Signing with the device's own key pair (``ed25519``): no shared key needed.
+        self.own_key = getattr(uploader.transport, "algorithm", "") == "ed25519"
         #: The loop wakes the uploader straight after each commit: no hop through this object.
         self.wake = uploader.wake
 
     @property
     def has_key(self) -> bool:
-        return bool(self.key)
+        return bool(self.key) or self.own_key
 
     def start(self) -> None:
         if not self.has_key:
@@ -102,8 +104,9 @@ class UplinkWorkers:
         if key is not None:
             self.key = key
         key = self.key
-        self.uploader.reconfigure(transport=self.make_transport(config, key, config.upload.timeout_s),
-                                  device_id=config.device.id)
+        transport = self.make_transport(config, key, config.upload.timeout_s)
+        self.own_key = getattr(transport, "algorithm", "") == "ed25519"
+        self.uploader.reconfigure(transport=transport, device_id=config.device.id)
         self.hall_link.reconfigure(transport=self.make_transport(config, key, HallLink.POLL_WAIT_S + 10),
                                    device_id=config.device.id)
         self.start()
@@ -145,6 +148,7 @@ class App:
         self.config = config
         self.hardware = hardware
         self.clocks = clocks = clocks or Clocks()
+        clocks.max_disagreement_s = config.clock.max_disagreement_s
         self.events = hardware.events
         self.outbox = Outbox(config.outbox.path, max_events=config.outbox.max_events, clock=clocks.monotonic,
                              min_free_bytes=config.outbox.min_free_mb * 1024 * 1024,
@@ -195,6 +199,7 @@ class App:
         loop.register(UploadNow, upload_now(self.uplink.retry_rejected, self.uplink.wake))
         loop.register(CommitSettings, commit_settings(self.in_use.reconfigure, on_commit))
         loop.register(EraseSettings, self.erase)
+        loop.register(RotateDeviceKey, rotate_device_key)
         loop.prepare(st.SessionOpened, self.vet_session)
 
     def vet_session(self, event: st.SessionOpened) -> st.SessionVetted:

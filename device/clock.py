@@ -36,6 +36,10 @@ _TIME_ERROR = 5  # adjtimex(2): clock not synchronised
 NTP = "ntp"
 #: ``clock_source`` of a clock told by the hall's signed answers.
 HALL = "hall"
+#: The fault while the system clock claims to be synced but differs from verified hall time.
+DISAGREES = "clock_disagrees"
+#: ``clock.max_disagreement_s``'s default: seconds a synced clock may differ from the hall's.
+MAX_DISAGREEMENT_S = 120.0
 
 
 def wall_now() -> datetime.datetime:
@@ -107,12 +111,16 @@ class Clocks:
         boot_id: the kernel's id of this boot.
         sync_check_s: how long one answer of ``synced`` is trusted: the kernel
             is asked at most this often, so a press never waits on it.
+        max_disagreement_s: a system clock that claims to be synced but
+            differs from verified hall time by more than this is not
+            believed (``clock_disagrees``): events are stamped unsynced and
+            dated by the hall's time through a ``clock`` event.
     """
 
     def __init__(self, monotonic: Callable[[], float] = time.monotonic,
                  wall: Callable[[], datetime.datetime] = wall_now,
                  synced: Callable[[], bool] = kernel_clock_synced, boot_id: str | None = None,
-                 sync_check_s: float = 10.0) -> None:
+                 sync_check_s: float = 10.0, max_disagreement_s: float = MAX_DISAGREEMENT_S) -> None:
         self._monotonic = monotonic
         self._wall = wall
         self._synced = synced
@@ -124,6 +132,11 @@ class Clocks:
         self._lock = threading.Lock()
         #: An event of this boot was stamped while the clock could not be trusted: a ``clock`` event will date it.
         self._clock_event_owed = False
+        self.max_disagreement_s = max_disagreement_s
+        #: Seconds the synced system clock was off verified hall time at the last answer (None: not judged).
+        self._disagreement: float | None = None
+        #: A hall-sourced ``clock`` event was kept while the clocks disagreed: it dates the rest of this boot.
+        self._dated_by_hall = False
 
     # --- reading -----------------------------------------------------------------
 
@@ -146,18 +159,32 @@ class Clocks:
 
     def source(self) -> str:
         """``"ntp"``, ``"hall"``, or ``""`` while the clock cannot be trusted."""
-        if self.ntp_synced():
+        if self.ntp_synced() and not self.disagrees():
             return NTP
         return HALL if self._hall is not None else ""
 
+    def disagrees(self) -> bool:
+        """Whether the system clock claims to be synced but is off verified hall time (``clock_disagrees``)."""
+        off = self._disagreement
+        return off is not None and abs(off) > self.max_disagreement_s and self.ntp_synced()
+
+    def disagreement_s(self) -> float | None:
+        """How far the synced system clock was off the hall's at the last verified answer (seconds)."""
+        return self._disagreement
+
     def is_synced(self) -> bool:
-        """Whether the wall time (:meth:`wall`) can be trusted: by NTP or by the hall."""
-        return bool(self.source())
+        """Whether events may be stamped ``clock_synced: true``: NTP or the hall, and no disagreement.
+
+        A clock that disagrees with the hall is never believed to be synced,
+        whatever the kernel says: its events are stamped unsynced, with the
+        hall's time, and a ``clock`` event dates them.
+        """
+        return bool(self.source()) and not self.disagrees()
 
     def wall(self) -> datetime.datetime:
-        """The best wall time: the system's when NTP set it, else the hall's when known, else the system's."""
+        """The best wall time: the system's when NTP set it (and the hall agrees), else the hall's when known."""
         system = self._wall()
-        if self.ntp_synced():
+        if self.ntp_synced() and not self.disagrees():
             return system
         hall = self.hall_now()
         if hall is None:
@@ -181,10 +208,16 @@ class Clocks:
         taken; it is counted on from the monotonic clock, which nothing moves.
         """
         self._hall = (created + 0.5, self._monotonic())
+        if self.ntp_synced():
+            self._disagreement = self._wall().timestamp() - (created + 0.5)
+        else:
+            self._disagreement = None
 
     def stamped_unsynced(self) -> None:
         """An event of this boot was stamped while the clock could not be trusted (or one is known to be)."""
         with self._lock:
+            if self._dated_by_hall and self.disagrees():
+                return  # this boot's hall clock event dates it already
             self._clock_event_owed = True
 
     def clock_event_due(self) -> str:
@@ -200,3 +233,5 @@ class Clocks:
         """The ``clock`` event is in the outbox: none is owed until another event is stamped unsynced."""
         with self._lock:
             self._clock_event_owed = False
+            if self.disagrees():
+                self._dated_by_hall = True

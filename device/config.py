@@ -6,6 +6,7 @@ lists every bad key, as Mopidy does, so a technician fixes them all at once.
 ``config.toml`` at the repository root documents every key with its default.
 """
 
+import base64
 import dataclasses
 import datetime
 import functools
@@ -111,6 +112,16 @@ def _http_url(v: str) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in v
+
+
+def _ed25519_public_key(v: str) -> bool:
+    """Empty, or standard base64 (with padding) of 32 raw bytes."""
+    if not v:
+        return True
+    try:
+        return len(base64.b64decode(v, validate=True)) == 32
+    except ValueError:
+        return False
 
 
 def _hhmm(v: str) -> bool:
@@ -264,6 +275,22 @@ class UploadSection:
     #: Plain HTTP to a server that is not this machine: answers still signed, but nothing is private
     #: (a standing fault while on).
     insecure_http: bool = False
+    #: How requests are signed: the device's own key pair ("ed25519") or the v2 shared key ("hmac-sha256").
+    signature: str = field(default="ed25519", metadata=_check(lambda v: v in ("ed25519", "hmac-sha256"),
+                                                              'must be "ed25519" or "hmac-sha256"'))
+    #: The hall's Ed25519 public key (base64 of its 32 raw bytes): verifies the hall's answers.
+    hall_public_key: str = field(default="", metadata=_check(
+        _ed25519_public_key, "must be empty or standard base64 of a 32-byte Ed25519 public key"))
+    #: The device's Ed25519 private key (PKCS#8 PEM, mode 0600), made on the device when missing.
+    private_key_file: str = "/var/lib/window-evaluator/device-ed25519.pem"
+
+
+@dataclass(frozen=True)
+class ClockSection:
+    #: A clock that claims to be synced but differs from verified hall time by more than this is not
+    #: believed (``clock_disagrees``): events are stamped unsynced and dated by the hall's time.
+    max_disagreement_s: float = field(default=120.0, metadata=_check(
+        lambda v: math.isfinite(v) and 5 <= v <= 86400, "must be 5 to 86400"))
 
 
 @dataclass(frozen=True)
@@ -305,6 +332,7 @@ class Config:
     outbox: OutboxSection = OutboxSection()
     console: ConsoleSection = ConsoleSection()
     log: LogSection = LogSection()
+    clock: ClockSection = ClockSection()
 
 
 def sections() -> dict[str, type]:

@@ -9,6 +9,7 @@ hall server (or to ``--server URL``). Driven by the keyboard on a TTY, by
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from device import __version__
 from device import config as config_mod
+from device import keys as keys_mod
 from device.cli import install_signal_handlers, setup_logging
 from device.errors import ConfigError, EvaluatorError
 from device.hardware import staff_request
@@ -33,6 +35,7 @@ from sim.hall import HallServer
 from sim.hardware import make_sim_hardware
 from sim.network import NetworkLink
 from sim.pty_port import PtyPort
+from sim.terminal import TerminalScreen, raw_keys
 from sim.wifi import FakeNetworkBackend
 
 if TYPE_CHECKING:
@@ -75,7 +78,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", metavar="DIR",
                         help="where the device keeps its database (default: a new temporary folder)")
     parser.add_argument("--server", metavar="URL", help="use this hall server instead of the embedded one")
-    parser.add_argument("--device-key", metavar="KEY", help="the device key (else kept in DATA/device.key)")
+    parser.add_argument("--device-key", metavar="KEY",
+                        help="the shared device key (hmac-sha256; else kept in DATA/device.key)")
+    parser.add_argument("--signature", choices=keys_mod.SIGNATURES,
+                        help="how the device signs: its own Ed25519 key pair (the default where the embedded "
+                             "hall holds public keys, without --device-key) or the shared key")
+    parser.add_argument("--hall-public-key", metavar="BASE64",
+                        help="with --server and --signature ed25519: the hall's Ed25519 public key")
     parser.add_argument("--report", metavar="FILE",
                         help="at exit, write the stand-in server's stored events as JSON")
     parser.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS",
@@ -137,20 +146,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_path = os.path.join(data_dir, "sim.log") if interactive else None
     setup_logging("INFO", log_path)
 
+    # The device's own key pair lives in the data folder; the embedded hall registers its public key.
+    private_key_file = os.path.join(data_dir, "device-ed25519.pem")
     hall = None
     if args.server:
         target = urllib.parse.urlsplit(args.server)
         scheme = target.scheme
-        target_port = target.port or (443 if scheme == "https" else 80)
-        target_host = target.hostname
+        link = NetworkLink(target.hostname or "", target.port or (443 if scheme == "https" else 80))
     else:
-        hall = HallServer(os.path.join(data_dir, "hall.db"), default_key=key)
+        # The device reaches the hall through the cuttable link, so the link's URL is the one it signs:
+        # the hall is told so (a hall that checks @target-uri against the URL it serves).
+        scheme = "http"
+        link = NetworkLink("127.0.0.1", 0)
+        served: dict[str, Any] = {}
+        if "public_url" in inspect.signature(HallServer).parameters:
+            served["public_url"] = f"http://{link.address[0]}:{link.address[1]}"
+        hall = HallServer(os.path.join(data_dir, "hall.db"), default_key=key, **served)
         hall.start()
         print(f"stand-in hall server: {hall.url}", flush=True)
-        target = urllib.parse.urlsplit(hall.url)
-        scheme, target_host, target_port = "http", target.hostname, target.port
-    link = NetworkLink(target_host, target_port)
+        bound = urllib.parse.urlsplit(hall.url)
+        link.target = (bound.hostname or "127.0.0.1", bound.port or 80)
     server_url = f"{scheme}://{link.address[0]}:{link.address[1]}"
+    try:
+        signing = _signing_overrides(args, hall, user_overrides, private_key_file)
+    except (ValueError, EvaluatorError) as e:
+        print(f"evaluator-sim: {e}", file=sys.stderr)
+        link.close()
+        if hall is not None:
+            hall.close()
+        return 2
 
     overrides = [
         *user_overrides,
@@ -158,13 +182,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"upload.key_file={json.dumps(key_path)}",
         f"upload.server={json.dumps(server_url)}",
         f"console.settings_path={json.dumps(os.path.join(data_dir, 'settings.toml'))}",
+        *signing,
     ]
     store = SettingsStore(os.path.join(data_dir, "settings.toml"), args.config, overrides)
     stop = threading.Event()
     install_signal_handlers(stop)
     terminal = None
     if interactive:
-        from sim.terminal import TerminalScreen
         terminal = TerminalScreen()
     port = PtyPort()
     try:
@@ -217,6 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"evaluator-sim: {outcome['undelivered']} events not delivered within "
               f"{args.drain_timeout:g} s", file=sys.stderr)
         rc = 1
+    if outcome.get("rejected"):
+        # A dead letter is a rating the hall will never hold: never "drained".
+        print(f"evaluator-sim: {outcome['rejected']} events were given up (dead letters; the hall named "
+              f"them rejected)", file=sys.stderr)
+        rc = rc or DEAD_LETTERS_RC
     if outcome.get("error"):
         print(f"evaluator-sim: {outcome['error']}", file=sys.stderr)
         rc = 2
@@ -233,6 +262,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     return rc
 
 
+#: The exit status when the run ends with dead letters in the outbox.
+DEAD_LETTERS_RC = 3
+
+
+def _signing_overrides(args: argparse.Namespace, hall: HallServer | None, user_overrides: list[str],
+                       private_key_file: str) -> list[str]:
+    """``--set`` lines for the signature: ed25519 with the hall's public key, or the shared key.
+
+    With the embedded hall, ed25519 is the default where that hall holds
+    device public keys (and no ``--device-key`` asks for the shared key):
+    the device's key pair is made in the data folder and its public key
+    registered with the hall.
+    """
+    holds_public_keys = hall is not None and hasattr(hall, "add_public_key") and hasattr(hall, "hall_public_key")
+    signature = args.signature
+    if signature is None:
+        signature = keys_mod.ED25519 if holds_public_keys and args.device_key is None else keys_mod.HMAC_SHA256
+    sets = [f"upload.signature={json.dumps(signature)}",
+            f"upload.private_key_file={json.dumps(private_key_file)}"]
+    if signature == keys_mod.HMAC_SHA256:
+        return sets
+    if hall is not None:
+        if not holds_public_keys:
+            raise ValueError("--signature ed25519: the embedded hall holds no device public keys")
+        device_id = config_mod.load(args.config, user_overrides).device.id
+        own = keys_mod.device_keys(private_key_file)
+        # Through getattr: the stand-in hall grows its registry of public keys in another branch today.
+        getattr(hall, "add_public_key")(device_id, own.info().public_key)  # noqa: B009
+        hall_key = str(getattr(hall, "hall_public_key"))  # noqa: B009
+        print(f"device key {own.info().fingerprint} registered with the stand-in hall", flush=True)
+    else:
+        if not args.hall_public_key:
+            raise ValueError("--signature ed25519 with --server needs --hall-public-key")
+        hall_key = args.hall_public_key
+    return [*sets, f"upload.hall_public_key={json.dumps(hall_key)}"]
+
+
 def _close(link: NetworkLink, hall: HallServer | None, port: Any) -> None:
     link.close()
     port.close()
@@ -246,13 +312,16 @@ def _current_app(control: Supervisor, stop: threading.Event) -> App | None:
     return control.app
 
 
-def _wait_delivered(control: Supervisor, stop: threading.Event, timeout: float) -> int:
-    """Every queued input handled, then every event delivered (or timeout)."""
+def _wait_delivered(control: Supervisor, stop: threading.Event, timeout: float,
+                    outcome: dict[str, Any] | None = None) -> int:
+    """Every queued input handled, then every event delivered (or timeout); dead letters into ``outcome``."""
     app = _current_app(control, stop)
     if app is None:
         return 0
     app.events.join()
     delivered = script_mod.sleep_until(lambda: app.outbox.waiting() == 0 or stop.is_set(), timeout)
+    if outcome is not None:
+        outcome["rejected"] = app.outbox.count("rejected")
     return 0 if delivered else app.outbox.waiting()
 
 
@@ -264,7 +333,7 @@ def _run_script(commands: list[script_mod.Command], driver: script_mod.Driver, c
             if stop.is_set():
                 return
             driver.run(command)
-        outcome["undelivered"] = _wait_delivered(control, stop, drain_timeout)
+        outcome["undelivered"] = _wait_delivered(control, stop, drain_timeout, outcome)
     except Exception as e:  # the script thread must end the run, never hang it
         logger.exception("script failed")
         outcome["error"] = str(e)
@@ -286,14 +355,12 @@ def _run_stdin(driver: script_mod.Driver, control: Supervisor, stop: threading.E
             continue
         if command is not None:
             driver.run(command)
-    outcome["undelivered"] = _wait_delivered(control, stop, drain_timeout)
+    outcome["undelivered"] = _wait_delivered(control, stop, drain_timeout, outcome)
     stop.set()
 
 
 def _run_keys(driver: script_mod.Driver, terminal: Any, link: NetworkLink, stop: threading.Event,
               console_note: str = "") -> None:
-    from sim.terminal import raw_keys
-
     keymap = {str(n): n for n in range(1, 6)}
     with raw_keys() as read_key:
         while not stop.is_set():

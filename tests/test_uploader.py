@@ -119,18 +119,22 @@ def test_an_event_the_server_rejects_becomes_a_dead_letter(hall, outbox):
     assert {e["id"] for e in hall.events("d1")} == {e["id"] for e in good}
 
 
-def test_bad_request_is_split_until_the_bad_event_is_alone(hall, outbox):
+def test_bad_request_is_never_a_dead_letter_the_bad_event_is_held_back_and_the_rest_delivered(hall, outbox):
     good = fill(outbox, 5)
     # NaN is not JSON: any batch holding this event is answered 400 as a whole.
     bad = outbox.append(rating(9, mono_ms=float("nan")))
     more = fill(outbox, 2)
     up = make_uploader(outbox, hall.url)
-    assert up.drain()
+    for _ in range(12):
+        up.send_batch()
     counts = outbox.counts()
-    assert counts["rejected"] == 1 and counts["delivered"] == 7
-    assert {e["id"] for e in outbox.events("rejected")} == {bad["id"]}
+    # A whole-request refusal never costs an event: the lone refused one is kept, held back a while.
+    assert counts["rejected"] == 0 and counts["delivered"] == 7 and outbox.waiting() == 1
     assert {e["id"] for e in hall.events("d1")} == {e["id"] for e in good + more}
+    assert up.refresh_status().held == 1
+    assert any(f.startswith("hall_refused") for f in up.status.faults)
     assert sum(1 for _, _, status in hall.requests_log if status == 400) >= 2
+    assert bad["id"] in {e["id"] for e in outbox.events("sending")}
 
 
 def test_batch_too_large_is_halved(hall, outbox):
@@ -139,6 +143,18 @@ def test_batch_too_large_is_halved(hall, outbox):
     up = make_uploader(outbox, hall.url, batch_size=8)
     assert up.send_batch() == 0 and up.batch_limit == 4
     assert up.drain() and len(hall.events("d1")) == 8
+
+
+def test_a_hall_that_answers_413_down_to_one_event_costs_nothing_and_backs_off(hall, outbox):
+    fill(outbox, 4)
+    hall.inject("status", count=4, status=413)
+    up = make_uploader(outbox, hall.url, batch_size=4)
+    delays = [up.send_batch() for _ in range(4)]
+    assert delays[:2] == [0, 0] and up.batch_limit == 1
+    assert all(d > 0 for d in delays[2:])          # refused alone: wait, never give up
+    assert outbox.count("rejected") == 0 and up.status.fault == "hall_refused"
+    up.release_held(everything=True)
+    assert up.drain() and len(hall.events("d1")) == 4 and outbox.count("rejected") == 0
 
 
 def test_events_go_as_sealed_even_when_stamped_before_the_clock_was_set(hall, outbox):

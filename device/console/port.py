@@ -12,7 +12,6 @@ authorisation) others read from the :class:`ConsoleStatus` it publishes.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 import threading
@@ -24,6 +23,7 @@ from device import __version__
 from device.config import MASK, Secret
 from device.console import actions, commit, improv, selftest, wifi
 from device.console import auth as auth_commands
+from device.console import keys as keys_commands
 from device.console import settings as settings_commands
 from device.console.actions import suggest
 from device.console.auth import AUTH_IDLE_S, PRESENCE_S, Auth
@@ -52,22 +52,10 @@ REFUSALS_COUNTED = frozenset({"not_authorized", "unknown_key", "invalid_value", 
                               "unknown_command", "confirm_needed"})
 
 
-#: Feature modules of the console that may not be in every build (the device keys' commands):
-#: each one's ``COMMANDS`` joins the table when the module is there.
-OPTIONAL_FEATURES = ("device.console.keys",)
 def default_commands() -> dict[str, Command]:
     """Every feature's command table, joined."""
-    tables: list[Mapping[str, Command]] = [actions.COMMANDS, settings_commands.COMMANDS, auth_commands.COMMANDS,
-                                           commit.COMMANDS, selftest.COMMANDS, wifi.COMMANDS]
-    for name in OPTIONAL_FEATURES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        tables.append(module.COMMANDS)
-    return table(*tables)
+    return table(actions.COMMANDS, settings_commands.COMMANDS, auth_commands.COMMANDS, commit.COMMANDS,
+                 selftest.COMMANDS, wifi.COMMANDS, keys_commands.COMMANDS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,7 +45,7 @@ from device.clock import Clocks
 from device.config import Config
 from device.errors import TransportError, UnauthenticatedAnswer
 from device.levels import Level
-from device.queue import wire
+from device.queue.client import HallClient, as_client
 from device.queue.transport import Backoff, Transport
 from device.state import SessionClosed, SessionOpened
 from device.worker import Worker
@@ -254,15 +254,16 @@ class HallLink(Worker[HallLinkStatus]):
     #: While the hall answers with the open session at once, polls are this far apart.
     OPEN_PAUSE_S = 2.0
 
-    def __init__(self, transport: Transport, device_id: str, events: queue.Queue[Any], *, hall_mode: bool,
+    def __init__(self, transport: HallClient | Transport, device_id: str, events: queue.Queue[Any], *, hall_mode: bool,
                  etag: str = "", poll_wait_s: float = POLL_WAIT_S, assignment_every_s: float = 300.0,
                  retry_min_s: float = 2.0, retry_max_s: float = 60.0, clocks: Clocks | None = None,
                  monotonic: Callable[[], float] | None = None, guard: SessionGuard | None = None,
                  rand: Callable[[], float] = random.random) -> None:
         super().__init__("hall-link", HallLinkStatus(etag=etag))
         self.clocks = clocks
-        self.transport = transport
-        self._hand_clocks(transport)
+        #: How the hall is reached (:class:`~device.queue.client.HallClient`); a bare transport is wrapped.
+        self.client: HallClient = as_client(transport)
+        self._hand_clocks(self.client)
         self.device_id = device_id
         self.events = events
         self.hall_mode = hall_mode
@@ -278,7 +279,12 @@ class HallLink(Worker[HallLinkStatus]):
         #: The session last put on the queue as opened, until the hall no longer names it.
         self.open_session_id: str | None = None
 
-    def reconfigure(self, *, transport: Transport | None = None, device_id: str | None = None) -> None:
+    @property
+    def transport(self) -> Any:
+        """The transport under the hall client (the client itself when it has none)."""
+        return getattr(self.client, "transport", self.client)
+
+    def reconfigure(self, *, transport: HallClient | Transport | None = None, device_id: str | None = None) -> None:
         """Use a new transport (server, key) or device id, and fetch the assignment again.
 
         Taken up when the current long poll ends (at most ``poll_wait_s``);
@@ -286,23 +292,23 @@ class HallLink(Worker[HallLinkStatus]):
         """
         self.hand_over(lambda: self._apply(transport, device_id))
 
-    def _apply(self, transport: Transport | None, device_id: str | None) -> None:
-        if transport is not None and transport is not self.transport:
-            old, self.transport = self.transport, transport
+    def _apply(self, transport: HallClient | Transport | None, device_id: str | None) -> None:
+        if transport is not None and transport is not self.client and transport is not self.transport:
+            old, self.client = self.client, as_client(transport)
             old.close()
-            self._hand_clocks(transport)
+            self._hand_clocks(self.client)
         if device_id is not None:
             self.device_id = device_id
         self.next_assignment = 0.0
         self.backoff.reset()
 
-    def _hand_clocks(self, transport: Transport) -> None:
+    def _hand_clocks(self, transport: HallClient) -> None:
         use = getattr(transport, "use_clocks", None)
         if use is not None and self.clocks is not None:
             use(self.clocks)
 
     def on_stop(self) -> None:
-        self.transport.close()
+        self.client.close()
 
     def cycle(self) -> float:
         """Fetch the assignment when due, then one long poll (``hall`` mode).
@@ -350,15 +356,12 @@ class HallLink(Worker[HallLinkStatus]):
 
     def fetch_assignment(self) -> Assignment | None:
         """One GET; an assignment that changed goes onto the queue. Returns it or None."""
-        reply = self.transport.request("GET", wire.assignment_path(self.device_id),
-                                       headers=wire.conditional(self.etag))
-        if reply.status in (304, 404):
-            return None
-        if reply.status != 200:
-            raise TransportError(f"assignment: server answered {reply.status}")
-        etag = reply.headers.get(wire.ETAG, "")
+        answer = self.client.assignment(self.device_id, self.etag)
+        if answer.data is None:
+            return None  # unchanged, or none assigned
+        etag = answer.etag
         try:
-            assignment = Assignment.from_json(reply.data, etag)
+            assignment = Assignment.from_json(answer.data, etag)
         except ValueError as e:
             logger.error("%s; keeping the current one", e)
             return None
@@ -373,11 +376,7 @@ class HallLink(Worker[HallLinkStatus]):
         Returns:
             The session opened, or None (none, the open one again, or refused).
         """
-        reply = self.transport.request("GET", wire.session_path(self.device_id, self.poll_wait_s))
-        if reply.status != 200:
-            raise TransportError(f"session poll: server answered {reply.status}")
-        data = reply.data if isinstance(reply.data, dict) else {}
-        session = data.get("session")
+        session = self.client.poll_session(self.device_id, self.poll_wait_s)
         if not isinstance(session, dict) or not isinstance(session.get("session_id"), str):
             self._hall_closed()
             return None

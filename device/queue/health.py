@@ -14,20 +14,18 @@ its answer described, and whether it verified as the hall's.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from device import clock
 from device.errors import StorageError, TransportError, UnauthenticatedAnswer
-from device.queue import wire
-from device.queue.outbox import Event
+from device.queue.client import HallClient, as_client
+from device.queue.outbox import Event, Outbox
 from device.queue.transport import Transport
-
-if TYPE_CHECKING:
-    from device.queue.uploader import Uploader
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +37,10 @@ PRUNE_AGAIN_S = 1.0
 UNAUTHENTICATED = "unauthenticated_answer"
 #: The fault while the hall refuses the device's signature (a verified 401 or 403).
 AUTH = "auth"
+#: The fault while the hall (verified) refuses whole requests (400, 413, 5xx ...): nothing is given up.
+REFUSED = "hall_refused"
+#: The fault while the hall keeps naming seqs of ours as taken and they cannot be sealed again.
+SEQ_TAKEN = "seq_taken"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,29 @@ class UploadStatus:
     hall_head: tuple[int, str] | None = None   # (seq, hash) the hall last said it holds
     transport_faults: tuple[str, ...] = ()     # standing: insecure_http, tls_unverified, plain_http_refused
     faults: tuple[str, ...] = ()    # the uplink's fault codes, as the heartbeat reports them
+    held: int = 0                   # events the hall refused alone, held back a while (never given up)
+    resealed: int = 0               # events sealed again after the hall said their seq was taken
+    signature: str = ""             # the request signature in use: "ed25519" or "hmac-sha256"
+
+
+class UplinkOwner(Protocol):
+    """What :class:`Upkeep` reads of the worker that owns it (the uploader)."""
+
+    outbox: Outbox
+    client: HallClient
+    device_id: str
+    boot_id: str
+    started_ms: int
+    monotonic_ms: Callable[[], int]
+    wall: Callable[[], datetime.datetime]
+    synced: Callable[[], Any]
+
+    @property
+    def status(self) -> UploadStatus: ...
+
+    def publish(self, **changes: Any) -> UploadStatus: ...
+
+    def refresh_status(self) -> UploadStatus: ...
 
 
 class Upkeep:
@@ -77,7 +102,7 @@ class Upkeep:
         extra_fields: returns further heartbeat fields (the app's: ignored presses, noise pulses).
     """
 
-    def __init__(self, uploader: Uploader, *, heartbeat_s: float, retain_days: int, prune_every_s: float,
+    def __init__(self, uploader: UplinkOwner, *, heartbeat_s: float, retain_days: int, prune_every_s: float,
                  prune_batch: int, firmware: str, extra_faults: Callable[[], Iterable[str]] | None,
                  extra_fields: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self.uploader = uploader
@@ -160,7 +185,7 @@ class Upkeep:
         up = self.uploader
         body = self.heartbeat_body()
         try:
-            reply = up.transport.request("POST", wire.heartbeat_path(up.device_id), body)
+            answer = up.client.heartbeat(up.device_id, body)
         except UnauthenticatedAnswer as e:
             up.publish(fault=UNAUTHENTICATED, unauthenticated=up.status.unauthenticated + 1)
             logger.warning("uploader: heartbeat: %s", e)
@@ -168,10 +193,10 @@ class Upkeep:
         except TransportError as e:
             logger.info("uploader: heartbeat not sent: %s", e)
             return False
-        if reply.status in (401, 403):
+        if answer.auth:
             up.publish(fault=AUTH)
-        if reply.status != 200:
-            logger.info("uploader: heartbeat answered %d", reply.status)
+        if not answer.ok:
+            logger.info("uploader: heartbeat answered %d", answer.status)
             return False
         up.publish(last_heartbeat_at=clock.iso(up.wall()))
         return True
@@ -223,7 +248,7 @@ def oldest_age(event: Event | None, boot_id: str, now_ms: int, wall: datetime.da
     return None
 
 
-def uplink_check(transport: Transport, device_id: str, body: dict[str, Any], *,
+def uplink_check(transport: HallClient | Transport, device_id: str, body: dict[str, Any], *,
                  monotonic: Callable[[], float] = time.monotonic) -> dict[str, Any]:
     """POST a signed heartbeat and describe the answer, for the console's ``Test uplink``.
 
@@ -241,25 +266,27 @@ def uplink_check(transport: Transport, device_id: str, body: dict[str, Any], *,
         verify, else ``uplink_failed``) and ``message``. Never the key or the
         signature.
     """
-    server = getattr(transport, "base_url", "")
+    hall = as_client(transport)
+    server = getattr(hall, "base_url", "")
     started = monotonic()
     try:
-        reply = transport.request("POST", wire.heartbeat_path(device_id), body)
+        reply = hall.heartbeat(device_id, body)
     except UnauthenticatedAnswer as e:
         return {"ok": False, "verified": False, "error": UNAUTHENTICATED, "server": server,
                 "message": f"{e}; a wrong device key, a captive portal, a proxy or not the hall server"}
     except TransportError as e:
         return {"ok": False, "verified": False, "error": "uplink_failed", "message": str(e), "server": server}
     result: dict[str, Any] = {"ok": 200 <= reply.status < 300, "verified": True, "status": reply.status,
-                              "server": server, "elapsed_ms": round((monotonic() - started) * 1000)}
+                              "server": server, "elapsed_ms": round((monotonic() - started) * 1000),
+                              "signature": str(getattr(hall, "algorithm", ""))}
     if reply.hall_time is not None:
         result["hall_time"] = clock.iso(datetime.datetime.fromtimestamp(reply.hall_time, datetime.UTC))
     if result["ok"]:
-        text = wire.encode(reply.data).decode("utf-8")
+        text = json.dumps(reply.data, ensure_ascii=False, separators=(",", ":"))
         result["answer"] = reply.data if len(text) <= 200 else text[:200] + "…"
     else:
-        why = {401: f"the hall refused the request ({wire.error_code(reply.data) or 'unauthorized'})",
+        why = {401: f"the hall refused the request ({reply.why or 'unauthorized'})",
                403: "the hall refused this device"}
         result.update(error="uplink_failed",
-                      message=f"the server answered {reply.status}: {why.get(reply.status, reply.text[:100])}")
+                      message=f"the server answered {reply.status}: {why.get(reply.status, reply.why)}")
     return result

@@ -429,6 +429,7 @@ def keep_foreign_aside(path: str, device_id: str) -> Foreign | None:
         conn.text_factory = schema.lenient_text
         try:
             owner = schema.stored_device(conn)
+            held = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
             undelivered = int(conn.execute("SELECT count(*) FROM events WHERE state IN ('pending', 'sending')")
                               .fetchone()[0]) if owner and owner != device_id else 0
         finally:
@@ -436,6 +437,16 @@ def keep_foreign_aside(path: str, device_id: str) -> Foreign | None:
     except sqlite3.Error:
         return None
     if not owner or owner == device_id:
+        return None
+    if held == 0:
+        # An outbox that never held an event (a device provisioned under a new id before its first
+        # rating): nothing of the other device's to keep apart; it is this device's from now on.
+        conn = sqlite3.connect(path)
+        try:
+            schema.own_device(conn, path, device_id)
+        finally:
+            conn.close()
+        logger.info("outbox %s: an empty outbox of device %r, taken over by %r", path, owner, device_id)
         return None
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in owner)[:32]

@@ -187,18 +187,29 @@ def note_device(conn: sqlite3.Connection, path: str, device_id: str) -> None:
 
 
 def stored_device(conn: sqlite3.Connection) -> str:
-    """The device that keeps this outbox: as ``meta`` says, else as its newest event says ("" if unknown)."""
+    """The device that keeps this outbox: as its newest event says, else as ``meta`` says ("" if unknown).
+
+    The newest event wins: a device given a new id while it runs (a technician's ``DeviceId`` and
+    ``Commit``) seals its next events under the new id in the same outbox, which is still its own.
+    """
     try:
-        row = conn.execute("SELECT v FROM meta WHERE k = 'device_id'").fetchone()
+        row = conn.execute("SELECT json_extract(body, '$.device_id') FROM events WHERE json_valid(body) "
+                           "ORDER BY seq DESC LIMIT 1").fetchone()
     except sqlite3.Error:
         row = None
     if row is None or not row[0]:
         try:
-            row = conn.execute("SELECT json_extract(body, '$.device_id') FROM events WHERE json_valid(body) "
-                               "ORDER BY seq DESC LIMIT 1").fetchone()
+            row = conn.execute("SELECT v FROM meta WHERE k = 'device_id'").fetchone()
         except sqlite3.Error:
             row = None
     return str(row[0]) if row and row[0] else ""
+
+
+def own_device(conn: sqlite3.Connection, path: str, device_id: str) -> None:
+    """Record ``device_id`` as this outbox's keeper (replacing an earlier id of the same device)."""
+    with immediate(conn, path):
+        conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('device_id', ?)",
+                     [device_id])
 
 
 def read_head(conn: sqlite3.Connection) -> tuple[int, str]:

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from device.clock import Clocks
 from device.config import Secret
 from device.errors import TransportError, UnauthenticatedAnswer
+from device.keys import ED25519, HMAC_SHA256, Ed25519PrivateKey, Ed25519Signing
 from device.queue import wire
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ READ_CHUNK = 64 << 10
 INSECURE_HTTP = "insecure_http"
 TLS_UNVERIFIED = "tls_unverified"
 PLAIN_HTTP_REFUSED = "plain_http_refused"
-
-
+#: ``ed25519`` without the hall's public key: no answer can verify.
+NO_HALL_KEY = "no_hall_public_key"
 class Headers(Mapping[str, str]):
     """An answer's header fields, looked up case-insensitively; repeated lines kept in :attr:`lines`."""
 
@@ -102,7 +103,7 @@ class Transport(Protocol):
     """What the workers need of a transport: :class:`HttpTransport`, or a test's fake."""
 
     def request(self, method: str, path: str, obj: object = None,
-                headers: Mapping[str, str] | None = None) -> Reply: ...
+                headers: Mapping[str, str] | None = None, *, probe: bool = False) -> Reply: ...
 
     def close(self) -> None: ...
 
@@ -237,7 +238,9 @@ class HttpTransport:
         base_url: e.g. ``https://hall.example.org``. Plain ``http://`` only to
             a loopback address, or with ``insecure_http``.
         device_id: who signs the requests.
-        key: the device key (:class:`Secret`).
+        key: the shared device key (:class:`Secret`, ``hmac-sha256``), or
+            :class:`~device.keys.Ed25519Signing` (the device's key pair and
+            the hall's public key, ``ed25519``).
         timeout: seconds for a whole request: connect, handshake, sending and
             reading the answer, together (``upload.timeout_s``).
         verify: ``True`` (the system's CAs), a CA bundle path
@@ -250,7 +253,7 @@ class HttpTransport:
         monotonic: the clock the deadline is kept with.
     """
 
-    def __init__(self, base_url: str, device_id: str, key: Secret | str, timeout: float = 10.0,
+    def __init__(self, base_url: str, device_id: str, key: Secret | str | Ed25519Signing, timeout: float = 10.0,
                  verify: bool | str = True, *, insecure_http: bool = False, clocks: Clocks | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         parts = urllib.parse.urlsplit(base_url.strip())
@@ -267,7 +270,11 @@ class HttpTransport:
         #: ``scheme://authority`` as signed in ``@target-uri`` and sent in ``Host``.
         self.base_url = f"{self.scheme}://{authority}"
         self.device_id = device_id
-        self.key = key if isinstance(key, Secret) else Secret(key)
+        #: The ``ed25519`` keys, or None with the shared key.
+        self.signing = key if isinstance(key, Ed25519Signing) else None
+        self.key = Secret("") if isinstance(key, Ed25519Signing) else key if isinstance(key, Secret) else Secret(key)
+        #: ``upload.signature`` in use: ``"ed25519"`` or ``"hmac-sha256"``.
+        self.algorithm = ED25519 if self.signing is not None else HMAC_SHA256
         self.timeout = timeout
         self.verify = verify
         self.clocks = clocks or Clocks()
@@ -287,6 +294,9 @@ class HttpTransport:
                 faults.append(PLAIN_HTTP_REFUSED)
         if self.scheme == "https" and verify is False:
             faults.append(TLS_UNVERIFIED)
+        if self.signing is not None and self.signing.hall is None and not self.refused:
+            self.refused = "upload.signature is ed25519 but no upload.hall_public_key is set: no answer can verify"
+            faults.append(NO_HALL_KEY)
         #: Standing faults of this transport's configuration, for Status and the heartbeat.
         self.faults: tuple[str, ...] = tuple(faults)
 
@@ -296,8 +306,21 @@ class HttpTransport:
 
     # --- one request ------------------------------------------------------------------
 
+    def pending_key(self) -> str:
+        """The fingerprint of the next key while a rotation waits for the hall to know it, else ``""``."""
+        pending = self.signing.keys.pending_info() if self.signing is not None else None
+        return pending.fingerprint if pending is not None else ""
+
+    def _keys(self, probe: bool) -> tuple[wire.SigningKey, wire.VerifyingKey]:
+        if self.signing is None:
+            return self.key, self.key
+        hall = self.signing.hall
+        assert hall is not None  # refused at construction otherwise
+        pending = self.signing.keys.pending if probe else None
+        return (pending or self.signing.keys.current), hall
+
     def request(self, method: str, path: str, obj: object = None,
-                headers: Mapping[str, str] | None = None) -> Reply:
+                headers: Mapping[str, str] | None = None, *, probe: bool = False) -> Reply:
         """Send one signed request and read its verified answer, all within ``timeout`` seconds.
 
         A verified 401 refusing the request's ``created`` teaches the hall's
@@ -310,6 +333,8 @@ class HttpTransport:
             obj: the JSON body, or None for none.
             headers: extra headers (e.g. :func:`wire.conditional`); they never
                 replace the signature's.
+            probe: sign with the next key of a rotation (``ed25519``); a
+                verified 2xx to it makes that key the device's key.
 
         Returns:
             :class:`Reply` for any verified HTTP answer, whatever its status.
@@ -324,15 +349,16 @@ class HttpTransport:
             raise TransportError(self.refused)
         deadline = _Deadline(self.timeout, self.monotonic)
         body = wire.encode(obj) if obj is not None else b""
+        sign_key, verify_key = self._keys(probe)
         for attempt in (1, 2):
-            signed = wire.sign_request(self.key, self.device_id, method, wire.target_uri(self.base_url, path),
+            signed = wire.sign_request(sign_key, self.device_id, method, wire.target_uri(self.base_url, path),
                                        body, self._signing_time())
             sent = {wire.ACCEPT_ENCODING: "identity", **(headers or {}), **signed.headers}
             if obj is not None:
                 sent[wire.CONTENT_TYPE] = wire.JSON_TYPE
             status, lines, content = self._exchange(method, path, body if obj is not None else None, sent,
                                                     deadline, wire.answer_limit(path))
-            verdict = wire.verify_answer(self.key, signed, status, lines, content)
+            verdict = wire.verify_answer(verify_key, signed, status, lines, content)
             if not verdict.ok:
                 raise UnauthenticatedAnswer(f"{self.base_url} answered {status} but not as the hall "
                                             f"(unauthenticated_answer: {verdict.why})")
@@ -342,6 +368,8 @@ class HttpTransport:
             if status == 401 and wire.error_code(data) == wire.STALE_REQUEST and attempt == 1:
                 logger.warning("%s says the device's clock is off; signing with the hall's time", self.base_url)
                 continue
+            if probe and self.signing is not None and 200 <= status < 300 and isinstance(sign_key, Ed25519PrivateKey):
+                self.signing.keys.promote(sign_key)
             return Reply(status, Headers(lines), data, content[:500].decode("utf-8", "replace"), verdict.hall_time)
         raise AssertionError("unreachable")  # pragma: no cover
 

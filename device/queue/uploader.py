@@ -34,16 +34,31 @@ from typing import Any
 from device import __version__, clock
 from device.clock import Clocks
 from device.errors import TransportError, UnauthenticatedAnswer
+from device.queue import client as client_mod
 from device.queue import wire
-from device.queue.health import UNAUTHENTICATED, Upkeep, UploadStatus, uplink_check, uplink_faults
+from device.queue.client import Delivery, HallClient, Refusal, as_client
+from device.queue.health import (
+    AUTH,
+    REFUSED,
+    SEQ_TAKEN,
+    UNAUTHENTICATED,
+    Upkeep,
+    UploadStatus,
+    uplink_check,
+    uplink_faults,
+)
 from device.queue.outbox import REJECTED, Event, Outbox
-from device.queue.transport import Backoff, Reply, Transport
+from device.queue.transport import Backoff, Transport
 from device.worker import Worker
 
 logger = logging.getLogger(__name__)
 
 #: With nothing to send, look again this often (an append wakes us sooner).
 IDLE_POLL_S = 5.0
+#: Answers in a row naming ``seq_taken`` with nothing acknowledged, before the uploader backs off.
+MAX_RESEALS_IN_A_ROW = 3
+#: ``prev_hash`` of seq 1.
+GENESIS = "0" * 64
 
 
 class Uploader(Worker[UploadStatus]):
@@ -73,7 +88,7 @@ class Uploader(Worker[UploadStatus]):
         rand: jitter in [0, 1).
     """
 
-    def __init__(self, outbox: Outbox, transport: Transport, device_id: str, batch_size: int = 100,
+    def __init__(self, outbox: Outbox, transport: HallClient | Transport, device_id: str, batch_size: int = 100,
                  backoff_min_s: float = 1.0, backoff_max_s: float = 300.0, *, heartbeat_s: float = 300.0,
                  retain_days: int = 90, prune_every_s: float = 3600.0, prune_batch: int = 500,
                  firmware: str = __version__, extra_faults: Callable[[], Iterable[str]] | None = None,
@@ -86,8 +101,9 @@ class Uploader(Worker[UploadStatus]):
         clocks = clocks or Clocks()
         self.clocks = clocks
         self.outbox = outbox
-        self.transport = transport
-        _hand_clocks(transport, clocks)
+        #: How the hall is reached (:class:`~device.queue.client.HallClient`); a bare transport is wrapped.
+        self.client: HallClient = as_client(transport)
+        _hand_clocks(self.client, clocks)
         self.device_id = device_id
         self.batch_size = batch_size
         self.backoff = Backoff(backoff_min_s, backoff_max_s, rand)
@@ -110,6 +126,18 @@ class Uploader(Worker[UploadStatus]):
         self.batch_limit = batch_size
         self._force_lock = threading.Lock()
         self._force = False
+        #: ``{id: monotonic ms}``: events refused alone, kept claimed (held back) until then.
+        self._held: dict[str, int] = {}
+        self._held_failures: dict[str, int] = {}
+        self._reseals_in_a_row = 0
+        #: Whole requests the hall refused, and events sealed again after ``seq_taken``, since start.
+        self.refusals = 0
+        self.resealed = 0
+
+    @property
+    def transport(self) -> Any:
+        """The transport under the hall client (the client itself when it has none)."""
+        return getattr(self.client, "transport", self.client)
 
     # --- requests from other threads (they only hand work over) -----------------
 
@@ -125,7 +153,7 @@ class Uploader(Worker[UploadStatus]):
                 self._force = True
         super().wake()
 
-    def reconfigure(self, *, transport: Transport | None = None, device_id: str | None = None,
+    def reconfigure(self, *, transport: HallClient | Transport | None = None, device_id: str | None = None,
                     batch_size: int | None = None) -> None:
         """Use a new transport (server, key), device id or batch size from the next cycle on.
 
@@ -156,7 +184,7 @@ class Uploader(Worker[UploadStatus]):
                "message": "the uploader is not running (is a device key provisioned?)"}
         if not self.running:
             return off
-        answer = self.hand_over(lambda: uplink_check(self.transport, self.device_id, self.upkeep.heartbeat_body()))
+        answer = self.hand_over(lambda: uplink_check(self.client, self.device_id, self.upkeep.heartbeat_body()))
         try:
             return answer.result(timeout)
         except CancelledError:
@@ -166,11 +194,12 @@ class Uploader(Worker[UploadStatus]):
             return {"ok": False, "error": "uplink_busy",
                     "message": f"the uploader did not get to the test within {timeout:g} s"}
 
-    def _apply(self, transport: Transport | None, device_id: str | None, batch_size: int | None) -> None:
-        if transport is not None and transport is not self.transport:
-            old, self.transport = self.transport, transport
+    def _apply(self, transport: HallClient | Transport | None, device_id: str | None,
+               batch_size: int | None) -> None:
+        if transport is not None and transport is not self.client and transport is not self.transport:
+            old, self.client = self.client, as_client(transport)
             old.close()
-            _hand_clocks(transport, self.clocks)
+            _hand_clocks(self.client, self.clocks)
             self.backoff.reset()
             self.send_at_ms = 0
             self.publish(fault="", last_error="")
@@ -199,6 +228,7 @@ class Uploader(Worker[UploadStatus]):
         """
         with self._force_lock:
             force, self._force = self._force, False
+        held_s = self.release_held()
         now = self.monotonic_ms()
         if force or now >= self.send_at_ms:
             delay = self._send_safely()
@@ -213,10 +243,10 @@ class Uploader(Worker[UploadStatus]):
             logger.exception("uploader: housekeeping failed")
             until = IDLE_POLL_S
         self.refresh_status()
-        return max(0.0, min(send_wait, until))
+        return max(0.0, min(send_wait, until, held_s))
 
     def on_stop(self) -> None:
-        self.transport.close()
+        self.client.close()
 
     def _send_safely(self) -> float:
         try:
@@ -227,6 +257,7 @@ class Uploader(Worker[UploadStatus]):
                 self.outbox.release(e["id"] for e in self.outbox.events("sending"))
             except Exception:
                 logger.exception("uploader: cannot put the batch back; it goes back at the next start")
+            self._held.clear()  # released with the rest
             self._idle = False
             return self._backoff("unexpected error")
 
@@ -249,7 +280,7 @@ class Uploader(Worker[UploadStatus]):
 
     def _deliver(self, batch: list[Event]) -> float:
         try:
-            reply = self.transport.request("POST", wire.evaluations_path(), self._body(batch))
+            word = self.client.deliver(self.device_id, self._sent_at(), list(batch))
         except UnauthenticatedAnswer as e:
             # No answer at all: not an acknowledgement, not a rejection, not a time.
             self.outbox.release(e_["id"] for e_ in batch)
@@ -260,58 +291,90 @@ class Uploader(Worker[UploadStatus]):
             self.outbox.release(e_["id"] for e_ in batch)
             self.publish(online=False)
             return self._backoff(str(e))
-        if self.status.fault == UNAUTHENTICATED:
-            self.publish(fault="")  # the hall answers as the hall again
-        status = reply.status
-        if status == 200:
-            return self._on_ok(batch, reply)
-        if status == 400:
-            return self._on_bad_request(batch, reply)
-        self.outbox.release(e["id"] for e in batch)
-        if status == 413:
-            if len(batch) == 1:
-                self._reject({batch[0]["id"]: "413: too large for the server"})
-                return 0
-            self.batch_limit = max(1, len(batch) // 2)
-            logger.warning("uploader: server says the batch is too large; now %d", self.batch_limit)
-            return 0
-        if status in (401, 403):
-            self.publish(online=False, fault="auth")
-            # An authentication problem is not cured by hammering: retry slowly.
-            why = wire.error_code(reply.data) or "refused"
-            return self._backoff(f"{status}: the hall refused the request ({why})", floor=self.backoff.max_s / 4)
-        self.publish(online=status < 500)
-        if status in (429, 503):
-            wait = wire.retry_after(reply.headers, self.wall())
-            if wait is not None:
-                self.publish(last_error=f"{status}: server asks to wait {wait:g} s")
-                return self.backoff.within(wait)
-        return self._backoff(f"{status}: {reply.text[:100]}")
+        if isinstance(word, Refusal):
+            return self._on_refusal(batch, word)
+        return self._on_delivery(batch, word)
 
-    def _on_ok(self, batch: list[Event], reply: Reply) -> float:
+    def _on_refusal(self, batch: list[Event], refusal: Refusal) -> float:
+        """The hall (verified) refused the whole request: never a dead letter, whatever it said."""
+        self.refusals += 1
+        if refusal.kind == client_mod.TOO_LARGE and len(batch) > 1:
+            self.outbox.release(e["id"] for e in batch)
+            self.batch_limit = max(1, len(batch) // 2)
+            self.publish(online=True, last_error=refusal.describe())
+            logger.warning("uploader: the hall says the batch is too large; now %d", self.batch_limit)
+            return 0
+        if refusal.kind == client_mod.OTHER and refusal.status == 400 and len(batch) > 1:
+            # One event in it may be one the hall cannot read: send smaller batches to find it.
+            self.outbox.release(e["id"] for e in batch)
+            self.batch_limit = max(1, len(batch) // 2)
+            self.publish(online=True, last_error=refusal.describe())
+            return 0
+        if refusal.kind == client_mod.AUTH:
+            self.outbox.release(e["id"] for e in batch)
+            self.publish(online=False, fault=AUTH, last_error=refusal.describe())
+            # An authentication problem is not cured by hammering: retry slowly.
+            return self._backoff(refusal.describe(), floor=self.backoff.max_s / 4)
+        if refusal.kind == client_mod.WAIT:
+            self.outbox.release(e["id"] for e in batch)
+            self.publish(online=refusal.status < 500)
+            if refusal.retry_after is not None:
+                self.publish(last_error=f"{refusal.status}: server asks to wait {refusal.retry_after:g} s")
+                return self.backoff.within(refusal.retry_after)
+            return self._backoff(refusal.describe())
+        if len(batch) == 1 and refusal.status in (400, 413):
+            # Refused alone: kept (never given up) but held back a while, so the events behind it go.
+            self._hold(batch[0]["id"])
+        else:
+            self.outbox.release(e["id"] for e in batch)
+        self.publish(online=refusal.status < 500, fault=REFUSED)
+        logger.warning("uploader: %s (nothing given up; tried again later)", refusal.describe())
+        return self._backoff(refusal.describe())
+
+    def _hold(self, event_id: str) -> None:
+        """Keep a refused event claimed (so claims pass it by) until its hold runs out."""
+        failures = self._held_failures.get(event_id, 0) + 1
+        self._held_failures[event_id] = failures
+        hold_s = min(self.backoff.max_s, self.backoff.min_s * (2 ** min(failures, 20)))
+        self._held[event_id] = self.monotonic_ms() + int(hold_s * 1000)
+        logger.warning("uploader: event %s refused alone %d times; held back %.0f s", event_id, failures, hold_s)
+
+    def release_held(self, everything: bool = False) -> float:
+        """Put held events whose hold ran out back to pending. Returns seconds until the next runs out."""
+        if not self._held:
+            return IDLE_POLL_S
+        now = self.monotonic_ms()
+        due = [i for i, until in self._held.items() if everything or until <= now]
+        if due:
+            self.outbox.release(due)
+            for i in due:
+                del self._held[i]
+        return (min(self._held.values()) - now) / 1000 if self._held else IDLE_POLL_S
+
+    def _on_delivery(self, batch: list[Event], word: Delivery) -> float:
         ids = {e["id"] for e in batch}
-        try:
-            answer = wire.EvaluationsAnswer.from_json(reply.data)
-        except ValueError:
-            self.outbox.release(ids)
-            self.publish(online=False)
-            return self._backoff("malformed answer from the server")
-        acked = [i for i in answer.accepted + answer.duplicate if i in ids]
-        rejected = {i: error for i, error in answer.rejected.items() if i in ids}
+        acked = [i for i in word.acknowledged if i in ids]
+        rejected = {i: error for i, error in word.rejected.items() if i in ids}
+        taken = [i for i in word.seq_taken if i in ids]
         # Retention counts from a wall time we trust; else stamped after sync.
         self.outbox.mark_delivered(acked, self.wall().timestamp() if self._batch_synced else None)
+        for i in acked:
+            self._held_failures.pop(i, None)
         if rejected:
-            logger.warning("uploader: server rejected %d events: %s", len(rejected),
+            logger.warning("uploader: the hall rejected %d events: %s", len(rejected),
                            "; ".join(f"{k}: {v}" for k, v in list(rejected.items())[:3]))
             self._reject(rejected)
         unanswered = ids - set(acked) - set(rejected)
         self.outbox.release(unanswered)
         self.publish(online=True, fault="", last_error="", delivered=self.status.delivered + len(acked),
                      last_upload_at=clock.iso(self.wall()),
-                     hall_head=(answer.head.seq, answer.head.hash) if answer.head else self.status.hall_head)
-        self._after_delivery(answer.head, bool(acked))
+                     hall_head=(word.head.seq, word.head.hash) if word.head else self.status.hall_head)
+        self._after_delivery(word.head, bool(acked))
         self.backoff.reset()
         self.batch_limit = min(self.batch_size, self.batch_limit * 2)
+        if taken:
+            return self._reseal(word.head, len(taken), bool(acked))
+        self._reseals_in_a_row = 0
         if unanswered and not acked and not rejected:
             return self._backoff("server acknowledged none of the batch")
         return 0
@@ -326,26 +389,32 @@ class Uploader(Worker[UploadStatus]):
         except Exception:  # bookkeeping must never stop delivery
             logger.exception("uploader: bookkeeping after a delivered batch failed")
 
-    def _on_bad_request(self, batch: list[Event], reply: Reply) -> float:
-        """400: some event in the batch is malformed. Split until it is alone."""
-        if len(batch) == 1:
-            error = reply.data.get("error") if isinstance(reply.data, dict) else None
-            self._reject({batch[0]["id"]: f"400: {error or reply.text[:200]}"})
-            return 0
-        mid = len(batch) // 2
-        delay = self._deliver(batch[:mid])
-        if delay:
-            self.outbox.release(e["id"] for e in batch[mid:])
-            return delay
-        return self._deliver(batch[mid:])
+    def _reseal(self, head: wire.Head | None, taken: int, acked: bool) -> float:
+        """The hall holds seqs of ours under other ids: seal what it has not acknowledged after its head."""
+        reseal = getattr(self.outbox, "reseal", None)
+        if reseal is None:
+            self.publish(fault=SEQ_TAKEN, last_error=f"the hall holds {taken} of our seqs under other ids")
+            return self._backoff("seq_taken, and this outbox cannot seal again")
+        self._reseals_in_a_row = 0 if acked else self._reseals_in_a_row + 1
+        if self._reseals_in_a_row > MAX_RESEALS_IN_A_ROW:
+            self.publish(fault=SEQ_TAKEN)
+            return self._backoff(f"the hall still says seq_taken after {MAX_RESEALS_IN_A_ROW} reseals")
+        self.release_held(everything=True)
+        after_seq, after_hash = (head.seq, head.hash) if head is not None else (0, GENESIS)
+        n = reseal(after_seq, after_hash)
+        self.resealed += n
+        logger.warning("uploader: the hall holds %d of our seqs under other ids; %d events sealed again "
+                       "after its head %d", taken, n, after_seq)
+        self.publish(resealed=self.status.resealed + n)
+        return 0
 
     def _reject(self, rejections: dict[str, str]) -> None:
         self.publish(rejected=self.status.rejected + self.outbox.mark_rejected(rejections))
 
-    def _body(self, batch: list[Event]) -> dict[str, Any]:
+    def _sent_at(self) -> str:
         # Events go as sealed: one stamped before the clock was set is dated by its boot's clock event.
         self._batch_synced = bool(self.synced())
-        return wire.evaluations_body(self.device_id, clock.iso(self.wall()), batch)
+        return clock.iso(self.wall())
 
     def _backoff(self, why: str, floor: float = 0.0) -> float:
         """Capped exponential delay with jitter; never zero, so never a busy loop."""
@@ -360,13 +429,21 @@ class Uploader(Worker[UploadStatus]):
         """Count backlog, dead letters and storage again, and publish them with the uplink's faults."""
         storage = self.outbox.storage_state()
         rejected = self.outbox.count(REJECTED)
-        standing = tuple(getattr(self.transport, "faults", ()))
+        standing = tuple(getattr(self.client, "faults", ()))
+        clock_faults: tuple[str, ...] = (clock.DISAGREES,) if self._clock_disagrees() else ()
+        if self._held:
+            clock_faults += (f"{REFUSED}: {len(self._held)} events refused alone, held back (kept)",)
         return self.publish(rejected=rejected, storage=storage[0], backlog=self.outbox.waiting(),
                             clock_source=self.clock_source(), transport_faults=standing,
-                            faults=uplink_faults(self.status, storage, rejected, bool(self.synced()), standing))
+                            held=len(self._held), signature=str(getattr(self.client, "algorithm", "")),
+                            faults=uplink_faults(self.status, storage, rejected, bool(self.synced()),
+                                                 standing + clock_faults))
+
+    def _clock_disagrees(self) -> bool:
+        return bool(self.clocks.disagrees())
 
 
-def _hand_clocks(transport: Transport, clocks: Clocks) -> None:
+def _hand_clocks(transport: HallClient | Transport, clocks: Clocks) -> None:
     """The worker that owns a transport hands it its clocks (a test's fake may take none)."""
     use = getattr(transport, "use_clocks", None)
     if use is not None:

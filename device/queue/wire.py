@@ -51,6 +51,7 @@ from http_message_signatures import (
 )
 
 from device.config import Secret
+from device.keys import Ed25519PrivateKey, Ed25519PublicKey
 
 #: The version prefix every path starts with.
 API_PREFIX = "/api/v1"
@@ -77,8 +78,10 @@ JSON_TYPE = "application/json; charset=utf-8"
 
 #: The label of the one signature on every message.
 LABEL = "sig1"
-#: RFC 9421's name of the algorithm, carried as ``alg``.
+#: RFC 9421's name of the shared-key algorithm (v2), carried as ``alg``.
 ALGORITHM = algorithms.HMAC_SHA256.algorithm_id
+#: RFC 9421's name of the device's own key pair (v3), carried as ``alg``.
+ED25519_ALGORITHM = algorithms.ED25519.algorithm_id
 #: The ``keyid`` of every answer the hall signs.
 HALL_KEY_ID = "hall"
 #: What a request's signature covers.
@@ -277,12 +280,24 @@ class SignedRequest:
     created: int = 0
 
 
-def sign_request(key: Secret | str, device_id: str, method: str, url: str, body: bytes,
+#: What signs a request: the shared key (``hmac-sha256``) or the device's private key (``ed25519``).
+SigningKey = Secret | str | Ed25519PrivateKey
+#: What verifies an answer: the shared key, or the hall's public key.
+VerifyingKey = Secret | str | Ed25519PublicKey
+
+
+def algorithm_of(key: SigningKey | VerifyingKey) -> str:
+    """``"ed25519"`` or ``"hmac-sha256"``: the ``alg`` a key signs or verifies with."""
+    return ED25519_ALGORITHM if isinstance(key, (Ed25519PrivateKey, Ed25519PublicKey)) else ALGORITHM
+
+
+def sign_request(key: SigningKey, device_id: str, method: str, url: str, body: bytes,
                  created: float, nonce: str | None = None) -> SignedRequest:
     """Sign one request as the contract says.
 
     Args:
-        key: the device key.
+        key: the shared device key (``hmac-sha256``) or the device's
+            Ed25519 private key (``ed25519``).
         device_id: who signs (``keyid``).
         method: ``GET`` or ``POST``.
         url: the request's target URI: scheme, authority, path and query,
@@ -299,9 +314,13 @@ def sign_request(key: Secret | str, device_id: str, method: str, url: str, body:
     """
     nonce = nonce or new_nonce()
     message = _Message(headers={}, method=method.upper(), url=url)
-    signer = HTTPMessageSigner(signature_algorithm=algorithms.HMAC_SHA256,
-                               key_resolver=MappingKeyResolver(public_keys={},
-                                                               private_keys={device_id: key_bytes(key)}))
+    if isinstance(key, Ed25519PrivateKey):
+        algorithm: Any = algorithms.ED25519
+        private: Any = key
+    else:
+        algorithm, private = algorithms.HMAC_SHA256, key_bytes(key)
+    signer = HTTPMessageSigner(signature_algorithm=algorithm,
+                               key_resolver=MappingKeyResolver(public_keys={}, private_keys={device_id: private}))
     when = datetime.datetime.fromtimestamp(int(created), datetime.UTC)
     signer.sign(message, key_id=device_id, created=when, nonce=nonce, label=LABEL,
                 covered_component_ids=REQUEST_COMPONENTS, body=body)
@@ -319,12 +338,13 @@ class Verdict:
     why: str = ""
 
 
-def verify_answer(key: Secret | str, request: SignedRequest, status: int,
+def verify_answer(key: VerifyingKey, request: SignedRequest, status: int,
                   headers: Iterable[tuple[str, str]] | Mapping[str, str], body: bytes) -> Verdict:
     """Whether an answer really comes from the hall server, for this request.
 
-    The answer must carry one signature, made with the device key under
-    ``keyid="hall"``, covering ``@status``, ``Content-Digest`` (which must
+    The answer must carry one signature, made with the shared device key
+    (``hmac-sha256``) or the hall's Ed25519 key (``ed25519``: ``key`` is
+    then the hall's public key) under ``keyid="hall"``, covering ``@status``, ``Content-Digest`` (which must
     match ``body``) and ``Request-Nonce`` (which must be this request's
     nonce). Anything else (no signature, another key, a digest of other
     bytes, another request's nonce, a header the library cannot parse) is
@@ -342,9 +362,13 @@ def verify_answer(key: Secret | str, request: SignedRequest, status: int,
     if echoed != request.nonce:
         return Verdict(False, why="the answer does not echo this request's nonce" if echoed
                        else "the answer carries no Request-Nonce")
-    verifier = _AnswerVerifier(signature_algorithm=algorithms.HMAC_SHA256,
-                               key_resolver=MappingKeyResolver(public_keys={HALL_KEY_ID: key_bytes(key)},
-                                                               private_keys={}))
+    if isinstance(key, Ed25519PublicKey):
+        algorithm: Any = algorithms.ED25519
+        public: Any = key
+    else:
+        algorithm, public = algorithms.HMAC_SHA256, key_bytes(key)
+    verifier = _AnswerVerifier(signature_algorithm=algorithm,
+                               key_resolver=MappingKeyResolver(public_keys={HALL_KEY_ID: public}, private_keys={}))
     try:
         (result,) = verifier.verify(_AnswerMessage(status, fields), require_components=ANSWER_COMPONENTS,
                                     body=body, max_age=None)
@@ -355,6 +379,9 @@ def verify_answer(key: Secret | str, request: SignedRequest, status: int,
         return Verdict(False, why="the signed Request-Nonce is not this request's nonce")
     if result.parameters.get("keyid") != HALL_KEY_ID:
         return Verdict(False, why="the answer is not signed as the hall")
+    alg = result.parameters.get("alg")
+    if alg is not None and alg != algorithm.algorithm_id:
+        return Verdict(False, why=f"the answer is signed with {alg}, not {algorithm.algorithm_id}")
     created = result.parameters.get("created")
     return Verdict(True, hall_time=created if isinstance(created, int) else None)
 
