@@ -8,7 +8,7 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage provision-hall syscalls pi-install-check deb deb-test bench-hall
+.PHONY: help setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage provision-hall syscalls pi-install-check deb deb-test bench-hall test-phone
 
 # `make help` lists every target with the comment on its line (## ...).
 help: ## This list
@@ -16,11 +16,12 @@ help: ## This list
 
 TMUX := /usr/bin/tmux
 CHROMIUM := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
 
 # strace, systemd-analyze and libseccomp's Python binding: tests/test_syscalls.py checks the unit's filter.
 PI_TOOLS := /usr/bin/strace /usr/bin/systemd-analyze /usr/share/doc/python3-seccomp
 
-setup: $(STAMP) $(FONT) $(TMUX) $(CHROMIUM) $(PI_TOOLS) ## Install what is missing: Debian packages, the venv with the Python packages
+setup: $(STAMP) $(FONT) $(TMUX) $(CHROMIUM) $(CHROMEDRIVER) $(PI_TOOLS) ## Install what is missing: Debian packages, the venv with the Python packages
 
 # WenQuanYi Bitmap Song: the crisp CJK bitmap font (PCF, 12 and 16 px).
 $(FONT):
@@ -37,6 +38,11 @@ $(TMUX):
 $(CHROMIUM):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y chromium poppler-utils fonts-wqy-zenhei
+
+# chromedriver: tests/test_phone_browser.py drives headless Chromium through Selenium (make test-phone).
+$(CHROMEDRIVER):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y chromium chromium-driver
 
 # tests/test_syscalls.py: the unit's SystemCallFilter expanded (systemd-analyze), against the calls made (strace)
 # and enforced by the kernel (seccomp, through the system python3's binding) while the device takes a rating.
@@ -81,6 +87,10 @@ bench: setup ## Every budget of DESIGN.md as ratios measured in one run
 # The hall back end under a hall's load: 50 devices posting while 300 long polls are held.
 bench-hall: setup ## The hall back end under load: 50 devices posting while 300 long polls are held
 	$(PY) bench/bench_hall.py
+
+# The phone page in headless Chromium, fed by the simulator's QR codes (~15 s; kept out of the default run).
+test-phone: setup ## The phone page and SMS in a real browser (headless Chromium, Selenium)
+	$(PY) -m pytest -q -m slow tests/test_phone_browser.py
 
 # The production program on the fake Pi for every display model x interface x rotation (40 child processes).
 fakepi-matrix: setup ## The production program on the fake Pi: every panel x interface x rotation

@@ -48,6 +48,7 @@ setup(
             "requests>=2.31",  # the hall server's tests speak HTTP to it as any client would
             "hypothesis>=6.100",
             "zxing-cpp>=2.2",
+            "selenium>=4.20",  # tests/test_phone_browser.py drives Debian's chromium through chromium-driver
             "ruff>=0.6",
             "mypy>=1.10",
             "types-requests",

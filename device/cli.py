@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The device: the console first, then the rest under the supervisor."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["doctor"]:
-        from device import doctor  # heavy: the whole program (app, uplink, integrity); the console starts without it
+        from device import doctor  # noqa: PLC0415 -- heavy: the whole program (app, uplink, integrity); the console starts without it
 
         return doctor.main(argv[1:])
     args = parse_args(argv).parse_args(argv)
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SerialPortError as e:
         logger.warning("no technician console: %s", e)
         port = None
-    from device.supervisor import Supervisor  # heavy: the whole device; --version, --check, doctor never need it
+    from device.supervisor import Supervisor  # noqa: PLC0415 -- heavy: the whole device; --version, --check, doctor never need it
 
     events: queue.Queue[Any] = queue.Queue()
     Supervisor(store, lambda c: make_pi_hardware(c, events, staff_request), events=events,

@@ -26,6 +26,7 @@ from typing import Any
 from device import panels, pinmap
 from device.errors import ConfigError
 from device.levels import Level
+from device.service_link import valid_template
 
 SESSION_SOURCES = ("free", "staff_button", "hall")
 #: model: (width, height), read live from the panel models (device/panels.py: one record a model).
@@ -252,6 +253,10 @@ class ReasonsSection:
 class QrSection:
     url: str = field(default="https://hcp.example.org/w/01",
                      metadata=_check(_http_url, "must be an http(s) URL with a host"))
+    #: The later and follow-up screens' link naming the session (device/service_link.py): ``{code}`` in an
+    #: http(s) URL, ``auto`` (from ``url``'s scheme and host: ``/S/{code}``), or empty (the window's code).
+    service_url: str = field(default="auto", metadata=_check(
+        valid_template, 'must be "auto", empty, or an http(s) URL with a host and {code} once'))
 
 
 @dataclass(frozen=True)

@@ -98,13 +98,13 @@ def _run(command: Sequence[str]) -> tuple[int, str]:
 
 
 def _smbus(port: int) -> Any:
-    import smbus2  # Pi-only (the pi extra): imported when the panel's bus is probed
+    import smbus2  # noqa: PLC0415 -- Pi-only (the pi extra): imported when the panel's bus is probed
 
     return smbus2.SMBus(port)
 
 
 def _spidev(port: int, device: int) -> Any:
-    import spidev  # Pi-only (the pi extra): imported when the panel's bus is probed
+    import spidev  # noqa: PLC0415 -- Pi-only (the pi extra): imported when the panel's bus is probed
 
     spi = spidev.SpiDev()
     spi.open(port, device)

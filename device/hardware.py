@@ -86,9 +86,9 @@ def make_pi_hardware(config: Config, events: queue.Queue[Any],
         PinLibraryError: no pin library loads (the supervisor starts in recovery).
         DisplayError: the bus cannot be opened or the panel does not answer.
     """
-    from device.drivers.buttons import Buttons  # Pi-only: gpiozero's pins, loaded only on a Pi
-    from device.drivers.display import Display  # Pi-only: luma's panels
-    from device.drivers.pins import open_pin_factory  # Pi-only: lgpio
+    from device.drivers.buttons import Buttons  # noqa: PLC0415 -- Pi-only: gpiozero's pins, loaded only on a Pi
+    from device.drivers.display import Display  # noqa: PLC0415 -- Pi-only: luma's panels
+    from device.drivers.pins import open_pin_factory  # noqa: PLC0415 -- Pi-only: lgpio
 
     # The pin library first: lgpio's working directory is settled before luma's
     # GPIO module (rpi-lgpio, for SPI's DC/RST) loads lgpio too.
@@ -118,9 +118,9 @@ def open_panel(config: Config) -> Any:
     Raises:
         DisplayError: naming the bus and the model.
     """
-    from luma.core.interface.serial import i2c, spi  # Pi-only: the buses (smbus2, spidev, RPi.GPIO)
+    from luma.core.interface.serial import i2c, spi  # noqa: PLC0415 -- Pi-only: the buses (smbus2, spidev, RPi.GPIO)
 
-    from device.drivers.display import make_panel  # Pi-only: luma's panels
+    from device.drivers.display import make_panel  # noqa: PLC0415 -- Pi-only: luma's panels
 
     d = config.display
     bus: i2c | spi

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from device.levels import Level
+from device.service_link import service_link
 
 if TYPE_CHECKING:
     from device.config import Config
@@ -240,14 +241,18 @@ class Rules:
     #: ``display.show_level``: thank with the level and offer reason tags after a 差评.
     #: Off (the default), every rating is followed by the same screens, whatever its level.
     show_level: bool = False
+    #: The link template naming a session (``qr.service_url`` resolved, device/service_link.py); ``""``: none,
+    #: the later and follow-up screens show the window's code (or the hall's ``qr_url`` for the session).
+    service_qr: str = ""
 
     @classmethod
-    def from_config(cls, config: Config, reasons: Mapping[Level, Reasons] | None = None) -> Rules:
+    def from_config(cls, config: Config, reasons: Mapping[Level, Reasons] | None = None,
+                    service_qr: str = "") -> Rules:
         """The rules from the ``[session]`` settings, ``display.show_level`` and the hall's reason tags."""
         s = config.session
-        names = {f.name for f in dataclasses.fields(cls)} - {"reasons", "show_level"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"reasons", "show_level", "service_qr"}
         return cls(**{n: getattr(s, n) for n in names}, reasons=tuple((reasons or {}).items()),
-                   show_level=config.display.show_level)
+                   show_level=config.display.show_level, service_qr=service_qr)
 
     def reasons_for(self, level: Level | None) -> Reasons:
         """The reason tags offered after a rating of ``level`` (none for good ratings).
@@ -473,6 +478,10 @@ def _on_commit_failed(state: State, event: CommitFailed, now: float,
 
 
 def _open_session(state: State, now: float, rules: Rules, **fields: Any) -> State:
+    if not fields.get("qr_url") and rules.service_qr:
+        # The later and follow-up screens name this service, so the phone page knows which one
+        # (the hall's own qr_url for the session wins where it sends one the panel can show).
+        fields["qr_url"] = service_link(rules.service_qr, str(fields.get("session_id", "")))
     session = Session(opened_at=now, deadline=now + rules.rating_window_s, **fields)
     return _replace(state, session=session, screen=PROMPT, screen_until=0.0, level=None, rating_id="",
                     later_qr="")

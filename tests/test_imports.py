@@ -85,3 +85,11 @@ def test_a_private_name_of_another_module_is_found_but_a_class_reading_its_own_i
     modules = tool.read(str(tmp_path))
     assert [(m, text) for m, _, text in tool.private_reads(modules)] == [("sim.handler", "server._capture")]
     assert tool.main(str(tmp_path)) == 1
+
+
+def test_the_project_has_no_circle_no_unexplained_import_inside_a_function_and_reads_no_private_name():
+    tool = load_tool()
+    modules = tool.read()
+    assert [tool.cycle_path(modules, group) for group in tool.circles(modules)] == []
+    assert list(tool.unexplained_local_imports(modules)) == []
+    assert list(tool.private_reads(modules)) == []

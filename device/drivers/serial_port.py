@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import serial
+
 from device.errors import SerialPortError
 
 logger = logging.getLogger(__name__)
@@ -136,8 +138,6 @@ class SerialConsolePort:
         try:
             fd = self.serial.fileno()
         except Exception:  # a URL handler without a descriptor: pyserial's own write, with its short timeout
-            import serial
-
             try:
                 return int(self.serial.write(data) or 0)
             except serial.SerialTimeoutException:
@@ -165,8 +165,6 @@ def open_serial(port: str, baudrate: int = 115200, timeout: float = 0.1) -> Seri
     Raises:
         SerialPortError: naming the port, when it is missing, busy or not allowed.
     """
-    import serial  # pyserial; imported here so the module loads without it
-
     try:
         handle = serial.serial_for_url(
             port, baudrate=baudrate, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from device import service_link
 from device import state as st
 from device.checks import check_screens, fit_to_screen, qr_fits
 from device.config import restart_keys
@@ -112,7 +113,7 @@ class InUse:
         self.identity = Identity.from_config(config)
         self.reasons = config.reasons.by_level()
         self.reasons_version = config.reasons.version
-        self.loop.rules = st.Rules.from_config(config, self.reasons)
+        self.loop.rules = st.Rules.from_config(config, self.reasons, self.service_template(config))
         d, h = config.display, config.hours
         self.care_config = care.CareConfig(
             shift_every_s=d.shift_every_s, contrast=d.contrast, dim_contrast=d.dim_contrast,
@@ -126,6 +127,14 @@ class InUse:
         loop.register(Reconfigure, lambda c: self.reconfigure(c.config, c.key))
         loop.register(ForgetAssignment, lambda c: self.forget())
         loop.register(st.QrReplaced, self.qr_replaced)
+
+    def service_template(self, config: Config) -> str:
+        """``qr.service_url`` resolved, or ``""`` where the panel cannot show its longest link (window QR then)."""
+        template = service_link.template_for(config.qr.service_url, config.qr.url)
+        if template and not qr_fits(service_link.service_link(template, service_link.SAMPLE_SESSION), self.size):
+            logger.warning("qr.service_url: a session's link is too long for the display; the window's QR is shown")
+            return ""
+        return template
 
     def qr_fits(self, url: str) -> bool:
         """Whether the panel can show a session's QR for ``url``."""

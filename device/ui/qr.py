@@ -93,7 +93,7 @@ def _draw(matrix: _Matrix, module: int, quiet: int) -> Image.Image:
 def _decodes(url: str, matrix: _Matrix, module: int, quiet: int) -> bool:
     """Whether an independent decoder reads the code; True if none installed."""
     try:
-        import zxingcpp  # optional: verifies 1 px codes where installed
+        import zxingcpp  # noqa: PLC0415 -- optional: verifies 1 px codes where installed
     except ImportError:
         logger.debug("zxing-cpp not installed; 1 px QR code not verified")
         return True

@@ -52,7 +52,7 @@ def answer(kern: Kernel, request: dict[str, Any]) -> dict[str, Any]:
         if op == "lines":
             return {"ok": True, "lines": kern.lines(), "dropped": kern.dropped}
         if op == "notify_dir":
-            return {"ok": True, "dir": kern._workdir}
+            return {"ok": True, "dir": kern.chosen_work_dir}
     except (KeyError, TypeError, ValueError) as e:
         return {"ok": False, "error": f"{type(e).__name__}: {e}"}
     return {"ok": False, "error": f"unknown op {op!r}"}

@@ -266,6 +266,12 @@ class Kernel:
                     logger.warning("lgpio: can't set working directory (%s)", e.strerror)
             return self._workdir
 
+    @property
+    def chosen_work_dir(self) -> str | None:
+        """The working directory lgpio chose, or None before it asked (no ``chdir`` as a side effect)."""
+        with self._lock:
+            return self._workdir
+
     def notify_open(self) -> int:
         """A notification pipe ``.lgd-nfy<handle>`` in the working directory, as lgNotifyOpen makes it."""
         with self._lock:

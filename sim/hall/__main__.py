@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="print the month's report and exit (the same as the report command)")
     parser.add_argument("--province-url", metavar="URL",
                         help="push every rating, 追评 and unrated service to this provincial endpoint")
+    parser.add_argument("--public-url", metavar="URL",
+                        help="where citizens reach the phone page (/S/<code>) and its SMS links; the served URL "
+                             "by default (docs/phone-page.md)")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -157,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.province_url and args.db != ":memory:":
             province = ProvincePush(args.db, args.province_url)  # polls the events table: no hook in the server
             province.start()
+            if server.phone is not None:
+                server.phone.on_stored = province.wake  # a rating on the phone goes out at once
         print(f"hall server listening on {server.url}", flush=True)
         print(f"devices sign for {', '.join(server.public_urls)}; hall public key {server.hall_public_key} "
               f"({server.hall_fingerprint})", flush=True)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any, Self
 
 from sim.hall import appeals as appeals_mod
-from sim.hall import fleet, ledger, numbers, registry
+from sim.hall import fleet, ledger, numbers, phone, registry
 from sim.hall.appeals import Appeal
 from sim.hall.contract import Event
 from sim.hall.dating import china_today, date_events
@@ -98,8 +98,8 @@ class HallDesk:
                                  silent_after_s=silent_after_s, now=now)
 
     def events(self) -> list[Event]:
-        """Every received event."""
-        return self._storage.events()
+        """Every received event, with the ratings and 追评 made on the phone page (sim/hall/phone.py)."""
+        return phone.with_phone_records(self._db, self._storage.events())
 
     def records(self) -> HallRecords:
         """The hall's records, with the ids rectified through ``HallServer.resolve()`` and the store's flags."""

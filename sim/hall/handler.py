@@ -44,6 +44,8 @@ from typing import Any, Protocol
 from sim.hall import auth
 from sim.hall.contract import DEVICE_ID_RULE, DEVICE_PATH, EVALUATIONS_PATH, BadRequest, is_device_id, parse_wait
 from sim.hall.faults import Fault
+from sim.hall.phone import PAGE_HEADERS, PhonePage
+from sim.hall.phone_link import is_page
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,8 @@ class Hall(Protocol):
     max_body: int
     capacity: Capacity
     stopping: threading.Event
+    #: The phone page (sim/hall/phone.py), None where the hall keeps no database.
+    phone: PhonePage | None
 
     def target_uri(self, path: str, host: str | None) -> str:
         """The ``@target-uri`` a request for ``path`` must have been signed for: the hall's public URL."""
@@ -414,6 +418,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _route(self, method: str, path: str, query: str, lines: list[tuple[str, str]], body: bytes) -> Answer:
         hall = self.server.hall
+        if hall.phone is not None and is_page(path):
+            # A citizen's browser: an HTML page, no device, nothing to sign (sim/hall/phone.py).
+            status, page = hall.phone.serve(method, path, body, self.headers.get("Content-Type", ""))
+            return status, page, dict(PAGE_HEADERS)
         if path == EVALUATIONS_PATH:
             if method != "POST":
                 raise BadRequest("use POST", 405)

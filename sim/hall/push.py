@@ -222,10 +222,34 @@ class ProvincePush:
                     continue
                 db.execute("DELETE FROM push_waiting WHERE event_id = ?", (str(event["id"]),))
                 added += self._enqueue(db, item)
+        # Ratings made on the phone page before the defaults: one made on a service's last day is never defaulted.
+        added += self._phone_records(db)
         if self._last_sweep is None or self._timer() - self._last_sweep >= SWEEP_EVERY_S:
             self._last_sweep = self._timer()
             added += self._defaults(db)
         added += self._overturned(db)
+        return added
+
+    def _phone_records(self, db: sqlite3.Connection) -> int:
+        """An item for each rating and 追评 made on the phone page (sim/hall/phone.py), after its service's events."""
+        row = db.execute("SELECT value FROM push_cursor WHERE name = 'phone'").fetchone()
+        try:
+            rows = db.execute("SELECT n, json FROM phone_records WHERE n > ? ORDER BY n",
+                              (row[0] if row else 0,)).fetchall()
+        except sqlite3.OperationalError:  # no phone page on this database
+            return 0
+        if not rows:
+            return 0
+        db.execute("INSERT OR REPLACE INTO push_cursor VALUES ('phone', ?)", (rows[-1][0],))
+        context = _Context(db)
+        added = 0
+        for _, body in rows:
+            record = json.loads(body)
+            if record.get("flag"):  # its service's event is flagged: withheld with it
+                context.flags[str(record["id"])] = str(record["flag"])
+            item = context.item(record)  # the hall's own time: always datable
+            if item is not None:
+                added += self._enqueue(db, item)
         return added
 
     def _enqueue(self, db: sqlite3.Connection, item: Mapping[str, Any]) -> int:

@@ -36,7 +36,9 @@ from sim.hall.contract import (
 from sim.hall.faults import Fault, FaultPlan
 from sim.hall.handler import Answer, Capacity, HallHTTPServer
 from sim.hall.limits import DurableNonces, InFlight
+from sim.hall.phone import PhonePage
 from sim.hall.report import build_report, format_report
+from sim.hall.sms import RecordingGateway, SmsGateway
 from sim.hall.store import Storage
 
 #: ``hall_key_file`` default: beside the database.
@@ -98,6 +100,7 @@ class HallServer:
         per_device_nonces: requests one device may send within the 300 s
             window (its nonces, kept durably); past it that device alone is
             answered 429.
+        sms: the SMS gateway for reminders; a stand-in that records them by default (``phone.sms``).
 
     A device with a public key in the registry signs with ``ed25519`` (any of
     its keys) and gets answers signed with the hall's key; a device with only
@@ -118,8 +121,14 @@ class HallServer:
                  session_max_age_s: float = 600.0, public_url: str | Sequence[str] | None = None,
                  public_keys: Mapping[str, str | Sequence[str]] | None = None,
                  hall_key_file: str | os.PathLike[str] | None = BESIDE_DB,
-                 capacity: Capacity | None = None, per_device_nonces: int = MAX_NONCES_PER_DEVICE) -> None:
+                 capacity: Capacity | None = None, per_device_nonces: int = MAX_NONCES_PER_DEVICE,
+                 sms: SmsGateway | None = None) -> None:
         self._storage = Storage(db_path)
+        #: The phone page (``/S/<code>``) and SMS reminders (sim/hall/phone.py); None on ``:memory:``.
+        self.phone: PhonePage | None = None
+        if str(db_path) != ":memory:":
+            self.phone = PhonePage(str(db_path), public_url=lambda: self.public_url, clock=clock,
+                                   reasons=self._reasons_of, sms=sms if sms is not None else RecordingGateway())
         self._keys = KeyRing(device_keys, default_key, keys_file)
         if self._keys.shared:
             logger.warning("one shared key for every device: any device id may sign (simulator use only)")
@@ -208,6 +217,8 @@ class HallServer:
     def close(self) -> None:
         """Stop, then close the database."""
         self.stop()
+        if self.phone is not None:
+            self.phone.close()
         self._storage.close()
         self._registry.close()
         self._nonce_store.close()
@@ -247,6 +258,13 @@ class HallServer:
     def public_url(self) -> str:
         """The URL devices are given for this hall (the first of :attr:`public_urls`)."""
         return self.public_urls[0]
+
+    def _reasons_of(self, device_id: str) -> list[dict[str, Any]]:
+        """The reason tags of the assignment served to the device (the phone page offers the same)."""
+        with self._lock:
+            assignment = self._assignments.get(device_id, self._assignments.get(None)) or {}
+        reasons = assignment.get("reasons")
+        return list(reasons) if isinstance(reasons, list) else []
 
     @property
     def port(self) -> int:
@@ -347,13 +365,17 @@ class HallServer:
 
     def open_session(self, device_id: str, ticket: str | None = None, project_no: str | None = None,
                      task_code: str | None = None, task_name: str | None = None,
-                     qr_url: str | None = None) -> dict[str, Any]:
+                     qr_url: str | None = None, mobile: str | None = None) -> dict[str, Any]:
         """Open a service session for the device, in place of any still open.
 
         The session is the answer to every session poll of the device until
         it is rated (an event with its ``session_id`` arrives, ``rating`` or
         ``unrated``), the hall closes it (:meth:`close_session`) or it is
         older than ``session_max_age_s``.
+
+        ``mobile``, a citizen's number from the queue or case system, stays at
+        the hall (never sent to the device): the phone page's link goes to it
+        by SMS once the session's event arrives (:meth:`PhonePage.arrived`).
 
         Returns:
             The session as the device receives it, with a new ``session_id``.
@@ -362,6 +384,8 @@ class HallServer:
             "session_id": uuid.uuid4().hex, "ticket": ticket, "project_no": project_no,
             "task_code": task_code, "task_name": task_name, "qr_url": qr_url,
         }
+        if mobile and self.phone is not None:
+            self.phone.expect_mobile(device_id, str(session["session_id"]), mobile)
         with self._session_cond:
             self._sessions[device_id] = (session, time.monotonic())
             self._session_cond.notify_all()
@@ -458,7 +482,10 @@ class HallServer:
 
     def report_data(self, month: str, today: datetime.date | None = None) -> dict[str, Any]:
         """The month's per-window figures as a dict; see :func:`~sim.hall.report.build_report`."""
-        return build_report(self.events(), month, self._storage.resolved_ids(), today,
+        events = self.events()
+        if self.phone is not None:  # ratings made on the phone, in place of their services' unrated events
+            events = self.phone.with_records(events)
+        return build_report(events, month, self._storage.resolved_ids(), today,
                             flags={str(f["id"]): str(f["problem"]) for f in self._storage.flags()})
 
     def report(self, month: str, today: datetime.date | None = None) -> str:
@@ -556,6 +583,11 @@ class HallServer:
             for event in valid:
                 if event.get("session_id") and event["id"] in stored:
                     self._close(device_id, str(event["session_id"]))
+        if self.phone is not None and receipt.accepted:
+            try:
+                self.phone.arrived()  # SMS reminders for services whose event is here now
+            except Exception:  # a reminder never costs a device its acknowledgement
+                logger.exception("SMS reminders failed")
         if rejected:
             logger.warning("device %s: rejected %d events (%s)", device_id, len(rejected),
                            ", ".join(sorted({r["error"][:40] for r in rejected})))
