@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from device import __version__
 from device.clock import Clocks
 from device.loop import Loop
+from device.outputs import Outputs
 from device.queue.hall import HallLink, load_assignment
 from device.queue.outbox import Outbox
 from device.queue.transport import HttpTransport
@@ -148,6 +149,9 @@ class App:
             self.loop = Loop(config, self.events, self.outbox, self.screen, RecordFactory(clocks), clocks,
                              self.uplink, assignment=kept, assignment_path=assignment_path,
                              service_info=lambda: (f"IP {local_address()}", f"固件 {__version__}"))
+            # access (issue 19): voice, beep and status LED, on threads of their own.
+            self.outputs = Outputs(config, hardware, clocks)
+            self.outputs.register(self.loop.register)
         except BaseException:
             self.outbox.close()
             raise
@@ -172,17 +176,30 @@ class App:
             faults.append("display: " + status.display_fault[:120])
         if status.assignment_fault:
             faults.append("assignment: " + status.assignment_fault[:120])
+        faults += [f[:160] for f in self.outputs.faults()]  # access: a speaker that cannot be heard
         return faults
+
+    def led_status(self) -> str:
+        """access: what the status LED shows (read on its thread, from published snapshots)."""
+        from device.outputs import led
+
+        if self._extra_faults():
+            return led.FAULT
+        if self.uplink.offline() and self.outbox.waiting():
+            return led.OFFLINE
+        return led.READY
 
     def run(self, stop: threading.Event) -> None:
         """Start the uplink, run the loop until ``stop``, then stop everything."""
         self.uplink.start()
+        self.outputs.start(self.led_status)
         try:
             self.loop.run(stop)
         finally:
             self.close()
 
     def close(self) -> None:
+        self.outputs.stop()
         self.uplink.stop()
         self.outbox.close()
 

@@ -182,6 +182,8 @@ class DisplaySection:
     #: Thank with the level chosen and offer reason tags after a 差评 (a hall's explicit choice);
     #: off, the screens never tell the staff or the queue which level a citizen chose.
     show_level: bool = False
+    #: Prompt and thanks in large characters on panels with room (256x64, 128x128); access (issue 19).
+    large_text: bool = False
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,46 @@ class UploadSection:
     insecure_http: bool = False
 
 
+#: How the speaker is fitted: none, an I²S amplifier (MAX98357A-class) or a USB sound card.
+AUDIO_OUTPUTS = ("none", "i2s", "usb")
+
+
+def _pin_or_none(v: int) -> bool:
+    return v == -1 or v in BCM_PINS
+
+
+@dataclass(frozen=True)
+class AudioSection:
+    """Voice prompts and the press beep (device.outputs); off unless a hall turns them on."""
+
+    enabled: bool = False
+    volume: int = field(default=70, metadata=_check(lambda v: 0 <= v <= 100, "must be 0 to 100 (percent)"))
+    output: str = field(default="none", metadata=_check(
+        lambda v: v in AUDIO_OUTPUTS, "must be one of " + ", ".join(AUDIO_OUTPUTS)))
+    #: The ALSA device the prompts are played on (``aplay -D``).
+    device: str = field(default="default", metadata=_check(
+        lambda v: 0 < len(v) <= 64 and v.isprintable() and " " not in v, "must be an ALSA device name"))
+    #: Silent outside the opening hours (``hours.*``).
+    quiet_outside_hours: bool = True
+    #: Where the prompts rendered with espeak-ng are kept.
+    prompts_dir: str = field(default="/var/lib/window-evaluator/prompts", metadata=_check(
+        os.path.isabs, "must be an absolute path"))
+    #: A hall's own recordings (same file names); each one found and readable wins over the rendered one.
+    recordings_dir: str = field(default="/etc/window-evaluator/prompts", metadata=_check(
+        lambda v: not v or os.path.isabs(v), "must be an absolute path, or empty"))
+    #: BCM pin of the buzzer (-1: none fitted).
+    buzzer_pin: int = field(default=-1, metadata=_check(_pin_or_none, "must be a BCM pin from 0 to 27, or -1"))
+    #: true: a passive buzzer (gpiozero TonalBuzzer, a tone); false: an active one (Buzzer, on/off).
+    buzzer_tonal: bool = False
+
+
+@dataclass(frozen=True)
+class LedSection:
+    """The status LED: steady ready, slow blink offline with a backlog, fast blink fault or recovery."""
+
+    pin: int = field(default=-1, metadata=_check(_pin_or_none, "must be a BCM pin from 0 to 27, or -1 (none)"))
+
+
 @dataclass(frozen=True)
 class OutboxSection:
     path: str = "/var/lib/window-evaluator/outbox.db"
@@ -283,6 +325,8 @@ class Config:
     outbox: OutboxSection = OutboxSection()
     console: ConsoleSection = ConsoleSection()
     log: LogSection = LogSection()
+    audio: AudioSection = AudioSection()
+    led: LedSection = LedSection()
 
 
 def sections() -> dict[str, type]:
@@ -580,6 +624,9 @@ SPI_PINS = {
 #: Console ports that are the header's UART (GPIO 14 TXD, 15 RXD) rather than the USB gadget.
 UART_PORTS = ("/dev/serial0", "/dev/ttyS0", "/dev/ttyAMA0")
 UART_PINS = {14: "UART TXD", 15: "UART RXD"}
+#: BCM pins the PCM/I²S block takes once an I²S amplifier's overlay is on (audio.output = "i2s");
+#: a MAX98357A is wired to 18, 19 and 21, and the overlay claims 20 as well.
+I2S_PINS = {18: "I2S BCLK", 19: "I2S LRCLK", 20: "I2S DIN", 21: "I2S DOUT"}
 
 
 def _hardware_checks(config: Config) -> list[tuple[str, str]]:
@@ -598,11 +645,14 @@ def _hardware_checks(config: Config) -> list[tuple[str, str]]:
                       for pin, what in SPI_PINS.get(d.spi_port, {}).items()})
     if config.console.port in UART_PORTS:
         taken.update({pin: f"{what} (console.port = {config.console.port})" for pin, what in UART_PINS.items()})
+    if config.audio.output == "i2s":
+        taken.update({pin: f'{what} (audio.output = "i2s": the amplifier)' for pin, what in I2S_PINS.items()})
     used = [("buttons.pins", pin) for pin in config.buttons.pins]
     if config.session.source == "staff_button":
         used.append(("buttons.staff_pin", config.buttons.staff_pin))
     if d.interface == "spi":
         used += [("display.gpio_dc", d.gpio_dc), ("display.gpio_rst", d.gpio_rst)]
+    problems.extend(_output_pin_checks(config, used))
     for key, pin in used:
         if pin in taken:
             problems.append((key, f"pin {pin} is {taken[pin]}"))
@@ -610,6 +660,19 @@ def _hardware_checks(config: Config) -> list[tuple[str, str]]:
         for key in ("gpio_dc", "gpio_rst"):
             if getattr(d, key) == config.buttons.staff_pin:
                 problems.append((f"display.{key}", f"pin {config.buttons.staff_pin} is also the staff key"))
+    return problems
+
+
+def _output_pin_checks(config: Config, used: list[tuple[str, int]]) -> list[tuple[str, str]]:
+    """The buzzer and the LED (access, issue 19): on a pin of their own; adds them to ``used``."""
+    problems = []
+    for key, pin in (("audio.buzzer_pin", config.audio.buzzer_pin), ("led.pin", config.led.pin)):
+        if pin == -1:
+            continue
+        for other, taken in used:
+            if taken == pin:
+                problems.append((key, f"pin {pin} is also {other}"))
+        used.append((key, pin))
     return problems
 
 

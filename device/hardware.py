@@ -30,16 +30,28 @@ class Hardware:
         display: :class:`~device.drivers.display.Display` (or the simulator's wrapper).
         size: ``(width, height)`` to render at, after rotation.
         events: the queue the buttons put their events on.
+        speaker: where voice prompts play (a :class:`~device.outputs.speaker.Sink`), None when off.
+        buzzer: gpiozero ``Buzzer`` or ``TonalBuzzer``, None when not fitted.
+        led: the :class:`~device.outputs.led.StatusLed`, None when not fitted.
     """
 
     buttons: Buttons
     display: Display
     size: tuple[int, int]
     events: queue.Queue[Any]
+    speaker: Any = None
+    buzzer: Any = None
+    led: Any = None
 
     def close(self) -> None:
         self.buttons.close()
         self.display.close()
+        for output in (self.buzzer, self.led):  # access: the optional outputs
+            if output is not None:
+                try:
+                    output.close()
+                except Exception:
+                    logger.exception("closing %r failed", output)
 
 
 def staff_request() -> StaffRequested:
@@ -82,7 +94,13 @@ def make_pi_hardware(config: Config, events: queue.Queue[Any],
     except BaseException:
         buttons.close()
         raise
-    return Hardware(buttons, Display(panel, config.display.model), panel.size, events)
+    from device.outputs import make_outputs
+    from device.outputs.speaker import AlsaSink
+
+    speaker = AlsaSink(config.audio.device) if config.audio.enabled else None
+    buzzer, led = make_outputs(config, factory)
+    return Hardware(buttons, Display(panel, config.display.model), panel.size, events,
+                    speaker=speaker, buzzer=buzzer, led=led)
 
 
 def open_panel(config: Config) -> Any:

@@ -179,6 +179,8 @@ class Loop:
         #: Buttons whose press only woke the panel; their release is not a rating either.
         self._waking: set[int] = set()
         self._assignment_fault = ""
+        #: access (issue 19): output effects (Say, Beep) → their handlers, filled by the app.
+        self.handlers: dict[type, Callable[[Any], None]] = {}
         self._use(config)
         if assignment is not None:
             self._apply_assignment(assignment, save=False)
@@ -362,8 +364,17 @@ class Loop:
         for effect in effects:
             self._execute(effect)
 
+    def register(self, kind: type, handler: Callable[[Any], None]) -> None:
+        """access (issue 19): ``handler`` takes every effect of type ``kind`` (it must only queue it)."""
+        self.handlers[kind] = handler
+
     def _execute(self, effect: Any) -> None:
         """Carry out one effect; an outcome the machine must hear goes on the outcome queue."""
+        if isinstance(effect, st.Say | st.Beep):  # access: outputs, played off the press path
+            handler = self.handlers.get(type(effect))
+            if handler is not None:
+                handler(effect)
+            return
         if isinstance(effect, st.PressIgnored):
             logger.info("press of button %d ignored: %s", effect.button, effect.why)
             return

@@ -47,8 +47,13 @@ class SimDisplay(Display):
 
 def make_sim_hardware(config: Config, events: queue.Queue[Any], make_staff_event: Callable[[], Any], *,
                       frames_dir: str | None = None,
-                      on_frame: Callable[[Image.Image], None] | None = None) -> tuple[Hardware, MockFactory]:
-    """Returns ``(Hardware, MockFactory)``; the factory's pins are the buttons."""
+                      on_frame: Callable[[Image.Image], None] | None = None,
+                      sound_dir: str | None = None) -> tuple[Hardware, MockFactory]:
+    """Returns ``(Hardware, MockFactory)``; the factory's pins are the buttons, the buzzer and the LED.
+
+    With ``audio.enabled``, the sound device is a file sink: every prompt it
+    would play becomes a WAV file in ``sound_dir`` (default: ``sound`` beside the outbox).
+    """
     factory = MockFactory()
     staff_pin = config.buttons.staff_pin if config.session.source == "staff_button" else None
     buttons = Buttons(config.buttons.pins, events, staff_pin=staff_pin,
@@ -57,4 +62,22 @@ def make_sim_hardware(config: Config, events: queue.Queue[Any], make_staff_event
     d = config.display
     panel = dummy(width=d.width, height=d.height, rotate=luma_rotation(d.rotate), mode="1")
     display = SimDisplay(panel, frames_dir, on_frame)
-    return Hardware(buttons, display, panel.size, events), factory
+    speaker, buzzer, led = _sim_outputs(config, factory, sound_dir)
+    return Hardware(buttons, display, panel.size, events, speaker=speaker, buzzer=buzzer, led=led), factory
+
+
+def _sim_outputs(config: Config, factory: MockFactory, sound_dir: str | None) -> tuple[Any, Any, Any]:
+    """access (issue 19): the file sink for the speaker; the buzzer and LED on mock pins (PWM for a tone)."""
+    from gpiozero.pins.mock import MockPWMPin
+
+    from device.outputs import make_outputs
+    from device.outputs.speaker import FileSink
+
+    speaker = None
+    if config.audio.enabled:
+        folder = sound_dir or os.path.join(os.path.dirname(os.path.abspath(config.outbox.path)), "sound")
+        speaker = FileSink(folder)
+    if config.audio.buzzer_pin >= 0 and config.audio.buzzer_tonal:
+        factory.pin(config.audio.buzzer_pin, pin_class=MockPWMPin)
+    buzzer, led = make_outputs(config, factory)
+    return speaker, buzzer, led
