@@ -518,7 +518,8 @@ class Loop:
             clock_unset=not synced,
             storage_low=storage != "ok") if idle else Indicators()
         info = View(self.identity, indicators, reasons=self.reasons,
-                    service_lines=self.service_lines() if self.state.screen == st.SERVICE else ())
+                    service_lines=self.service_lines() if self.state.screen == st.SERVICE else (),
+                    large_text=self.config.display.large_text)  # access: large text
         now = self.clocks.monotonic()
         if self.state.screen != st.IDLE:
             self.last_activity = now
