@@ -12,7 +12,9 @@ STAMP := $(VENV)/.installed
 
 TMUX := /usr/bin/tmux
 
-setup: $(STAMP) $(FONT) $(TMUX)
+ESPEAK := /usr/bin/espeak-ng
+
+setup: $(STAMP) $(FONT) $(TMUX) $(ESPEAK)
 
 # WenQuanYi Bitmap Song: the crisp CJK bitmap font (PCF, 12 and 16 px).
 $(FONT):
@@ -23,6 +25,12 @@ $(FONT):
 $(TMUX):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y tmux
+
+# espeak-ng renders the voice prompts (Mandarin, offline); sox measures them in the tests;
+# alsa-utils' aplay plays them (docs/accessibility.md).
+$(ESPEAK):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y espeak-ng sox alsa-utils
 
 $(STAMP): setup.py
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \

@@ -9,6 +9,7 @@ an amplifier on the buttons' pins.
 
 import array
 import os
+import pathlib
 import shutil
 import subprocess
 import wave
@@ -41,6 +42,7 @@ from device.state import (
 from helpers import PINS, WEDNESDAY, Tap, run, tap
 
 STAFF_PIN = 21
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 AUDIO = Rules(source="staff_button", rating_window_s=30, thanks_s=3, later_s=20, audio=True)
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -335,3 +337,48 @@ def test_a_beeper_whose_pin_fails_reports_it():
     assert beeper.wait_idle()
     beeper.stop()
     assert "line busy" in beeper.fault
+
+
+# --- the wiring with the amplifier ------------------------------------------------------------------
+
+def load_wiring():
+    import importlib.util
+    import sys
+
+    if "wiring" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("wiring", ROOT / "tools" / "wiring.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["wiring"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["wiring"]
+
+
+def test_the_accessible_wiring_diagram_and_table_are_made_from_its_configuration():
+    from PIL import Image
+
+    wiring = load_wiring()
+    config = config_mod.load([ROOT / "docs" / "accessibility.toml"])
+    assert config_mod.load(overrides=ACCESSIBLE).buttons == config.buttons   # the profile the tests use
+    wires = wiring.connections(config)
+    table = wiring.markdown(config, wires)
+    page = (ROOT / "docs" / "accessibility.md").read_text()
+    hint = "python tools/wiring.py --config docs/accessibility.toml --out docs/wiring-access.png " \
+           "--readme docs/accessibility.md"
+    assert f"{wiring.BEGIN}\n{table}{wiring.END}" in page, hint
+    with Image.open(ROOT / "docs" / "wiring-access.png") as image:
+        assert image.text["wiring-digest"] == wiring.digest(table), hint
+    by_what = {w.what: (w.gpio, w.header) for w in wires}
+    assert by_what["amplifier BCLK"] == (18, 12) and by_what["amplifier LRC"] == (19, 35)
+    assert by_what["amplifier DIN"] == (21, 40)
+    headers = [w.header for w in wires]
+    assert len(headers) == len(set(headers))               # no header pin used twice
+    gpios = [w.gpio for w in wires if w.gpio is not None]
+    assert len(gpios) == len(set(gpios))                   # no GPIO used twice
+    assert not {18, 19, 20, 21} & {*config.buttons.pins, config.buttons.staff_pin}
+
+
+def test_usb_audio_in_the_wiring_table_takes_no_pin():
+    wiring = load_wiring()
+    config = config_mod.load(overrides=['audio.output="usb"', "audio.enabled=true"])
+    table = wiring.markdown(config, wiring.connections(config))
+    assert "| speaker | USB sound card | a USB port" in table and "amplifier" not in table
