@@ -61,6 +61,7 @@ bench: setup
 	$(PY) bench/bench_outbox.py
 	$(PY) bench/bench_uplink.py
 	$(PY) bench/bench_device.py
+	$(PY) bench/bench_voice.py
 	$(PY) bench/bench_bus.py
 
 # The production program on the fake Pi for every display model x interface x rotation (40 child processes).

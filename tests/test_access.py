@@ -12,6 +12,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 import wave
 
 import pytest
@@ -382,3 +383,10 @@ def test_usb_audio_in_the_wiring_table_takes_no_pin():
     config = config_mod.load(overrides=['audio.output="usb"', "audio.enabled=true"])
     table = wiring.markdown(config, wiring.connections(config))
     assert "| speaker | USB sound card | a USB port" in table and "amplifier" not in table
+
+
+def test_the_voice_benchmark_runs_and_prints_both_figures():
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_voice.py"), "--presses", "20", "--rounds",
+                             "1", "--play-ms", "5", "--pace-ms", "1"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "voice off p50" in result.stdout and "voice on p50" in result.stdout and "ratio p99" in result.stdout

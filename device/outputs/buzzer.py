@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: A beep starts this long after its moment, when the loop has drawn the frame (unnoticeable to a person).
+SETTLE_S = 0.03
+
 #: Each beep as ``(tone in Hz, seconds on, seconds off)`` steps; an active buzzer ignores the tone.
 PATTERNS: dict[str, tuple[tuple[float, float, float], ...]] = {
     BEEP_OK: ((1760.0, 0.12, 0.0),),
@@ -87,6 +90,8 @@ class Beeper:
             kind = self._queue.get()
             if kind is None:
                 return
+            # Let the loop finish the thank-you frame first: the pin's work never competes with it.
+            time.sleep(SETTLE_S)
             try:
                 if not self.quiet():
                     self.beep(kind)

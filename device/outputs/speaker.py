@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: A prompt not started within this many seconds of its moment is dropped (it would be out of place).
 STALE_S = 5.0
+#: A prompt starts this long after its moment, when the loop has drawn the frame.
+SETTLE_S = 0.03
 #: The longest one prompt may play before the player is stopped.
 PLAY_TIMEOUT_S = 20.0
 
@@ -252,6 +254,8 @@ class Speaker:
             if item is None:
                 return
             name, at = item
+            # Let the loop finish the thank-you frame first (a newer prompt may replace this one meanwhile).
+            time.sleep(SETTLE_S)
             try:
                 self._play(name, at)
             except Exception:
