@@ -8,7 +8,7 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage
+.PHONY: setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage access-slow
 
 TMUX := /usr/bin/tmux
 
@@ -63,6 +63,10 @@ bench: setup
 	$(PY) bench/bench_device.py
 	$(PY) bench/bench_voice.py
 	$(PY) bench/bench_bus.py
+
+# Voice, beep and LED: the slow checks (the LED's slow blink on the fake Pi while the hall is away).
+access-slow: setup
+	$(PY) -m pytest -q -m slow tests/test_access_fakepi.py
 
 # The production program on the fake Pi for every display model x interface x rotation (40 child processes).
 fakepi-matrix: setup

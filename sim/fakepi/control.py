@@ -46,6 +46,8 @@ def answer(kern: Kernel, request: dict[str, Any]) -> dict[str, Any]:
             return {"ok": True, "records": [r.as_json() for r in kern.records(int(request.get("since", 0)))]}
         if op == "lines":
             return {"ok": True, "lines": kern.lines(), "dropped": kern.dropped}
+        if op == "output_edges":
+            return {"ok": True, "edges": kern.output_edges(int(request.get("since", 0)))}
         if op == "notify_dir":
             return {"ok": True, "dir": kern._workdir}
     except (KeyError, TypeError, ValueError) as e:
