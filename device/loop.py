@@ -129,10 +129,10 @@ class LoopStatus:
 
 
 #: Sections and keys that only take effect when the device is built again.
-RESTART_KEYS = ("display.", "buttons.", "console.", "outbox.", "log.", "session.source")
+RESTART_KEYS = ("display.", "buttons.", "console.", "outbox.", "log.", "session.source", "audio.", "led.")
 #: Display keys the loop applies at once (rules and OLED care are rebuilt from the configuration).
 APPLIED_AT_ONCE = ("display.show_level", "display.contrast", "display.dim_contrast", "display.dim_after_s",
-                   "display.shift_every_s")
+                   "display.shift_every_s", "display.large_text")
 
 
 def needs_restart(old: Config, new: Config) -> list[str]:

@@ -390,3 +390,50 @@ def test_the_voice_benchmark_runs_and_prints_both_figures():
                              "1", "--play-ms", "5", "--pace-ms", "1"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "voice off p50" in result.stdout and "voice on p50" in result.stdout and "ratio p99" in result.stdout
+
+
+# --- the LED in recovery, and settings over the console ------------------------------------------------
+
+def test_the_led_is_ready_when_running_and_blinks_fast_in_recovery(tmp_path, hall):
+    import dataclasses
+    import time
+
+    from test_supervisor import Rig
+
+    from device.config import LedSection
+    from device.hardware import staff_request
+    from device.supervisor import RECOVERY, RUNNING
+    from sim.hardware import make_sim_hardware
+
+    made = {}
+
+    def hardware_with_led(config):
+        while "rig" not in made:          # the supervisor's thread starts inside Rig()
+            time.sleep(0.01)
+        config = dataclasses.replace(config, led=LedSection(pin=22))
+        hardware, made["factory"] = make_sim_hardware(config, made["rig"].events, staff_request)
+        made["hardware"] = hardware
+        return hardware
+
+    made["rig"] = r = Rig(tmp_path, hall, make_hardware=hardware_with_led)
+    try:
+        r.wait_mode(RUNNING)
+        led = made["hardware"].led
+        deadline = time.monotonic() + 10
+        while led.state != led_mod.READY:
+            assert time.monotonic() < deadline, led.state
+            time.sleep(0.05)
+        r.store.save({"outbox": {"path": "/proc/nope/outbox.db"}})
+        r.tech("Restart")
+        r.wait_mode(RECOVERY)
+        assert led.state == led_mod.FAULT
+    finally:
+        r.close()
+
+
+def test_audio_keys_need_a_restart_and_large_text_applies_at_once():
+    from device.loop import needs_restart
+
+    old = config_mod.load()
+    new = config_mod.load(overrides=["audio.enabled=true", "led.pin=22", "display.large_text=true"])
+    assert needs_restart(old, new) == ["audio.enabled", "led.pin"]
