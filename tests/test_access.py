@@ -160,14 +160,19 @@ def test_volume_scales_the_samples_once(rendered):
 @pytest.fixture
 def voiced(make_app, rendered, tmp_path):
     """An app in staff_button mode with voice and beep on, its speaker writing WAV files."""
+    started = []
+
     def make(*overrides):
         app, factory, clock = make_app(
             'session.source="staff_button"', "audio.enabled=true", f'audio.prompts_dir="{rendered}"',
             f'audio.recordings_dir="{tmp_path / "none"}"', "audio.buzzer_pin=12", "led.pin=22", *overrides)
         app.outputs.start(app.led_status)
+        started.append(app)
         sound = tmp_path / "sound"
         return app, factory, clock, sound
     yield make
+    for app in started:
+        app.outputs.stop()
 
 
 def played(app, sound):
@@ -233,6 +238,7 @@ def test_a_missing_sound_device_is_a_fault_and_rating_goes_on(make_app, rendered
     faults = app._extra_faults()              # what the heartbeat carries
     assert any(f.startswith("audio: sound device: ") and "NoSuchCard" in f for f in faults), faults
     assert [e["level"] for e in app.outbox.events()] == ["satisfied"]
+    app.outputs.stop()
 
 
 def test_the_buzzer_beeps_once_for_a_rating_and_twice_for_a_press_that_is_none(voiced):
@@ -410,7 +416,9 @@ def test_the_led_is_ready_when_running_and_blinks_fast_in_recovery(tmp_path, hal
     def hardware_with_led(config):
         while "rig" not in made:          # the supervisor's thread starts inside Rig()
             time.sleep(0.01)
-        config = dataclasses.replace(config, led=LedSection(pin=22))
+        # (the hardware is built once: its sound sink is there for the voice turned on later)
+        config = dataclasses.replace(config, led=LedSection(pin=22),
+                                     audio=dataclasses.replace(config.audio, enabled=True))
         hardware, made["factory"] = make_sim_hardware(config, made["rig"].events, staff_request)
         made["hardware"] = hardware
         return hardware
@@ -423,6 +431,16 @@ def test_the_led_is_ready_when_running_and_blinks_fast_in_recovery(tmp_path, hal
         while led.state != led_mod.READY:
             assert time.monotonic() < deadline, led.state
             time.sleep(0.05)
+        # Voice on, with prompts that cannot be made: the console's Status names it, and rating goes on.
+        r.store.save({"audio": {"enabled": True, "prompts_dir": "/proc/nope/prompts", "recordings_dir": ""}})
+        r.tech("Restart")
+        deadline = time.monotonic() + 10
+        while not any(f["code"] == "audio" for f in r.tech("Status").get("faults", [])):
+            assert time.monotonic() < deadline, r.tech("Status")
+            time.sleep(0.1)
+        audio = next(f for f in r.tech("Status")["faults"] if f["code"] == "audio")
+        assert "prompts missing: ask, thanks, hint" in audio["message"] and audio["fix"]
+        assert r.supervisor.mode == RUNNING
         r.store.save({"outbox": {"path": "/proc/nope/outbox.db"}})
         r.tech("Restart")
         r.wait_mode(RECOVERY)
@@ -437,3 +455,16 @@ def test_audio_keys_need_a_restart_and_large_text_applies_at_once():
     old = config_mod.load()
     new = config_mod.load(overrides=["audio.enabled=true", "led.pin=22", "display.large_text=true"])
     assert needs_restart(old, new) == ["audio.enabled", "led.pin"]
+
+
+def test_a_buzzer_without_a_speaker_is_quiet_outside_hours_too(make_app):
+    app, factory, clock = make_app("audio.enabled=true", "audio.buzzer_pin=12", "hours.open_days=[1,2,3,4,5]",
+                                   'hours.open_from="08:30"', 'hours.open_until="18:00"')
+    app.outputs.speaker = None
+    app.outputs.start(app.led_status)
+    clock.wall = WEDNESDAY.replace(hour=7)
+    tap(app, factory, 1)
+    tap(app, factory, 1)
+    assert app.outputs.wait_idle()
+    assert app.outputs.beeper.beeps == 0 and len(app.outbox.events()) == 1
+    app.outputs.stop()

@@ -56,6 +56,27 @@ def make_outputs(config: Config, pin_factory: Any = None) -> tuple[Any, Any]:
     return buzzer, led
 
 
+class QuietHours:
+    """``audio.quiet_outside_hours``: silent outside the opening hours (``hours.*``) on a clock that is set."""
+
+    def __init__(self, config: Config, wall: Callable[[], Any] | None, synced: Callable[[], bool]) -> None:
+        from device.ui import care
+
+        h = config.hours
+        self.enabled = config.audio.quiet_outside_hours
+        self.wall = wall
+        self.synced = synced
+        self.hours = care.CareConfig(open_days=h.open_days, open_from=h.open_from, open_until=h.open_until,
+                                     closed_dates=h.closed_dates)
+
+    def quiet(self) -> bool:
+        from device.ui import care
+
+        if not self.enabled or self.wall is None or not self.synced():
+            return False
+        return not care.is_open(self.wall(), self.hours)
+
+
 class Outputs:
     """The speaker, the beeper and the status LED of one build of the device.
 
@@ -76,8 +97,8 @@ class Outputs:
         if self.enabled and hardware.speaker is not None:
             self.speaker = Speaker(config, hardware.speaker, wall=clocks.wall, synced=clocks.is_synced)
         if self.enabled and hardware.buzzer is not None:
-            quiet = self.speaker.quiet if self.speaker is not None else (lambda: False)
-            self.beeper = Beeper(hardware.buzzer, tonal=config.audio.buzzer_tonal, quiet=quiet)
+            hours = QuietHours(config, clocks.wall, clocks.is_synced)
+            self.beeper = Beeper(hardware.buzzer, tonal=config.audio.buzzer_tonal, quiet=hours.quiet)
 
     def register(self, register: Callable[[type, Callable[[Any], None]], None]) -> None:
         """Hand the effect handlers to the loop's table (``loop.register``)."""

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from device.outputs import prompts as prompts_mod
-from device.ui import care
 
 if TYPE_CHECKING:
     from device.config import Config
@@ -152,13 +151,11 @@ class Speaker:
     def __init__(self, config: Config, sink: Sink, *,
                  wall: Callable[[], datetime.datetime] | None = None,
                  synced: Callable[[], bool] = lambda: True) -> None:
-        a, h = config.audio, config.hours
-        self.audio = a
+        from device.outputs import QuietHours
+
+        self.audio = config.audio
         self.sink = sink
-        self.wall = wall
-        self.synced = synced
-        self.hours = care.CareConfig(open_days=h.open_days, open_from=h.open_from, open_until=h.open_until,
-                                     closed_dates=h.closed_dates)
+        self.hours = QuietHours(config, wall, synced)
         self.prompts: dict[str, prompts_mod.Prompt] = {}
         self._queue: queue.Queue[tuple[str, float] | None] = queue.Queue(maxsize=1)
         self._lock = threading.Lock()
@@ -267,9 +264,7 @@ class Speaker:
 
     def quiet(self) -> bool:
         """Outside opening hours (when configured so, and the clock can be trusted)."""
-        if not self.audio.quiet_outside_hours or self.wall is None or not self.synced():
-            return False
-        return not care.is_open(self.wall(), self.hours)
+        return self.hours.quiet()
 
     def _play(self, name: str, at: float) -> None:
         prompt = self.prompts.get(name)
