@@ -68,6 +68,8 @@ def make_sim_hardware(config: Config, events: queue.Queue[Any], make_staff_event
 
 def _sim_outputs(config: Config, factory: MockFactory, sound_dir: str | None) -> tuple[Any, Any, Any]:
     """access (issue 19): the file sink for the speaker; the buzzer and LED on mock pins (PWM for a tone)."""
+    import dataclasses
+
     from gpiozero.pins.mock import MockPWMPin
 
     from device.outputs import make_outputs
@@ -77,7 +79,16 @@ def _sim_outputs(config: Config, factory: MockFactory, sound_dir: str | None) ->
     if config.audio.enabled:
         folder = sound_dir or os.path.join(os.path.dirname(os.path.abspath(config.outbox.path)), "sound")
         speaker = FileSink(folder)
-    if config.audio.buzzer_pin >= 0 and config.audio.buzzer_tonal:
-        factory.pin(config.audio.buzzer_pin, pin_class=MockPWMPin)
-    buzzer, led = make_outputs(config, factory)
+    if not config.audio.buzzer_tonal:
+        buzzer, led = make_outputs(config, factory)
+        return speaker, buzzer, led
+    # A passive buzzer needs a PWM pin: the factory makes its pin as one (and the other pins as before).
+    saved = factory.pin_class
+    factory.pin_class = MockPWMPin
+    try:
+        buzzer, _ = make_outputs(dataclasses.replace(config, led=dataclasses.replace(config.led, pin=-1)), factory)
+    finally:
+        factory.pin_class = saved
+    _, led = make_outputs(dataclasses.replace(config, audio=dataclasses.replace(config.audio, buzzer_pin=-1)),
+                          factory)
     return speaker, buzzer, led

@@ -468,3 +468,26 @@ def test_a_buzzer_without_a_speaker_is_quiet_outside_hours_too(make_app):
     assert app.outputs.wait_idle()
     assert app.outputs.beeper.beeps == 0 and len(app.outbox.events()) == 1
     app.outputs.stop()
+
+
+def test_a_passive_buzzer_plays_a_high_tone_for_a_rating_and_a_low_one_for_a_refusal(make_app, rendered):
+    app, factory, _ = make_app("audio.enabled=true", f'audio.prompts_dir="{rendered}"', "audio.buzzer_pin=12",
+                               "audio.buzzer_tonal=true", "session.min_interval_s=10")
+    from gpiozero.pins.mock import MockPWMPin
+
+    pin = factory.pin(12, pin_class=MockPWMPin)
+    tones = []
+    original = pin._set_frequency
+
+    def frequency(value):
+        tones.append(value)
+        original(value)
+    pin._set_frequency = frequency
+    app.outputs.start(app.led_status)
+    tap(app, factory, 5)                      # a rating
+    assert app.outputs.wait_idle()
+    tap(app, factory, 5)                      # inside the lockout: no rating
+    assert app.outputs.wait_idle()
+    app.outputs.stop()
+    assert [round(t) for t in tones if t] == [1760, 440, 440]
+    assert [s.state for s in pin.states][1:] == [0.5, 0.0] * 3
