@@ -269,13 +269,13 @@ def test_the_status_led_is_steady_when_ready_and_blinks_for_offline_and_faults(m
     assert pin.state is True
     status.show(led_mod.FAULT)
     pin.clear_states()
-    time.sleep(0.1)
-    fast = sum(1 for s in pin.states if s.state)
+    time.sleep(0.3)
+    fast = sum(1 for s in pin.states if s.state)     # about 10 flashes
     status.show(led_mod.OFFLINE)
     pin.clear_states()
-    time.sleep(0.21)
-    slow = sum(1 for s in pin.states if s.state)
-    assert fast >= 3 and 1 <= slow <= 2, (fast, slow)
+    time.sleep(0.3)
+    slow = sum(1 for s in pin.states if s.state)     # one or two
+    assert fast >= 4 and 1 <= slow <= 2, (fast, slow)
     status.close()
     factory.reset()
 

@@ -58,14 +58,16 @@ class Beeper:
         self._thread: threading.Thread | None = None
         self._idle = threading.Event()
         self._idle.set()
+        self._lock = threading.Lock()
 
     def handle(self, effect: Beep) -> None:
         """The loop's handler for :class:`~device.state.Beep`: queue it (dropped when four wait)."""
-        self._idle.clear()
-        try:
-            self._queue.put_nowait(effect.kind)
-        except queue.Full:
-            pass
+        with self._lock:
+            self._idle.clear()
+            try:
+                self._queue.put_nowait(effect.kind)
+            except queue.Full:
+                pass
 
     def start(self) -> None:
         if self._thread is None:
@@ -100,8 +102,9 @@ class Beeper:
                 self.fault = f"buzzer: {type(e).__name__}: {e}"
                 logger.warning("%s", self.fault)
             finally:
-                if self._queue.empty():
-                    self._idle.set()
+                with self._lock:
+                    if self._queue.empty():
+                        self._idle.set()
 
     def beep(self, kind: str) -> None:
         """Sound one beep now (on the calling thread)."""
