@@ -36,7 +36,7 @@ BEGIN, END = "<!-- wiring:begin (tools/wiring.py) -->", "<!-- wiring:end -->"
 GROUND = (6, 9, 14, 20, 25, 30, 34, 39)
 POWER = {1: "3.3 V", 17: "3.3 V", 2: "5 V", 4: "5 V"}
 COLOURS = {"panel": (37, 99, 235), "button": (22, 163, 74), "staff key": (217, 119, 6), "console": (147, 51, 234),
-           "amplifier": (190, 24, 93), "buzzer": (8, 145, 178), "LED": (202, 138, 4)}
+           "amplifier": (190, 24, 93), "buzzer": (8, 145, 178), "LED": (146, 64, 14)}
 #: The I²S amplifier's (MAX98357A) pins on the header: its BCLK, LRC and DIN on GPIO 18, 19 and 21.
 I2S_WIRES = (("amplifier BCLK", 18), ("amplifier LRC", 19), ("amplifier DIN", 21))
 UART_PORTS = ("/dev/serial0", "/dev/ttyS0", "/dev/ttyAMA0")
@@ -177,7 +177,8 @@ def draw(config: Config, wires: Sequence[Wire]) -> Image.Image:
     elif config.audio.output == "usb":
         notes.append(f"Speaker: a USB sound card, no pins (audio.device = {config.audio.device}).")
     if config.audio.buzzer_pin >= 0 or config.led.pin >= 0:
-        notes.append("Buzzer and LED: 3.3 V parts straight on their GPIO; the LED through a 330 Ω resistor.")
+        notes.append("Buzzer: a 3.3 V one drawing under 10 mA on its GPIO, a larger one through an NPN transistor; "
+                     "LED: through a 330 Ω resistor.")
     for n, note in enumerate(notes):
         pen.text((20, top + 20 * step + 20 + n * 22), note, font=font, fill=(60, 60, 60))
     return image
