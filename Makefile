@@ -8,7 +8,7 @@ FONT := /usr/share/fonts/X11/misc/wenquanyi_9pt.pcf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage provision-hall syscalls pi-install-check deb deb-test bench-hall test-phone
+.PHONY: help setup demo sim test lint bench soak soak-crash gallery clean fakepi-matrix damage provision-hall syscalls pi-install-check deb deb-test bench-hall test-phone access-slow
 
 # `make help` lists every target with the comment on its line (## ...).
 help: ## This list
@@ -19,9 +19,10 @@ CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
 
 # strace, systemd-analyze and libseccomp's Python binding: tests/test_syscalls.py checks the unit's filter.
+ESPEAK := /usr/bin/espeak-ng
 PI_TOOLS := /usr/bin/strace /usr/bin/systemd-analyze /usr/share/doc/python3-seccomp
 
-setup: $(STAMP) $(FONT) $(TMUX) $(CHROMIUM) $(CHROMEDRIVER) $(PI_TOOLS) ## Install what is missing: Debian packages, the venv with the Python packages
+setup: $(STAMP) $(FONT) $(TMUX) $(CHROMIUM) $(CHROMEDRIVER) $(PI_TOOLS) $(ESPEAK) ## Install what is missing: Debian packages, the venv with the Python packages
 
 # WenQuanYi Bitmap Song: the crisp CJK bitmap font (PCF, 12 and 16 px).
 $(FONT):
@@ -49,6 +50,12 @@ $(CHROMEDRIVER):
 $(PI_TOOLS):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y --no-install-recommends strace systemd python3-seccomp
+
+# espeak-ng renders the voice prompts (Mandarin, offline); sox measures them in the tests;
+# alsa-utils' aplay plays them (docs/accessibility.md).
+$(ESPEAK):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y espeak-ng sox alsa-utils
 
 $(STAMP): setup.py
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
@@ -82,6 +89,7 @@ bench: setup ## Every budget of DESIGN.md as ratios measured in one run
 	$(PY) bench/bench_outbox.py
 	$(PY) bench/bench_uplink.py
 	$(PY) bench/bench_device.py
+	$(PY) bench/bench_voice.py
 	$(PY) bench/bench_bus.py
 
 # The hall back end under a hall's load: 50 devices posting while 300 long polls are held.
@@ -91,6 +99,10 @@ bench-hall: setup ## The hall back end under load: 50 devices posting while 300 
 # The phone page in headless Chromium, fed by the simulator's QR codes (~15 s; kept out of the default run).
 test-phone: setup ## The phone page and SMS in a real browser (headless Chromium, Selenium)
 	$(PY) -m pytest -q -m slow tests/test_phone_browser.py
+
+# Voice, beep and LED: the slow checks (the LED's slow blink on the fake Pi while the hall is away).
+access-slow: setup ## Voice, beep and LED: the slow checks on the fake Pi
+	$(PY) -m pytest -q -m slow tests/test_access_fakepi.py
 
 # The production program on the fake Pi for every display model x interface x rotation (40 child processes).
 fakepi-matrix: setup ## The production program on the fake Pi: every panel x interface x rotation

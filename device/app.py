@@ -35,6 +35,7 @@ from device.handlers.commands import (
 from device.handlers.panel import Panel
 from device.handlers.records import Records
 from device.loop import Loop
+from device.outputs import Outputs, led
 from device.queue import client as client_mod
 from device.queue.damage import summary
 from device.queue.hall import HallLink, load_assignment
@@ -179,6 +180,8 @@ class App:
             self.panel = Panel(self.loop, self.screen, self.in_use, self.outbox, clocks,
                                offline=self.uplink.offline, service_info=self.service_lines)
             self.button_test = ButtonTest(self.loop)
+            # Voice, beep and status LED (issue 19), on threads of their own; handlers of Say and Beep.
+            self.outputs = Outputs(config, hardware, clocks)
             self.wire(on_commit)
             self.records.recover_open_session()
         except BaseException:
@@ -196,6 +199,7 @@ class App:
             part.register(loop)
         for output in self.hardware.outputs():
             output.register(loop)
+        self.outputs.register(loop.register)
         loop.register(UploadNow, upload_now(self.uplink.retry_rejected, self.uplink.wake))
         loop.register(CommitSettings, commit_settings(self.in_use.reconfigure, on_commit))
         loop.register(EraseSettings, self.erase)
@@ -236,17 +240,28 @@ class App:
             faults.append("display: " + status.display_fault[:120])
         if status.assignment_fault:
             faults.append("assignment: " + status.assignment_fault[:120])
+        faults += [f[:160] for f in self.outputs.faults()]  # a speaker that cannot be heard: a fault, not a stop
         return faults
+
+    def led_status(self) -> str:
+        """What the status LED shows (read on its thread, from published snapshots)."""
+        if self._extra_faults():
+            return led.FAULT
+        if self.uplink.offline() and self.outbox.waiting():
+            return led.OFFLINE
+        return led.READY
 
     def run(self, stop: threading.Event) -> None:
         """Start the uplink, run the loop until ``stop``, then stop everything."""
         self.uplink.start()
+        self.outputs.start(self.led_status)
         try:
             self.loop.run(stop)
         finally:
             self.close()
 
     def close(self) -> None:
+        self.outputs.stop()
         self.uplink.stop()
         self.outbox.close()
 

@@ -211,6 +211,8 @@ class DisplaySection:
     #: Thank with the level chosen and offer reason tags after a 差评 (a hall's explicit choice);
     #: off, the screens never tell the staff or the queue which level a citizen chose.
     show_level: bool = False
+    #: Prompt and thanks in large characters on panels with room (256x64, 128x128); access (issue 19).
+    large_text: bool = False
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,46 @@ class ClockSection:
         lambda v: math.isfinite(v) and 5 <= v <= 86400, "must be 5 to 86400"))
 
 
+#: How the speaker is fitted: none, an I²S amplifier (MAX98357A-class) or a USB sound card.
+AUDIO_OUTPUTS = ("none", "i2s", "usb")
+
+
+def _pin_or_none(v: int) -> bool:
+    return v == -1 or v in BCM_PINS
+
+
+@dataclass(frozen=True)
+class AudioSection:
+    """Voice prompts and the press beep (device.outputs); off unless a hall turns them on."""
+
+    enabled: bool = False
+    volume: int = field(default=70, metadata=_check(lambda v: 0 <= v <= 100, "must be 0 to 100 (percent)"))
+    output: str = field(default="none", metadata=_check(
+        lambda v: v in AUDIO_OUTPUTS, "must be one of " + ", ".join(AUDIO_OUTPUTS)))
+    #: The ALSA device the prompts are played on (``aplay -D``).
+    device: str = field(default="default", metadata=_check(
+        lambda v: 0 < len(v) <= 64 and v.isprintable() and " " not in v, "must be an ALSA device name"))
+    #: Silent outside the opening hours (``hours.*``).
+    quiet_outside_hours: bool = True
+    #: Where the prompts rendered with espeak-ng are kept.
+    prompts_dir: str = field(default="/var/lib/window-evaluator/prompts", metadata=_check(
+        os.path.isabs, "must be an absolute path"))
+    #: A hall's own recordings (same file names); each one found and readable wins over the rendered one.
+    recordings_dir: str = field(default="/etc/window-evaluator/prompts", metadata=_check(
+        lambda v: not v or os.path.isabs(v), "must be an absolute path, or empty"))
+    #: BCM pin of the buzzer (-1: none fitted).
+    buzzer_pin: int = field(default=-1, metadata=_check(_pin_or_none, "must be a BCM pin from 0 to 27, or -1"))
+    #: true: a passive buzzer (gpiozero TonalBuzzer, a tone); false: an active one (Buzzer, on/off).
+    buzzer_tonal: bool = False
+
+
+@dataclass(frozen=True)
+class LedSection:
+    """The status LED: steady ready, slow blink offline with a backlog, fast blink fault or recovery."""
+
+    pin: int = field(default=-1, metadata=_check(_pin_or_none, "must be a BCM pin from 0 to 27, or -1 (none)"))
+
+
 @dataclass(frozen=True)
 class OutboxSection:
     path: str = "/var/lib/window-evaluator/outbox.db"
@@ -333,6 +375,8 @@ class Config:
     console: ConsoleSection = ConsoleSection()
     log: LogSection = LogSection()
     clock: ClockSection = ClockSection()
+    audio: AudioSection = AudioSection()
+    led: LedSection = LedSection()
 
 
 def sections() -> dict[str, type]:
@@ -838,7 +882,7 @@ def as_dict(config: Config) -> dict[str, dict[str, Any]]:
 #: Sections whose every key only takes effect when the device is built again (the pins, the console's
 #: port, the outbox, logging) and the keys of other sections that do; kept as each field's
 #: ``metadata["restart"]`` below, so :func:`restart_keys` reads the schema, not a list of prefixes.
-_RESTART_SECTIONS = ("buttons", "console", "outbox", "log")
+_RESTART_SECTIONS = ("buttons", "console", "outbox", "log", "audio", "led")
 _RESTART_FIELDS = {"display": ("model", "width", "height", "rotate", "interface", "i2c_port", "i2c_address",
                                "spi_port", "spi_device", "gpio_dc", "gpio_rst"),
                    "session": ("source",)}

@@ -142,6 +142,8 @@ class SupervisorControl(DeviceControl):
         })
         answer["faults"] += [{"code": code.split(":")[0], "message": code, "fix": ""}
                              for code in app.uplink.faults() + _loop_faults(loop)]
+        # access (issue 19): a speaker, buzzer or LED that does not work; rating goes on.
+        answer["faults"] += [{"code": f.split(":")[0], "message": f, "fix": OUTPUT_FIX} for f in app.outputs.faults()]
         answer["storage_damage"], damage_faults = _damage(app)
         answer["faults"] += damage_faults
         return answer
@@ -210,6 +212,11 @@ def _damage(app: App) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     faults = [{"code": "storage_damage", "message": f"outbox damage found: {text} (last: {damage['last']})",
                "fix": FIX_HINTS["storage_damage"]}] if text else []
     return damage, faults
+
+
+#: access: the fix hint of a fault of the voice, the buzzer or the LED.
+OUTPUT_FIX = ("check audio.device and the speaker (aplay -l lists the sound cards), the prompts folder "
+              "and the buzzer's and LED's wiring; rating goes on meanwhile")
 
 
 def _loop_faults(status: Any) -> list[str]:

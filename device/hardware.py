@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from device.errors import DisplayError, EvaluatorError, PinLibraryError
+from device.outputs import make_outputs
+from device.outputs.speaker import AlsaSink
 from device.records import new_id
 from device.state import StaffRequested
 
@@ -49,19 +51,22 @@ class Hardware:
         display: :class:`~device.drivers.display.Display` (or the simulator's wrapper).
         size: ``(width, height)`` to render at, after rotation.
         events: the queue the buttons put their events on.
-        speaker, buzzer, led: an :class:`Output` each, None when not fitted.
+        speaker: where voice prompts play (a :class:`~device.outputs.speaker.Sink`), None when off.
+        buzzer: gpiozero ``Buzzer`` or ``TonalBuzzer``, None when not fitted.
+        led: the :class:`~device.outputs.led.StatusLed`, None when not fitted.
+            Any of them may also be an :class:`Output` (a ``register(loop)`` of its own handlers).
     """
 
     buttons: Buttons
     display: Display
     size: tuple[int, int]
     events: queue.Queue[Any]
-    speaker: Output | None = None
-    buzzer: Output | None = None
-    led: Output | None = None
+    speaker: Any = None
+    buzzer: Any = None
+    led: Any = None
 
     def outputs(self) -> list[Output]:
-        """Every output fitted besides the panel (each field holding an :class:`Output`)."""
+        """Every output fitted besides the panel that registers its own handlers (an :class:`Output`)."""
         fixed = ("buttons", "display", "size", "events")
         return [value for f in dataclasses.fields(self) if f.name not in fixed
                 and (value := getattr(self, f.name)) is not None and hasattr(value, "register")]
@@ -69,8 +74,13 @@ class Hardware:
     def close(self) -> None:
         self.buttons.close()
         self.display.close()
-        for output in self.outputs():
-            output.close()
+        for output in (self.speaker, self.buzzer, self.led):
+            close = getattr(output, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    logger.exception("closing %r failed", output)
 
 
 def staff_request() -> StaffRequested:
@@ -109,7 +119,10 @@ def make_pi_hardware(config: Config, events: queue.Queue[Any],
     except BaseException:
         buttons.close()
         raise
-    return Hardware(buttons, Display(panel, config.display.model), panel.size, events)
+    speaker = AlsaSink(config.audio.device) if config.audio.enabled else None
+    buzzer, led = make_outputs(config, factory)
+    return Hardware(buttons, Display(panel, config.display.model), panel.size, events,
+                    speaker=speaker, buzzer=buzzer, led=led)
 
 
 def open_panel(config: Config) -> Any:

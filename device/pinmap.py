@@ -36,6 +36,9 @@ SPI_PINS = {
 #: Console ports that are the header's UART (GPIO 14 TXD, 15 RXD) rather than the USB gadget.
 UART_PORTS = ("/dev/serial0", "/dev/ttyS0", "/dev/ttyAMA0")
 UART_PINS = {14: "UART TXD", 15: "UART RXD"}
+#: BCM pins the PCM/I²S block takes once an I²S amplifier's overlay is on (audio.output = "i2s");
+#: a MAX98357A is wired to 18, 19 and 21, and the overlay claims 20 as well.
+I2S_PINS = {18: "I2S BCLK", 19: "I2S LRCLK", 20: "I2S DIN", 21: "I2S DOUT"}
 #: The USB gadget's serial port (dtoverlay=dwc2, g_serial).
 GADGET_PORTS = ("/dev/ttyGS0",)
 
@@ -89,6 +92,8 @@ def held(config: Config) -> dict[int, str]:
                       for pin, what in SPI_PINS.get(on.spi, {}).items()})
     if on.uart:
         taken.update({pin: f"{what} (console.port = {config.console.port})" for pin, what in UART_PINS.items()})
+    if config.audio.output == "i2s":
+        taken.update({pin: f'{what} (audio.output = "i2s": the amplifier)' for pin, what in I2S_PINS.items()})
     return taken
 
 
@@ -110,6 +115,12 @@ def problems(config: Config) -> list[tuple[str, str]]:
         used.append(("buttons.staff_pin", config.buttons.staff_pin))
     if d.interface == "spi":
         used += [("display.gpio_dc", d.gpio_dc), ("display.gpio_rst", d.gpio_rst)]
+    # The buzzer and the status LED (-1: not fitted) each need a pin of their own.
+    for key, pin in (("audio.buzzer_pin", config.audio.buzzer_pin), ("led.pin", config.led.pin)):
+        if pin == -1:
+            continue
+        found += [(key, f"pin {pin} is also {other}") for other, taken_pin in used if taken_pin == pin]
+        used.append((key, pin))
     for key, pin in used:
         if pin in taken:
             found.append((key, f"pin {pin} is {taken[pin]}"))

@@ -197,8 +197,33 @@ class QrReplaced:
     length: int
 
 
+# Effects for the outputs (issue 19): only with ``Rules.audio``; handled off the press path by
+# device.outputs (the speaker's and the buzzer's own threads).
+
+#: The voice prompts: asked for when a session opens, thanks once a rating is kept
+#: (the same words for every level), the hint to scan the code when a session expires.
+ASK, THANKS_PROMPT, HINT = "ask", "thanks", "hint"
+#: Beeps: a press that counted (the same for every level), a press that did not.
+BEEP_OK, BEEP_REFUSED = "ok", "refused"
+
+
+@dataclass(frozen=True)
+class Say:
+    """Play a voice prompt (:data:`ASK`, :data:`THANKS_PROMPT` or :data:`HINT`)."""
+
+    prompt: str
+
+
+@dataclass(frozen=True)
+class Beep:
+    """Sound the buzzer: :data:`BEEP_OK` or :data:`BEEP_REFUSED`."""
+
+    kind: str
+
+
 #: What :func:`step` may ask the caller to do.
-Effect = CommitRating | CommitUnrated | CommitDetail | PressIgnored | ButtonTested | SessionSkipped | QrReplaced
+Effect = (CommitRating | CommitUnrated | CommitDetail | PressIgnored | ButtonTested | SessionSkipped | QrReplaced
+          | Say | Beep)
 
 #: The reason tags of one level: ``((code, text), ...)``, at most four.
 Reasons = tuple[tuple[str, str], ...]
@@ -244,15 +269,17 @@ class Rules:
     #: The link template naming a session (``qr.service_url`` resolved, device/service_link.py); ``""``: none,
     #: the later and follow-up screens show the window's code (or the hall's ``qr_url`` for the session).
     service_qr: str = ""
+    #: ``audio.enabled``: step also emits :class:`Say` and :class:`Beep` (issue 19).
+    audio: bool = False
 
     @classmethod
     def from_config(cls, config: Config, reasons: Mapping[Level, Reasons] | None = None,
                     service_qr: str = "") -> Rules:
         """The rules from the ``[session]`` settings, ``display.show_level`` and the hall's reason tags."""
         s = config.session
-        names = {f.name for f in dataclasses.fields(cls)} - {"reasons", "show_level", "service_qr"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"reasons", "show_level", "service_qr", "audio"}
         return cls(**{n: getattr(s, n) for n in names}, reasons=tuple((reasons or {}).items()),
-                   show_level=config.display.show_level, service_qr=service_qr)
+                   show_level=config.display.show_level, service_qr=service_qr, audio=config.audio.enabled)
 
     def reasons_for(self, level: Level | None) -> Reasons:
         """The reason tags offered after a rating of ``level`` (none for good ratings).
@@ -330,6 +357,9 @@ def step(state: State, event: object, now: float, rules: Rules) -> tuple[State, 
     if handler is None:
         return state, effects
     state, more = handler(state, event, now, rules)
+    if rules.audio and any(isinstance(e, PressIgnored) and e.button for e in more):
+        # A rating button's press that did not count gets the other beep, so the citizen knows.
+        more = [*more, Beep(BEEP_REFUSED)]
     return state, effects + more
 
 
@@ -355,6 +385,7 @@ def _expire(state: State, now: float, rules: Rules) -> tuple[State, list[Effect]
     if session is not None and now >= session.deadline:
         # Nobody pressed in time: record it as unrated, never as a rating.
         state, effects = _end_unrated(state, now, rules)
+        effects += _sound(rules, Say(HINT))
     if state.held == SERVICE_COMBO and state.chord == SERVICE_COMBO and state.screen != SERVICE \
             and now - state.chord_since >= rules.service_hold_s:
         state = _replace(state, screen=SERVICE, screen_until=now + rules.service_s)
@@ -452,7 +483,8 @@ def _choose_reason(state: State, button: int, now: float, rules: Rules) -> tuple
     code = reasons[button - 1][0]
     effect = CommitDetail(state.rating_id, (code,), state.rating_session)
     # A short thank-you again; no second offer of reasons.
-    return _replace(state, screen=THANKS, screen_until=now + rules.thanks_s, rating_id=""), [effect]
+    return _replace(state, screen=THANKS, screen_until=now + rules.thanks_s, rating_id=""), \
+        [effect, *_sound(rules, Beep(BEEP_OK))]
 
 
 def _on_committed(state: State, event: RatingCommitted, now: float, rules: Rules) -> tuple[State, list[Effect]]:
@@ -464,7 +496,8 @@ def _on_committed(state: State, event: RatingCommitted, now: float, rules: Rules
         lockout_until=now + rules.min_interval_s if rules.source == "free" else 0.0,
         rating_id=event.event_id if shown is not None and shown.is_bad else "",
         rating_session=state.committing, committing=None, fault="", later_qr="")
-    return state, []
+    # Kept: the same beep and the same words, whatever the level.
+    return state, _sound(rules, Beep(BEEP_OK), Say(THANKS_PROMPT))
 
 
 def _on_commit_failed(state: State, event: CommitFailed, now: float,
@@ -474,7 +507,7 @@ def _on_commit_failed(state: State, event: CommitFailed, now: float,
     qr = state.committing.qr_url if state.committing else ""
     state = _replace(state, screen=PAUSED, screen_until=now + rules.later_s, fault=event.reason,
                      later_qr=qr, committing=None)
-    return state, []
+    return state, _sound(rules, Beep(BEEP_REFUSED), Say(HINT))
 
 
 def _open_session(state: State, now: float, rules: Rules, **fields: Any) -> State:
@@ -499,7 +532,7 @@ def _on_staff(state: State, event: StaffRequested, now: float, rules: Rules) -> 
         # The staff moved on to the next service: the open one was not rated,
         # and the next press belongs to the new service, not the old one.
         state, effects = _end_unrated(state, now, rules)
-    return _open_session(state, now, rules, session_id=event.session_id), effects
+    return _open_session(state, now, rules, session_id=event.session_id), effects + _sound(rules, Say(ASK))
 
 
 def _on_hall_session(state: State, event: SessionOpened, now: float,
@@ -526,7 +559,7 @@ def _on_vetted(state: State, vetted: SessionVetted, now: float, rules: Rules) ->
         effects.append(QrReplaced(event.session_id, len(event.qr_url)))
     # The hall moved on to the next service: the open one was not rated.
     state, ended = _end_unrated(state, now, rules)
-    return _open_session(state, now, rules, **fields), ended + effects
+    return _open_session(state, now, rules, **fields), ended + effects + _sound(rules, Say(ASK))
 
 
 def _on_hall_closed(state: State, event: SessionClosed, now: float,
@@ -554,6 +587,11 @@ def _on_panel(state: State, event: PanelSlept, now: float, rules: Rules) -> tupl
 
 def _on_button_test(state: State, event: ButtonTestSet, now: float, rules: Rules) -> tuple[State, list[Effect]]:
     return _replace(state, button_test=event.active, held=frozenset(), chord=frozenset(), waking=frozenset()), []
+
+
+def _sound(rules: Rules, *effects: Effect) -> list[Effect]:
+    """The output effects, when the outputs are on (``audio.enabled``)."""
+    return list(effects) if rules.audio else []
 
 
 def _ignore(state: State, button: int, why: str) -> tuple[State, list[Effect]]:

@@ -294,6 +294,8 @@ class Supervisor:
         if self.starts.fallback(self._overlay(), self.max_failed_starts) is not None:
             return  # the next build goes back to the last settings that started
         self.mode = RECOVERY
+        if self.hardware is not None and self.hardware.led is not None:  # access: the LED blinks fast
+            self.hardware.led.show("fault")
         logger.error("recovery: the console answers; faults: %s",
                      "; ".join(f"{f.code}: {f.message}" for f in self.faults))
         self.liveness.tell(self.describe())

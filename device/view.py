@@ -51,6 +51,8 @@ class View:
     service_lines: tuple[str, ...] = ()
     #: ``Rules.reasons_for``: the tags offered for a level.
     reasons: dict[Level, st.Reasons] = field(default_factory=dict)
+    #: ``display.large_text``: prompt and thanks in large characters (access, issue 19).
+    large_text: bool = False
 
 
 def view(state: st.State, info: View, now: float) -> Screen:
@@ -63,7 +65,7 @@ def view(state: st.State, info: View, now: float) -> Screen:
         return ReasonsScreen(state.level, info.reasons.get(state.level, ()), seconds)
     if state.screen == st.THANKS:
         # The state keeps the level only with show_level: None is the private thank-you.
-        return ThanksScreen(state.level)
+        return ThanksScreen(state.level, large=info.large_text)
     if state.screen == st.PAUSED or state.storage_full:
         reason = state.fault or state.storage_full
         return PausedScreen(reason=_paused_text(reason), qr_url=state.later_qr or ident.qr_url)
@@ -73,7 +75,8 @@ def view(state: st.State, info: View, now: float) -> Screen:
         return LaterScreen(qr_url=state.later_qr or ident.qr_url, message=FOLLOWUP_MESSAGE)
     if state.session is not None:
         seconds = max(0, int(state.session.deadline - now + 0.999))
-        return PromptScreen(ident.window_no, ident.staff_name, seconds, state.session.ticket)
+        return PromptScreen(ident.window_no, ident.staff_name, seconds, state.session.ticket,
+                            large=info.large_text)
     return IdleScreen(ident.window_no, ident.window_name, ident.staff_name, ident.staff_no,
                       ident.qr_url, info.indicators)
 

@@ -35,7 +35,10 @@ from device.levels import Level
 BEGIN, END = "<!-- wiring:begin (tools/wiring.py) -->", "<!-- wiring:end -->"
 GROUND = (6, 9, 14, 20, 25, 30, 34, 39)
 POWER = {1: "3.3 V", 17: "3.3 V", 2: "5 V", 4: "5 V"}
-COLOURS = {"panel": (37, 99, 235), "button": (22, 163, 74), "staff key": (217, 119, 6), "console": (147, 51, 234)}
+COLOURS = {"panel": (37, 99, 235), "button": (22, 163, 74), "staff key": (217, 119, 6), "console": (147, 51, 234),
+           "amplifier": (190, 24, 93), "buzzer": (8, 145, 178), "LED": (146, 64, 14)}
+#: The I²S amplifier's (MAX98357A) pins on the header: its BCLK, LRC and DIN on GPIO 18, 19 and 21.
+I2S_WIRES = (("amplifier BCLK", 18), ("amplifier LRC", 19), ("amplifier DIN", 21))
 UART_PORTS = ("/dev/serial0", "/dev/ttyS0", "/dev/ttyAMA0")
 
 
@@ -84,7 +87,30 @@ def connections(config: Config) -> list[Wire]:
     # The buttons' other legs chained together to one ground pin near them.
     ground = _ground_near([HEADER_PIN[gpio] for _, gpio, _ in buttons], {w.header for w in wires})
     wires.append(Wire("button", "the other leg of every button, chained", ground))
-    return wires
+    return wires + _output_wires(config, wires)
+
+
+def _output_wires(config: Config, wires: Sequence[Wire]) -> list[Wire]:
+    """The speaker's amplifier, the buzzer and the status LED (access), each with a ground of its own."""
+    more: list[Wire] = []
+
+    def ground(part: str, what: str, near: Sequence[int]) -> None:
+        more.append(Wire(part, what, _ground_near(near, {w.header for w in [*wires, *more]})))
+
+    a = config.audio
+    if a.output == "i2s":
+        five = 4 if any(w.header == 2 for w in wires) else 2
+        more.append(Wire("amplifier", "amplifier VIN (5 V)", five))
+        more += [Wire("amplifier", what, HEADER_PIN[gpio], gpio) for what, gpio in I2S_WIRES]
+        ground("amplifier", "amplifier GND (GAIN, SD open)", [HEADER_PIN[g] for _, g in I2S_WIRES])
+    if a.buzzer_pin >= 0:
+        more.append(Wire("buzzer", "buzzer (passive)" if a.buzzer_tonal else "buzzer +",
+                         HEADER_PIN[a.buzzer_pin], a.buzzer_pin))
+        ground("buzzer", "buzzer −", [HEADER_PIN[a.buzzer_pin]])
+    if config.led.pin >= 0:
+        more.append(Wire("LED", "status LED + (330 Ω)", HEADER_PIN[config.led.pin], config.led.pin))
+        ground("LED", "status LED −", [HEADER_PIN[config.led.pin]])
+    return more
 
 
 def markdown(config: Config, wires: Sequence[Wire]) -> str:
@@ -94,6 +120,8 @@ def markdown(config: Config, wires: Sequence[Wire]) -> str:
         lines.append(f"| {w.part} | {w.what} | {w.source} | {w.header} |")
     if config.console.port not in UART_PORTS:
         lines.append(f"| console | USB cable to the laptop | the USB data port ({config.console.port}) | — |")
+    if config.audio.output == "usb":
+        lines.append(f"| speaker | USB sound card | a USB port (audio.device = {config.audio.device}) | — |")
     return "\n".join(lines) + "\n"
 
 
@@ -107,7 +135,7 @@ def draw(config: Config, wires: Sequence[Wire]) -> Image.Image:
 
     font, title_font = load_font(12), load_font(16)
     width, top, step = 900, 84, 24
-    image = Image.new("RGB", (width, top + 20 * step + 96), "white")
+    image = Image.new("RGB", (width, top + 20 * step + 52 + 22 * _note_count(config)), "white")
     pen = ImageDraw.Draw(image)
     d = config.display
     pen.text((20, 16), "Window Evaluator: wiring on the Raspberry Pi's 40-pin header", font=title_font, fill="black")
@@ -143,9 +171,22 @@ def draw(config: Config, wires: Sequence[Wire]) -> Image.Image:
              "Panel: 3.3 V only (never 5 V). " + ("The USB console needs no wires: the cable goes in the USB data "
                                                   "port." if config.console.port not in UART_PORTS else
                                                   "The console's adapter crosses TX and RX; 3.3 V logic only.")]
+    if config.audio.output == "i2s":
+        notes.append("Amplifier (MAX98357A): the speaker on its + and − terminals; GPIO 18-21 are then the I2S "
+                     "sound, no buttons (dtoverlay=max98357a).")
+    elif config.audio.output == "usb":
+        notes.append(f"Speaker: a USB sound card, no pins (audio.device = {config.audio.device}).")
+    if config.audio.buzzer_pin >= 0 or config.led.pin >= 0:
+        notes.append("Buzzer: a 3.3 V one drawing under 10 mA on its GPIO, a larger one through an NPN transistor; "
+                     "LED: through a 330 Ω resistor.")
     for n, note in enumerate(notes):
         pen.text((20, top + 20 * step + 20 + n * 22), note, font=font, fill=(60, 60, 60))
     return image
+
+
+def _note_count(config: Config) -> int:
+    """Lines of notes under the header (two, and one for each fitted output)."""
+    return 2 + (config.audio.output in ("i2s", "usb")) + (config.audio.buzzer_pin >= 0 or config.led.pin >= 0)
 
 
 def write_png(config: Config, path: str) -> str:

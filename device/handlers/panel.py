@@ -94,7 +94,8 @@ class Panel:
             offline=self.offline(), backlog=self.outbox.waiting(), clock_unset=not synced,
             storage_low=storage != "ok") if idle else Indicators()
         info = View(self.in_use.identity, indicators, reasons=self.in_use.reasons,
-                    service_lines=self.service_info() if state.screen == st.SERVICE else ())
+                    service_lines=self.service_info() if state.screen == st.SERVICE else (),
+                    large_text=self.in_use.config.display.large_text)
         now = self.clocks.monotonic()
         if state.screen != st.IDLE:
             self.last_activity = now

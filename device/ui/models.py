@@ -50,6 +50,8 @@ class PromptScreen:
     staff_name: str
     seconds_left: int
     ticket: str = ""
+    #: ``display.large_text``: large characters where the panel has room (device.ui.large).
+    large: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class ThanksScreen:
     """
 
     level: Level | None = None
+    #: ``display.large_text``: large characters where the panel has room (device.ui.large).
+    large: bool = False
 
 
 @dataclass(frozen=True)

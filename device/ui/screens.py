@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from device.ui import fonts
+from device.ui import fonts, large
 from device.ui.blocks import BREAK, Block, Icons, Row, Text
 from device.ui.layout import Layout, draw_layout, layout_screen
 from device.ui.models import (
@@ -236,6 +236,8 @@ def render(model: Screen, size: Sequence[int]) -> Image.Image:
         QRFitError: a QR code URL is too long for this panel.
         LayoutError: the texts cannot fit even at 12 px.
     """
+    if isinstance(model, PromptScreen | ThanksScreen) and model.large and large.has_room(size):
+        return _render_large(model, (size[0], size[1])).copy()
     try:
         frame = _render_cached(model, (size[0], size[1]))
     except TypeError:  # an unhashable model (a list where a tuple belongs): draw it anyway
@@ -249,6 +251,12 @@ def _render_cached(model: Screen, size: Size) -> Image.Image:
     # Screens are pure functions of frozen models: the thank-you frames, the
     # countdown seconds and the idle screen are drawn once, then reused.
     return draw_layout(layout(model, size))
+
+
+@functools.lru_cache(maxsize=16)
+def _render_large(model: PromptScreen | ThanksScreen, size: Size) -> Image.Image:
+    # display.large_text (device.ui.large): drawn once per model, like the other frames.
+    return large.render(model, size)
 
 
 def render_boot(model: BootScreen, size: Sequence[int]) -> Image.Image:

@@ -51,6 +51,8 @@ def answer(kern: Kernel, request: dict[str, Any]) -> dict[str, Any]:
             return {"ok": True, "records": [r.as_json() for r in kern.records(int(request.get("since", 0)))]}
         if op == "lines":
             return {"ok": True, "lines": kern.lines(), "dropped": kern.dropped}
+        if op == "output_edges":
+            return {"ok": True, "edges": kern.output_edges(int(request.get("since", 0)))}
         if op == "notify_dir":
             return {"ok": True, "dir": kern.chosen_work_dir}
     except (KeyError, TypeError, ValueError) as e:

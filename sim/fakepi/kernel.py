@@ -192,6 +192,8 @@ class Kernel:
         groups = self.wiring.get("groups")
         self.groups = None if groups is None else set(groups)
         self.i2c_hz = int(self.wiring.get("i2c_hz", I2C_DEFAULT_HZ))
+        #: Level changes of lines the program drives as outputs: ``(tick ns, chip, gpio, level)`` (a buzzer, a LED).
+        self._output_edges: list[tuple[int, int, int, int]] = []
 
     # --- device nodes -------------------------------------------------------------------
 
@@ -458,6 +460,11 @@ class Kernel:
         with self._lock:
             return self._lines.setdefault((chip, gpio), Line(chip, gpio)).level()
 
+    def output_edges(self, since: int = 0) -> list[tuple[int, int, int, int]]:
+        """Level changes of output lines, from the ``since``-th on: ``(tick ns, chip, gpio, level)``."""
+        with self._lock:
+            return self._output_edges[since:]
+
     def lines(self) -> list[dict[str, Any]]:
         """Every line anyone touched: who holds it, how, its level."""
         with self._lock:
@@ -471,6 +478,8 @@ class Kernel:
         for name, value in fields.items():
             setattr(line, name, value)
         after = line.level()
+        if after != before and line.output and len(self._output_edges) < 100_000:
+            self._output_edges.append((tick or time.monotonic_ns(), line.chip, line.gpio, after))
         if after != before:
             self._notify(line, after, tick)
 

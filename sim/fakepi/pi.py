@@ -206,6 +206,11 @@ class FakePi:
         lines: list[dict[str, Any]] = self.control()("lines")["lines"]
         return lines
 
+    def output_edges(self, gpio: int) -> list[tuple[float, int]]:
+        """What the program drove on output line ``gpio`` (a buzzer, a LED): ``(monotonic seconds, level)``."""
+        edges = self.control()("output_edges")["edges"]
+        return [(tick / 1e9, level) for tick, _, g, level in edges if g == gpio]
+
     def panel(self, model: str, *, bus: str = "i2c", port: int | None = None, target: int | None = None) -> Panel:
         """The panel as the bytes on its bus left it."""
         if port is None:
