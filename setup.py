@@ -26,7 +26,7 @@ setup(
         # RFC 9421 HTTP Message Signatures both ways on the uplink (contract v2); brings cryptography.
         "http-message-signatures>=3.0",
         # The device's own Ed25519 key pair (device/keys.py), used directly as well as through the above.
-        "cryptography>=41",
+        "cryptography>=38",  # Bookworm ships 38.0.4 (python3-cryptography); Ed25519 is there since 2.6
         "pyserial>=3.5",
         "uuid6>=2024.1.12",
         # The stand-in hall's working days (statutory holidays, 调休) and China time where the OS has no tz data.

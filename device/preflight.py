@@ -84,8 +84,13 @@ def start_report(paths: Sequence[str] = (), overrides: Sequence[str] = ()) -> St
 
 def key_warnings(config: config_mod.Config) -> list[tuple[str, str]]:
     """A start without the device key it signs with: it keeps ratings but cannot deliver them."""
-    if getattr(config.upload, "signature", "hmac-sha256") != "hmac-sha256":
-        return []  # an Ed25519 device makes its key pair at start when it has none
+    if config.upload.signature != "hmac-sha256":
+        # An Ed25519 device makes its own key pair; it needs the hall's public key to believe any answer.
+        if config.upload.hall_public_key:
+            return []
+        return [("upload.hall_public_key", "no hall public key: no answer can be verified, so ratings are kept "
+                                           "but not uploaded (a shared key in upload.key_file is used meanwhile, "
+                                           "where there is one); set it from the hall: python -m hall keys hall")]
     path = config.upload.key_file
     try:
         key = load_key(path)

@@ -6,6 +6,11 @@ from device.preflight import start_report
 def test_a_sound_configuration_would_start_and_names_a_missing_key(tmp_path):
     sets = [f"outbox.path={tmp_path / 'outbox.db'}", f"upload.key_file={tmp_path / 'device.key'}",
             f"console.settings_path={tmp_path / 'settings.toml'}"]
+    # Ed25519 (the default) without the hall's public key: it would start, and says what it lacks.
+    report = start_report([], sets)
+    assert report.would_start and [k for k, _ in report.warnings] == ["upload.hall_public_key"]
+    # The shared key (v2) without its key file.
+    sets.append('upload.signature="hmac-sha256"')
     report = start_report([], sets)
     assert report.would_start
     assert [k for k, _ in report.warnings] == ["upload.key_file"]

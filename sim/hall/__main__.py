@@ -81,9 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (with --tls-key)")
     parser.add_argument("--tls-key")
     parser.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY)
-    parser.add_argument("--public-url", action="append",
-                        help="the URL devices are given for this hall (repeatable); every request must be "
-                             "signed for it; default: the URL bound")
+    parser.add_argument("--public-url", action="append", metavar="URL",
+                        help="the URL devices and citizens are given for this hall (repeatable): every request "
+                             "must be signed for one of them, and the first is where the phone page (/S/<code>) "
+                             "and its SMS links point; default: the URL bound")
     parser.add_argument("--hall-key", help="the hall's Ed25519 private key (PEM, 0600; made when missing); "
                                            "default: beside --db")
     parser.add_argument("--workers", type=int, default=Capacity.workers,
@@ -92,9 +93,6 @@ def _parser() -> argparse.ArgumentParser:
                         help="print the month's report and exit (the same as the report command)")
     parser.add_argument("--province-url", metavar="URL",
                         help="push every rating, 追评 and unrated service to this provincial endpoint")
-    parser.add_argument("--public-url", metavar="URL",
-                        help="where citizens reach the phone page (/S/<code>) and its SMS links; the served URL "
-                             "by default (docs/phone-page.md)")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
