@@ -34,7 +34,7 @@ $(TMUX):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y tmux
 
-# Headless Chromium prints the hall's monthly 通报 to PDF (sim/hall/tongbao.py) with the WenQuanYi Zen Hei
+# Headless Chromium prints the hall's monthly 通报 to PDF (hall/tongbao.py) with the WenQuanYi Zen Hei
 # font; tests/test_hall_tongbao.py renders its pages with pdftoppm (poppler-utils) to compare with golden pages.
 $(CHROMIUM):
 	$(SUDO) apt-get update

@@ -13,9 +13,10 @@ setup(
     description="Window Evaluator: the software of a 好差评 window evaluation device",
     license="MIT",
     python_requires=">=3.11",
-    packages=find_packages(include=["device", "device.*", "sim", "sim.*", "provision", "provision.*"]),
+    packages=find_packages(include=["device", "device.*", "sim", "sim.*", "provision", "provision.*", "hall",
+                                    "hall.*"]),
     include_package_data=True,
-    package_data={"sim.hall": ["holidays.toml"]},
+    package_data={"hall": ["holidays.toml"]},
     install_requires=[
         "gpiozero>=2.0",
         "luma.oled>=3.13",

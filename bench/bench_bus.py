@@ -173,10 +173,10 @@ def fake_pi_press_to_visible(i2c_hz: int) -> float:
     import logging
     import tempfile
 
+    from hall import HallServer
     from sim.fakepi.pi import FakePi
-    from sim.hall import HallServer
 
-    logging.getLogger("sim.hall").setLevel(logging.ERROR)     # its one-shared-key warning is for simulator users
+    logging.getLogger("hall").setLevel(logging.ERROR)     # its one-shared-key warning is for simulator users
 
     with tempfile.TemporaryDirectory(prefix="bench-bus-") as folder:
         hall = HallServer(os.path.join(folder, "hall.db"), default_key="bench-key")

@@ -48,7 +48,7 @@ from device.levels import Level
 from device.state import ButtonPressed, ButtonReleased
 from device.ui import screens
 from device.ui.models import ThanksScreen
-from sim.hall import HallServer
+from hall import HallServer
 from sim.hardware import make_sim_hardware
 
 #: The shared key of the uplink runs (hmac-sha256).

@@ -2,7 +2,7 @@
 
     python bench/bench_hall.py [--posters 50] [--polls 300] [--batches 20] [--batch 10] [--in-process]
 
-The hall back end runs as ``python -m sim.hall`` in its own process on
+The hall back end runs as ``python -m hall`` in its own process on
 loopback (``--in-process``: a thread of this one), with one Ed25519 public
 key registered per device. First ``--polls`` devices each open a session
 long poll (``wait=30``) and keep it held; then ``--posters`` other devices
@@ -39,10 +39,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from sim.hall import keys
-from sim.hall.auth import sign_request
-from sim.hall.contract import EVALUATIONS_PATH, GENESIS_HASH, event_hash
-from sim.hall.server import HallServer
+from hall import keys
+from hall.auth import sign_request
+from hall.contract import EVALUATIONS_PATH, GENESIS_HASH, event_hash
+from hall.server import HallServer
 
 P99_BUDGET_MS = 200.0
 
@@ -74,7 +74,7 @@ def start_hall(db: str, in_process: bool) -> tuple[str, Any]:
         return hall.url, hall
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(os.path.dirname(__file__), os.pardir),
                                                        os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "sim.hall", "--db", db, "--log-level", "WARNING"],
+    proc = subprocess.Popen([sys.executable, "-m", "hall", "--db", db, "--log-level", "WARNING"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     assert proc.stdout is not None
     for line in proc.stdout:

@@ -38,7 +38,7 @@ from device.queue import wire
 from device.queue.outbox import Outbox
 from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader
-from sim.hall import HallServer
+from hall import HallServer
 
 KEY = "bench-key"
 

@@ -30,8 +30,8 @@ from device.errors import ConfigError, EvaluatorError
 from device.hardware import staff_request
 from device.settings import SettingsStore
 from device.supervisor import Supervisor
+from hall import HallServer
 from sim import script as script_mod
-from sim.hall import HallServer
 from sim.hardware import make_sim_hardware
 from sim.network import NetworkLink
 from sim.pty_port import PtyPort

@@ -97,7 +97,7 @@ class Driver:
         config: the device configuration (for pin numbers and debounce).
         link: the :class:`~sim.network.NetworkLink`, or None.
         stop: a threading.Event that cuts waits short.
-        hall: the embedded :class:`~sim.hall.HallServer`, or None.
+        hall: the embedded :class:`~hall.HallServer`, or None.
     """
 
     def __init__(self, factory: MockFactory, config: Config, link: NetworkLink | None, stop: threading.Event,

@@ -25,7 +25,7 @@ def events():
 @pytest.fixture
 def hall(request, tmp_path):
     """The stand-in hall server on a free loopback port; the test module's KEY signs."""
-    from sim.hall import HallServer
+    from hall import HallServer
 
     server = HallServer(tmp_path / "hall.db", default_key=getattr(request.module, "KEY", "test-key"))
     server.start()

@@ -40,9 +40,9 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from sim.hall.contract import event_hash
-from sim.hall.desk import HallDesk
-from sim.hall.store import Storage
+from hall.contract import event_hash
+from hall.desk import HallDesk
+from hall.store import Storage
 
 AS_OF = datetime.date(2026, 12, 1)
 SATISFACTION = {"very_satisfied": 5, "satisfied": 4, "basically_satisfied": 3,

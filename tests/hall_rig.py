@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from http_message_signatures import HTTPMessageVerifier, HTTPSignatureKeyResolver, algorithms
 
 from device.records import GENESIS_HASH, seal
-from sim.hall import auth, keys
+from hall import auth, keys
 
 EVALUATIONS = "/api/v1/evaluations"
 

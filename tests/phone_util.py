@@ -10,10 +10,10 @@ from typing import Any
 
 import requests
 
-from sim.hall.auth import sign_request
-from sim.hall.contract import event_hash
-from sim.hall.levels import LEVELS
-from sim.hall.phone import link
+from hall.auth import sign_request
+from hall.contract import event_hash
+from hall.levels import LEVELS
+from hall.phone import link
 
 KEY = "phone-test-key"
 ZERO = "0" * 64

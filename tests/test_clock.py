@@ -23,7 +23,7 @@ from device.queue.outbox import Outbox
 from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader
 from device.records import Origin, RecordFactory, first_break
-from sim.hall import dating
+from hall import dating
 from sim.hardware import make_sim_hardware
 
 KEY = "clock-key"

@@ -411,7 +411,7 @@ def test_restart_and_factory_reset(rig):
 
 
 def test_uplink_check_sends_a_signed_heartbeat_to_the_hall_server(tmp_path):
-    from sim.hall import HallServer
+    from hall import HallServer
 
     hall = HallServer(tmp_path / "hall.db", default_key=KEY)
     hall.start()

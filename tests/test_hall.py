@@ -1,4 +1,4 @@
-"""Tests for the stand-in hall server (``sim.hall``), over real HTTP on a loopback port.
+"""Tests for the stand-in hall server (``hall``), over real HTTP on a loopback port.
 
 Events are built with the device's own ``seal()`` while the server checks
 hashes with its independent implementation, so these tests also prove that
@@ -20,8 +20,8 @@ import requests
 
 from device.queue import wire
 from device.records import GENESIS_HASH, seal
-from sim.hall import HallServer, make_self_signed_cert
-from sim.hall.auth import load_keys_file, sign_request
+from hall import HallServer, make_self_signed_cert
+from hall.auth import load_keys_file, sign_request
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -210,7 +210,7 @@ def test_body_for_another_device_is_403(server):
 
 
 def test_logs_never_show_key_or_signature(server, caplog):
-    caplog.set_level("DEBUG", logger="sim.hall")
+    caplog.set_level("DEBUG", logger="hall")
     events = make_chain(1)
     good = post(server, events)
     post(server, events, key="wrong")
@@ -590,7 +590,7 @@ def _repo_env():
 def test_cli_serves_and_stops_on_sigterm(tmp_path):
     db = str(tmp_path / "cli.db")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sim.hall", "--port", "0", "--db", db, "--device-key", KEY],
+        [sys.executable, "-m", "hall", "--port", "0", "--db", db, "--device-key", KEY],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_repo_env(),
     )
     assert proc.stdout is not None and proc.stderr is not None
@@ -614,7 +614,7 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path):
         proc.stderr.close()
 
     report = subprocess.run(
-        [sys.executable, "-m", "sim.hall", "--db", db, "--report", "2024-05"],
+        [sys.executable, "-m", "hall", "--db", db, "--report", "2024-05"],
         capture_output=True, text=True, env=_repo_env(), timeout=20,
     )
     assert report.returncode == 0
@@ -631,16 +631,16 @@ def test_keys_file(tmp_path):
 
 
 def test_cli_help_names_the_package():
-    answer = subprocess.run([sys.executable, "-m", "sim.hall", "--help"], capture_output=True, text=True,
+    answer = subprocess.run([sys.executable, "-m", "hall", "--help"], capture_output=True, text=True,
                             env=_repo_env(), timeout=20)
     assert answer.returncode == 0
-    assert "python -m sim.hall" in answer.stdout and "--report" in answer.stdout
+    assert "python -m hall" in answer.stdout and "--report" in answer.stdout
 
 
 def test_the_package_imports_nothing_from_device():
     # The hall is the device's independent judge: shared code would make the
     # contract checks agree with the device by construction.
-    code = ("import sys, sim.hall, sim.hall.__main__; "
+    code = ("import sys, hall, hall.__main__; "
             "print(sorted(m for m in sys.modules if m == 'device' or m.startswith('device.')))")
     answer = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=_repo_env(), timeout=20)

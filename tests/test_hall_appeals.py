@@ -11,7 +11,7 @@ import sys
 import hall_month
 import pytest
 
-from sim.hall.errors import LedgerError
+from hall.errors import LedgerError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -87,7 +87,7 @@ def test_a_decision_before_the_filing_is_refused(desk):
 
 def run(*args):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "sim.hall", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "hall", *args], capture_output=True, text=True, env=env,
                           timeout=30)
 
 

@@ -8,7 +8,7 @@ import sys
 import hall_month
 import pytest
 
-from sim.hall.export import export_month, gbt_code, level_from_gbt, level_from_province, province_satisfaction
+from hall.export import export_month, gbt_code, level_from_gbt, level_from_province, province_satisfaction
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -133,12 +133,12 @@ def test_export_command(desk, tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = tmp_path / "gbt.json"
     answer = subprocess.run(
-        [sys.executable, "-m", "sim.hall", "export", "--db", db, "--month", "2026-11", "--format", "gbt",
+        [sys.executable, "-m", "hall", "export", "--db", db, "--month", "2026-11", "--format", "gbt",
          "--as-of", "2026-12-01", "--out", str(out)], capture_output=True, text=True, env=env, timeout=30)
     assert answer.returncode == 0, answer.stderr
     assert "2026-11 gbt：评价 11 条，未评价 3 条，另列 3 条，时间待定 1 条" in answer.stderr
     assert json.loads(out.read_text(encoding="utf-8")) == desk.export("2026-11", "gbt")
     answer = subprocess.run(
-        [sys.executable, "-m", "sim.hall", "导出", "--db", db, "--month", "2026-11", "--as-of", "2026-12-01"],
+        [sys.executable, "-m", "hall", "导出", "--db", db, "--month", "2026-11", "--as-of", "2026-12-01"],
         capture_output=True, text=True, env=env, timeout=30)
     assert json.loads(answer.stdout)["format"] == "province"

@@ -11,9 +11,9 @@ import sys
 import hall_month
 import pytest
 
-from sim.hall.desk import HallDesk
-from sim.hall.fleet import format_fleet
-from sim.hall.store import Storage
+from hall.desk import HallDesk
+from hall.fleet import format_fleet
+from hall.store import Storage
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -84,7 +84,7 @@ def test_the_command_in_json_csv_and_text(db):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
     def run(*args):
-        answer = subprocess.run([sys.executable, "-m", "sim.hall", *args, "--db", db], capture_output=True,
+        answer = subprocess.run([sys.executable, "-m", "hall", *args, "--db", db], capture_output=True,
                                 text=True, env=env, timeout=30)
         assert answer.returncode == 0, answer.stderr
         return answer.stdout

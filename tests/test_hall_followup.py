@@ -8,8 +8,8 @@ import sys
 import hall_month
 import pytest
 
-from sim.hall.errors import LedgerError
-from sim.hall.workdays import WorkCalendar, load_calendar, read_overlay
+from hall.errors import LedgerError
+from hall.workdays import WorkCalendar, load_calendar, read_overlay
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,7 +75,7 @@ def test_a_malformed_overlay_is_refused_with_the_reason(tmp_path, text, message)
 
 
 def test_the_shipped_overlay_reads():
-    assert read_overlay(os.path.join(ROOT, "sim", "hall", "holidays.toml")) == (set(), set(), set())
+    assert read_overlay(os.path.join(ROOT, "hall", "holidays.toml")) == (set(), set(), set())
 
 
 # -- recording the follow-up --------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_states_are_judged_on_the_day_asked(desk):
 
 def run(*args):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "sim.hall", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "hall", *args], capture_output=True, text=True, env=env,
                           timeout=30)
 
 

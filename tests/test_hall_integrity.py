@@ -23,10 +23,10 @@ import pytest
 from hall_rig import EVALUATIONS, Signer, batch, chain, exchange, hall_signed, raw_request, send
 
 from device.records import seal
-from sim.hall import HallServer, keys
-from sim.hall.auth import Refused
-from sim.hall.handler import Capacity
-from sim.hall.limits import DurableNonces
+from hall import HallServer, keys
+from hall.auth import Refused
+from hall.handler import Capacity
+from hall.limits import DurableNonces
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -284,13 +284,13 @@ def test_the_hall_bench_runs_and_prints_its_figures():
 
 
 def test_the_handler_uses_only_the_halls_public_interface():
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "sim", "hall")
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "hall")
     with open(os.path.join(here, "handler.py"), encoding="utf-8") as f:
         handler = f.read()
     with open(os.path.join(here, "server.py"), encoding="utf-8") as f:
         server = f.read()
     assert re.search(r"hall\._[a-z]", handler) is None
-    assert "import sim.hall.server" not in handler and "from sim.hall.server" not in handler  # no circle
+    assert "import hall.server" not in handler and "from hall.server" not in handler  # no circle
     assert re.search(r"(httpd|handler|Handler)\._[a-z]", server) is None
 
 

@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from hall_rig import EVALUATIONS, Signer, batch, chain, hall_signed, send
 
-from sim.hall import HallServer, keys
-from sim.hall.__main__ import keys_main
+from hall import HallServer, keys
+from hall.__main__ import keys_main
 
 pytestmark = pytest.mark.timeout(60)
 

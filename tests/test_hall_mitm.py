@@ -19,8 +19,8 @@ from hall_rig import Reply, exchange, raw_request
 from device.config import Secret
 from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader
+from hall import HallServer
 from helpers import rating
-from sim.hall import HallServer
 
 pytestmark = pytest.mark.timeout(60)
 

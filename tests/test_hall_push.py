@@ -14,11 +14,11 @@ import hall_month
 import pytest
 import requests
 
-from sim.hall import HallServer
-from sim.hall.auth import sign_request
-from sim.hall.desk import HallDesk
-from sim.hall.province import ProvinceStandIn
-from sim.hall.push import FIELDS, ProvincePush, check_item, set_matter
+from hall import HallServer
+from hall.auth import sign_request
+from hall.desk import HallDesk
+from hall.province import ProvinceStandIn
+from hall.push import FIELDS, ProvincePush, check_item, set_matter
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -220,7 +220,7 @@ def test_the_window_matter_and_the_queue_from_the_command_line(tmp_path):
     db = str(tmp_path / "hall.db")
 
     def run(*args):
-        answer = subprocess.run([sys.executable, "-m", "sim.hall", *args], capture_output=True, text=True, env=env,
+        answer = subprocess.run([sys.executable, "-m", "hall", *args], capture_output=True, text=True, env=env,
                                 timeout=30)
         assert answer.returncode == 0, answer.stderr
         return answer.stdout

@@ -10,10 +10,10 @@ import sys
 import hall_month
 import pytest
 
-from sim.hall import dating
-from sim.hall.ledger import HallRecords
-from sim.hall.registry import Beat, month_counters
-from sim.hall.report import build_report, format_report
+from hall import dating
+from hall.ledger import HallRecords
+from hall.registry import Beat, month_counters
+from hall.report import build_report, format_report
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -261,7 +261,7 @@ def test_a_deadline_in_a_year_without_an_official_calendar_says_so(desk):
 
 
 def test_csv_tables(desk, tmp_path):
-    from sim.hall.report_csv import write_csv
+    from hall.report_csv import write_csv
     paths = write_csv(desk.report("2026-11"), tmp_path / "csv")
     assert [p.name for p in paths] == [f"haochaping-2026-11-{name}.csv" for name in (
         "windows", "departments", "bad", "appeals", "suspect", "staff", "reasons", "matters", "flagged")]
@@ -282,7 +282,7 @@ def test_csv_tables(desk, tmp_path):
 
 def run(*args):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "sim.hall", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "hall", *args], capture_output=True, text=True, env=env,
                           timeout=30)
 
 
@@ -307,8 +307,8 @@ def test_report_command_and_the_older_option(desk, tmp_path):
 def test_the_older_report_test_on_the_official_calendar(tmp_path):
     # Moved from tests/test_hall.py with the report: the same May 2024 events, now with China's calendar
     # (05-01..05-05 off, Saturday 05-11 worked, Dragon Boat Festival 06-10 off).
-    from sim.hall.desk import HallDesk
-    from sim.hall.store import Storage
+    from hall.desk import HallDesk
+    from hall.store import Storage
 
     def may(event_id, day, level, seq):
         return {**hall_month.rating("WE-0001", event_id, f"{day}T09:{seq:02d}:00+08:00", level), "window_no": "A01",
@@ -340,9 +340,9 @@ def test_the_older_report_test_on_the_official_calendar(tmp_path):
 
 
 def test_a_keys_file_registers_each_devices_hall(tmp_path):
-    from sim.hall.__main__ import load_halls, register_halls
-    from sim.hall.desk import HallDesk
-    from sim.hall.store import Storage
+    from hall.__main__ import load_halls, register_halls
+    from hall.desk import HallDesk
+    from hall.store import Storage
 
     keys = tmp_path / "keys.toml"
     keys.write_text('[devices]\n"WE-0001" = "k1"\n"WE-0002" = "k2"\n[halls]\n"WE-0001" = "HQ"\n', encoding="utf-8")
@@ -358,8 +358,8 @@ def test_a_keys_file_registers_each_devices_hall(tmp_path):
 
 
 def test_every_heartbeat_the_server_stores_is_logged(tmp_path):
-    from sim.hall.desk import HallDesk
-    from sim.hall.store import Storage
+    from hall.desk import HallDesk
+    from hall.store import Storage
 
     db = str(tmp_path / "hall.db")
     storage = Storage(db)  # the server's own storage, before any supervisor command ran

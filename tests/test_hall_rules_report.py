@@ -11,9 +11,9 @@ import sys
 import hall_month
 import pytest
 
-from sim.hall.commands import last_month
-from sim.hall.report import format_report
-from sim.hall.report_csv import write_csv
+from hall.commands import last_month
+from hall.report import format_report
+from hall.report_csv import write_csv
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -130,7 +130,7 @@ def test_the_csv_and_text_read_the_same_columns(november, tmp_path):
 
 def run(*args):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "sim.hall", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "hall", *args], capture_output=True, text=True, env=env,
                           timeout=30)
 
 

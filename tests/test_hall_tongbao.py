@@ -16,8 +16,8 @@ import hall_month
 import pytest
 from PIL import Image, ImageChops
 
-from sim.hall.report_csv import window_rows
-from sim.hall.tongbao import render_html, write_tongbao
+from hall.report_csv import window_rows
+from hall.tongbao import render_html, write_tongbao
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -150,6 +150,6 @@ def test_an_empty_database_is_fine(tmp_path, empty):
         Outbox(tmp_path / "e.db").close()
         assert run(tmp_path / "e.db")[:2] == (0, "outbox: ok, no events")
     else:
-        from sim.hall import HallServer
+        from hall import HallServer
         HallServer(tmp_path / "e.db").close()
         assert run(tmp_path / "e.db")[:2] == (0, "no events (server database)")

@@ -26,8 +26,8 @@ from device.queue import client as transport_mod
 from device.queue import wire
 from device.queue.transport import NO_HALL_KEY, HttpTransport
 from device.queue.uploader import Uploader
+from hall import HallServer
 from helpers import rating
-from sim.hall import HallServer
 from sim.hardware import make_sim_hardware
 
 pytestmark = pytest.mark.timeout(60)

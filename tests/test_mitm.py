@@ -18,8 +18,8 @@ from device.config import Secret
 from device.queue.outbox import Outbox
 from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader
+from hall import HallServer
 from helpers import rating
-from sim.hall import HallServer
 
 KEY = "mitm-test-key"
 LEVELS = [("very_satisfied", 5), ("satisfied", 4), ("dissatisfied", 2), ("basically_satisfied", 3),

@@ -1,7 +1,7 @@
 """The peer matrix: the device against every kind of peer that is not a well-behaved hall.
 
 Each row puts the real uploader (and, for sessions, the hall link) against
-the stand-in hall server acting out one misbehaviour (sim/hall/faults.py):
+the stand-in hall server acting out one misbehaviour (hall/faults.py):
 an impostor's unsigned answers, answers signed with another key or echoing
 another request's nonce, a proxy answering an unsigned 400 to everything, a
 server dribbling one byte a second, an answer of 100 MB, a session on every
@@ -35,8 +35,8 @@ from device.queue import wire
 from device.queue.hall import HallLink
 from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader
+from hall import HallServer, auth
 from helpers import rating
-from sim.hall import HallServer, auth
 
 KEY = "peer-key"
 #: ``upload.timeout_s`` in these runs.

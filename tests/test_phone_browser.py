@@ -33,13 +33,13 @@ from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from sim.hall import HallServer
-from sim.hall.dating import CHINA
-from sim.hall.desk import HallDesk
-from sim.hall.phone import code_of, session_ids
-from sim.hall.province import ProvinceStandIn
-from sim.hall.push import ProvincePush, check_item
-from sim.hall.workdays import load_calendar
+from hall import HallServer
+from hall.dating import CHINA
+from hall.desk import HallDesk
+from hall.phone import code_of, session_ids
+from hall.province import ProvinceStandIn
+from hall.push import ProvincePush, check_item
+from hall.workdays import load_calendar
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -13,11 +13,11 @@ import pytest
 import requests
 from phone_util import ASSIGNMENT, KEY, Clock, Device
 
-from sim.hall import HallServer
-from sim.hall.desk import HallDesk
-from sim.hall.phone import code_of, link, session_ids
-from sim.hall.push import ProvincePush, check_item
-from sim.hall.workdays import load_calendar
+from hall import HallServer
+from hall.desk import HallDesk
+from hall.phone import code_of, link, session_ids
+from hall.push import ProvincePush, check_item
+from hall.workdays import load_calendar
 
 pytestmark = pytest.mark.timeout(60)
 

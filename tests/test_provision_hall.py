@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from test_provision_sim import Sim
 
+from hall import HallServer
 from provision.cli import main
-from sim.hall import HallServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -25,8 +25,8 @@ from device.queue.transport import HttpTransport
 from device.queue.uploader import Uploader
 from device.records import first_break
 from device.ui.models import PausedScreen, ThanksScreen
+from hall import HallServer, make_self_signed_cert
 from helpers import rating, tap
-from sim.hall import HallServer, make_self_signed_cert
 
 KEY = "reliability-key"
 MIN_S, MAX_S = 0.5, 8.0

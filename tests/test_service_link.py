@@ -15,8 +15,8 @@ from device.errors import ConfigError
 from device.records import new_id
 from device.ui.models import FOLLOWUP_MESSAGE, LaterScreen
 from device.ui.screens import render
+from hall.phone import session_ids
 from helpers import tap
-from sim.hall.phone import session_ids
 
 TEMPLATE = "https://hcp.example.org/S/{code}"
 

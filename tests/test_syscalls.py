@@ -82,7 +82,7 @@ def traced_on_the_fake_pi(tmp_path: Path, args: list[str], work) -> set[str]:
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     """The system calls made by the doctor and by a device that took a rating, on the fake Pi."""
-    from sim.hall import HallServer
+    from hall import HallServer
 
     tmp = tmp_path_factory.mktemp("syscalls")
     hall = HallServer(tmp / "hall.db", default_key=KEY)

@@ -18,8 +18,8 @@ from device.errors import ConfigError, TransportError
 from device.queue import wire
 from device.queue.transport import HttpTransport, is_loopback
 from device.queue.uploader import Uploader
+from hall import HallServer, make_private_ca
 from helpers import rating
-from sim.hall import HallServer, make_private_ca
 
 KEY = "tls-key"
 

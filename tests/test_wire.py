@@ -1,7 +1,7 @@
 """The wire contract v2 (device/queue/wire.py) and the transport that carries it.
 
 Signing and verification are checked against the stand-in hall server's own
-implementation (sim/hall/auth.py, which imports nothing from device/), both
+implementation (hall/auth.py, which imports nothing from device/), both
 ways; the transport's limits and deadline against a tiny HTTP server that
 sends what a misbehaving peer would: too much, without a length, headers
 spelt in lower case, or one byte at a time.
@@ -22,7 +22,7 @@ from device.config import Secret
 from device.errors import TransportError, UnauthenticatedAnswer
 from device.queue import wire
 from device.queue.transport import Headers, HttpTransport, Reply
-from sim.hall import auth
+from hall import auth
 
 KEY = "wire-test-key"
 

@@ -41,7 +41,7 @@ from typing import Any
 
 from damage_rig import DEVICE, Device, Hall, Image, Outcome, copy_image, verify, wait_for
 
-from sim.hall import contract
+from hall import contract
 
 #: The device a carried-over folder ends up in.
 OTHER_DEVICE = "WE-0002"

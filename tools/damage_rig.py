@@ -35,7 +35,7 @@ from device.clock import Clocks  # noqa: E402
 from device.hardware import staff_request  # noqa: E402
 from device.settings import SettingsStore  # noqa: E402
 from device.supervisor import RUNNING, Supervisor  # noqa: E402
-from sim.hall import HallServer  # noqa: E402
+from hall import HallServer  # noqa: E402
 from sim.hardware import make_sim_hardware  # noqa: E402
 from sim.network import NetworkLink  # noqa: E402
 from sim.pty_port import PtyPort  # noqa: E402
@@ -66,7 +66,7 @@ class Hall:
     def __init__(self, db: str) -> None:
         # The link first. The simulator reaches the hall through a link of its own too, so the URL the
         # device signs is neither this link's nor the hall's: a loopback hall with one shared key and no
-        # configured public URL accepts any loopback URL (sim.hall's rule for the simulator's relays).
+        # configured public URL accepts any loopback URL (hall's rule for the simulator's relays).
         self.link = NetworkLink("127.0.0.1", 0)
         self.url = f"http://{self.link.address[0]}:{self.link.address[1]}"
         self.server = HallServer(db, default_key=KEY)

@@ -90,10 +90,13 @@ def make_app(config: Any) -> tuple[Any, Any, Any]:
 
 
 def main() -> int:
-    try:
-        hall_module: Any = importlib.import_module("sim.hall")
-    except ImportError:  # the code before the redesign
-        hall_module = importlib.import_module("sim.hall_server")
+    hall_module: Any = None
+    for name in ("hall", "sim.hall", "sim.hall_server"):  # today's tree, then older ones (measured the same way)
+        try:
+            hall_module = importlib.import_module(name)
+            break
+        except ImportError:
+            continue
     HallServer = hall_module.HallServer
     with tempfile.TemporaryDirectory() as tmp:
         hall = HallServer(os.path.join(tmp, "hall.db"), default_key=KEY)

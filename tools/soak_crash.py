@@ -43,7 +43,7 @@ sys.path.insert(0, ROOT)
 
 # Importable only once ROOT is on the path (the script runs from anywhere).
 from device import integrity  # noqa: E402
-from sim.hall import HallServer  # noqa: E402
+from hall import HallServer  # noqa: E402
 
 KEY = "soak-test-key"
 # The loop's log line for a kept rating (an older form named the level too).

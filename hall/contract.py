@@ -3,7 +3,7 @@
 Written without importing device code on purpose: the hall is the device's
 independent judge, so the two sides agree on the canonical form only if two
 separate implementations of it agree. Signatures are checked in
-:mod:`sim.hall.auth`, not here.
+:mod:`hall.auth`, not here.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """HTTP for the hall: one request read, verified, routed, faulted, signed and answered.
 
 The state lives behind :class:`Hall`, the handler's whole view of the hall
-(:class:`~sim.hall.server.HallServer` implements it); a handler only turns
+(:class:`~hall.server.HallServer` implements it); a handler only turns
 bytes into calls on it and its answers back into bytes.
 
 **Only an answer to a verified request is signed.** The body is read
@@ -19,7 +19,7 @@ a request must be read within ``read_timeout_s`` (the device's own
 ``upload.timeout_s``), an idle keep-alive connection is closed after
 ``idle_timeout_s``, and every read and write has a deadline.
 
-The injected faults of :mod:`sim.hall.faults` are acted out here, the lying
+The injected faults of :mod:`hall.faults` are acted out here, the lying
 and the slow ones included.
 """
 
@@ -41,11 +41,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sim.hall import auth
-from sim.hall.contract import DEVICE_ID_RULE, DEVICE_PATH, EVALUATIONS_PATH, BadRequest, is_device_id, parse_wait
-from sim.hall.faults import Fault
-from sim.hall.phone import PAGE_HEADERS, PhonePage
-from sim.hall.phone_link import is_page
+from hall import auth
+from hall.contract import DEVICE_ID_RULE, DEVICE_PATH, EVALUATIONS_PATH, BadRequest, is_device_id, parse_wait
+from hall.faults import Fault
+from hall.phone import PAGE_HEADERS, PhonePage
+from hall.phone_link import is_page
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Hall(Protocol):
     max_body: int
     capacity: Capacity
     stopping: threading.Event
-    #: The phone page (sim/hall/phone.py), None where the hall keeps no database.
+    #: The phone page (hall/phone.py), None where the hall keeps no database.
     phone: PhonePage | None
 
     def target_uri(self, path: str, host: str | None) -> str:
@@ -95,7 +95,7 @@ class Hall(Protocol):
 
     def verify(self, method: str, target_uri: str, headers: Iterable[tuple[str, str]], body: bytes,
                ) -> auth.Verified:
-        """Verify the request (raises :class:`~sim.hall.auth.Refused`) and count it in flight."""
+        """Verify the request (raises :class:`~hall.auth.Refused`) and count it in flight."""
         ...
 
     def done(self, verified: auth.Verified) -> None:
@@ -419,7 +419,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _route(self, method: str, path: str, query: str, lines: list[tuple[str, str]], body: bytes) -> Answer:
         hall = self.server.hall
         if hall.phone is not None and is_page(path):
-            # A citizen's browser: an HTML page, no device, nothing to sign (sim/hall/phone.py).
+            # A citizen's browser: an HTML page, no device, nothing to sign (hall/phone.py).
             status, page = hall.phone.serve(method, path, body, self.headers.get("Content-Type", ""))
             return status, page, dict(PAGE_HEADERS)
         if path == EVALUATIONS_PATH:

@@ -10,7 +10,7 @@ of SHA-256 over those bytes, as OpenSSH prints it.
   only public keys, several per device while a key is rotated (every one
   listed is accepted). Nobody who reads it can sign as a device.
 - :func:`read_results` reads a provisioning results CSV (common interface 2)
-  for ``python -m sim.hall keys import FILE``.
+  for ``python -m hall keys import FILE``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from sim.hall.contract import DEVICE_ID_RULE, is_device_id
+from hall.contract import DEVICE_ID_RULE, is_device_id
 
 #: The algorithm of a device's own key pair (RFC 9421).
 ED25519 = "ed25519"

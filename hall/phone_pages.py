@@ -1,4 +1,4 @@
-"""The phone page's HTML (sim/hall/phone.py): server-rendered, Chinese, made for a phone's browser, no script.
+"""The phone page's HTML (hall/phone.py): server-rendered, Chinese, made for a phone's browser, no script.
 
 The five levels are radio buttons; each level's reason tags show under it once it is chosen (CSS only,
 ``:checked ~ .tags``), and only the chosen level's tags are read from the form.
@@ -10,11 +10,11 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sim.hall.levels import LEVEL_TEXT, LEVELS
-from sim.hall.push import RATE_WITHIN_WORKING_DAYS
+from hall.levels import LEVEL_TEXT, LEVELS
+from hall.push import RATE_WITHIN_WORKING_DAYS
 
 if TYPE_CHECKING:
-    from sim.hall.phone import Service
+    from hall.phone import Service
 
 #: The longest comment kept, in characters.
 MAX_COMMENT = 500

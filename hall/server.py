@@ -21,9 +21,9 @@ from typing import Any, Self
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from sim.hall import dating, keys
-from sim.hall.auth import MAX_NONCES_PER_DEVICE, Authenticator, KeyRing, Refused, Verified, sign_answer
-from sim.hall.contract import (
+from hall import dating, keys
+from hall.auth import MAX_NONCES_PER_DEVICE, Authenticator, KeyRing, Refused, Verified, sign_answer
+from hall.contract import (
     DEFAULT_MAX_BODY,
     BadRequest,
     Event,
@@ -33,13 +33,13 @@ from sim.hall.contract import (
     parse_heartbeat,
     validate_event,
 )
-from sim.hall.faults import Fault, FaultPlan
-from sim.hall.handler import Answer, Capacity, HallHTTPServer
-from sim.hall.limits import DurableNonces, InFlight
-from sim.hall.phone import PhonePage
-from sim.hall.report import build_report, format_report
-from sim.hall.sms import RecordingGateway, SmsGateway
-from sim.hall.store import Storage
+from hall.faults import Fault, FaultPlan
+from hall.handler import Answer, Capacity, HallHTTPServer
+from hall.limits import DurableNonces, InFlight
+from hall.phone import PhonePage
+from hall.report import build_report, format_report
+from hall.sms import RecordingGateway, SmsGateway
+from hall.store import Storage
 
 #: ``hall_key_file`` default: beside the database.
 BESIDE_DB = "beside-db"
@@ -96,7 +96,7 @@ class HallServer:
         hall_key_file: the hall's own Ed25519 private key (PEM, 0600), made
             when missing; by default beside the database (in memory for
             ``":memory:"``); ``None`` keeps a new one in memory.
-        capacity: worker pool, backlog and deadlines (:class:`~sim.hall.handler.Capacity`).
+        capacity: worker pool, backlog and deadlines (:class:`~hall.handler.Capacity`).
         per_device_nonces: requests one device may send within the 300 s
             window (its nonces, kept durably); past it that device alone is
             answered 429.
@@ -124,7 +124,7 @@ class HallServer:
                  capacity: Capacity | None = None, per_device_nonces: int = MAX_NONCES_PER_DEVICE,
                  sms: SmsGateway | None = None) -> None:
         self._storage = Storage(db_path)
-        #: The phone page (``/S/<code>``) and SMS reminders (sim/hall/phone.py); None on ``:memory:``.
+        #: The phone page (``/S/<code>``) and SMS reminders (hall/phone.py); None on ``:memory:``.
         self.phone: PhonePage | None = None
         if str(db_path) != ":memory:":
             self.phone = PhonePage(str(db_path), public_url=lambda: self.public_url, clock=clock,
@@ -296,7 +296,7 @@ class HallServer:
         """Register an Ed25519 public key for the device beside any it has (both valid during a rotation).
 
         Raises:
-            sim.hall.keys.KeyProblem: a device id or key the hall cannot take.
+            hall.keys.KeyProblem: a device id or key the hall cannot take.
         """
         return self._registry.add(device_id, public_key, source)
 
@@ -351,7 +351,7 @@ class HallServer:
 
         Each event of a boot whose clock was not synced is dated from that
         boot's ``clock`` event, whichever of the two arrived first
-        (:func:`sim.hall.dating.date_events`).
+        (:func:`hall.dating.date_events`).
         """
         return dating.date_events(self.events(device_id))
 
@@ -481,7 +481,7 @@ class HallServer:
         return {device: check_chain(events) for device, events in by_device.items()}
 
     def report_data(self, month: str, today: datetime.date | None = None) -> dict[str, Any]:
-        """The month's per-window figures as a dict; see :func:`~sim.hall.report.build_report`."""
+        """The month's per-window figures as a dict; see :func:`~hall.report.build_report`."""
         events = self.events()
         if self.phone is not None:  # ratings made on the phone, in place of their services' unrated events
             events = self.phone.with_records(events)
@@ -492,7 +492,7 @@ class HallServer:
         """The month's per-window 好差评 report as text (``month`` is ``YYYY-MM``)."""
         return format_report(self.report_data(month, today))
 
-    # -- the handler's interface (sim.hall.handler.Hall) ------------------------
+    # -- the handler's interface (hall.handler.Hall) ------------------------
 
     def target_uri(self, path: str, host: str | None) -> str:
         """The ``@target-uri`` a request must have been signed for: one of the hall's public URLs with ``path``.

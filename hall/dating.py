@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sim.hall.contract import parse_time
+from hall.contract import parse_time
 
 #: The halls' time zone.
 CHINA = ZoneInfo("Asia/Shanghai")

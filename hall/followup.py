@@ -31,9 +31,9 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sim.hall.appeals import Appeal
-from sim.hall.errors import LedgerError
-from sim.hall.workdays import RECTIFY_WORKING_DAYS, WorkCalendar
+from hall.appeals import Appeal
+from hall.errors import LedgerError
+from hall.workdays import RECTIFY_WORKING_DAYS, WorkCalendar
 
 BAD_LEVELS = ("dissatisfied", "very_dissatisfied")
 KINDS = ("fix", "extension", "reply", "verify")

@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sim.hall.levels import LEVEL_TEXT, LEVELS
+from hall.levels import LEVEL_TEXT, LEVELS
 
 Row = Mapping[str, Any]
 

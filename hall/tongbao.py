@@ -1,7 +1,7 @@
 """The month's printable 通报 (rules, 第十四条): an HTML page with charts, and its PDF.
 
-Rendered from the report's data (:func:`~sim.hall.report.build_report`) and
-its columns (:mod:`sim.hall.columns`), the same that the text and CSV views
+Rendered from the report's data (:func:`~hall.report.build_report`) and
+its columns (:mod:`hall.columns`), the same that the text and CSV views
 read, so the three never disagree. Charts are inline SVG (no script, no
 network): 好评率 per window, the levels of each hall and the district, and the
 差评 by reason and by matter. The PDF is printed by headless Chromium
@@ -18,10 +18,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sim.hall import columns
-from sim.hall.columns import Column
-from sim.hall.levels import LEVEL_TEXT, LEVELS
-from sim.hall.report_csv import bad_rows, window_rows
+from hall import columns
+from hall.columns import Column
+from hall.levels import LEVEL_TEXT, LEVELS
+from hall.report_csv import bad_rows, window_rows
 
 #: Fill colours of the five levels, 非常满意 to 非常不满意 (tell apart in grey print too).
 LEVEL_COLOURS = ("#1a7f37", "#7cc47f", "#c9c9c9", "#f0a04b", "#c0392b")

@@ -31,7 +31,7 @@ import chinese_calendar
 
 logger = logging.getLogger(__name__)
 
-#: The overlay shipped with the stand-in hall (``sim/hall/holidays.toml``).
+#: The overlay shipped with the stand-in hall (``hall/holidays.toml``).
 DEFAULT_HOLIDAYS_FILE = Path(__file__).with_name("holidays.toml")
 #: A confirmed 差评 is rectified within 10 working days (rules, 第十三条).
 RECTIFY_WORKING_DAYS = 10

@@ -28,12 +28,12 @@ Modules:
     certs: a private CA and a server certificate for HTTPS in tests.
     dating: when each event happened (its boot's ``clock`` event).
 
-Run it with ``python -m sim.hall --port 8080 --db hall.db --keys-file keys.toml``.
+Run it with ``python -m hall --port 8080 --db hall.db --keys-file keys.toml``.
 """
 
-from sim.hall.auth import sign_request
-from sim.hall.certs import make_private_ca, make_self_signed_cert
-from sim.hall.contract import (
+from hall.auth import sign_request
+from hall.certs import make_private_ca, make_self_signed_cert
+from hall.contract import (
     GENESIS_HASH,
     BadRequest,
     canonical_json,
@@ -42,10 +42,10 @@ from sim.hall.contract import (
     parse_batch,
     validate_event,
 )
-from sim.hall.faults import FAULT_KINDS
-from sim.hall.report import build_report, format_report
-from sim.hall.server import HallServer
-from sim.hall.workdays import add_working_days
+from hall.faults import FAULT_KINDS
+from hall.report import build_report, format_report
+from hall.server import HallServer
+from hall.workdays import add_working_days
 
 __all__ = [
     "FAULT_KINDS",

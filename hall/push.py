@@ -32,10 +32,10 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sim.hall import ledger
-from sim.hall.contract import Event
-from sim.hall.dating import CHINA, china_time, clock_events, exact_time
-from sim.hall.workdays import WorkCalendar, load_calendar
+from hall import ledger
+from hall.contract import Event
+from hall.dating import CHINA, china_time, clock_events, exact_time
+from hall.workdays import WorkCalendar, load_calendar
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ class ProvincePush:
         return added
 
     def _phone_records(self, db: sqlite3.Connection) -> int:
-        """An item for each rating and 追评 made on the phone page (sim/hall/phone.py), after its service's events."""
+        """An item for each rating and 追评 made on the phone page (hall/phone.py), after its service's events."""
         row = db.execute("SELECT value FROM push_cursor WHERE name = 'phone'").fetchone()
         try:
             rows = db.execute("SELECT n, json FROM phone_records WHERE n > ? ORDER BY n",

@@ -25,13 +25,13 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sim.hall.contract import Event
-from sim.hall.dating import CHINA, china_today, date_events, month_days
-from sim.hall.ledger import HallRecords
-from sim.hall.report import LEVEL_TEXT, flags_of, reason_codes
+from hall.contract import Event
+from hall.dating import CHINA, china_today, date_events, month_days
+from hall.ledger import HallRecords
+from hall.report import LEVEL_TEXT, flags_of, reason_codes
 
 FORMATS = ("province", "gbt")
-#: The channel of a window whose device sent no rating (政务大厅其他终端), as in sim/hall/push.py.
+#: The channel of a window whose device sent no rating (政务大厅其他终端), as in hall/push.py.
 DEFAULT_CHANNEL = "5"
 #: Level -> the exchange interface's ``satisfaction`` (5 = 非常满意).
 PROVINCE_SATISFACTION = {
@@ -95,7 +95,7 @@ def level_from_gbt(code: int | str) -> str:
 
 
 def _province_rating(event: Event, when: datetime.datetime, reasons: Sequence[str], area: str) -> dict[str, Any]:
-    # The same fields and types as the real-time push (sim/hall/push.py): strings, assessNumber an integer.
+    # The same fields and types as the real-time push (hall/push.py): strings, assessNumber an integer.
     return {
         "projectNo": event.get("project_no"), "taskCode": event.get("task_code"),
         "taskName": event.get("task_name"), "pf": event.get("channel"),
@@ -121,7 +121,7 @@ def _gbt_rating(event: Event, when: datetime.datetime, reasons: Sequence[str], a
 def _unrated(event: Event, when: datetime.datetime, area: str, fmt: str, channel: str) -> dict[str, Any]:
     if fmt == "province":
         # An unrated service: never a rating (satisfaction empty, assessNumber 0); the default marker is
-        # the push's, once the 5 working days have passed (sim/hall/push.py).
+        # the push's, once the 5 working days have passed (hall/push.py).
         return {"projectNo": event.get("project_no"), "taskCode": event.get("task_code"),
                 "taskName": event.get("task_name"), "pf": channel, "satisfaction": "", "evalDetail": "",
                 "assessTime": when.strftime("%Y-%m-%d %H:%M:%S"), "assessNumber": 0, "areaCode": area,

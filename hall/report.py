@@ -20,9 +20,9 @@ merge), per hall and per department (the ``staff_dept`` each event carries):
   kept out of every figure, as suspect ratings are;
 - every window with an open 差评, whether or not it had events that month.
 
-Every event is placed by its exact time in China time (:mod:`sim.hall.dating`).
+Every event is placed by its exact time in China time (:mod:`hall.dating`).
 The report is data (JSON-shaped dicts, dates as ISO strings); text and CSV are
-renderings of it (:func:`format_report`, :mod:`sim.hall.report_csv`).
+renderings of it (:func:`format_report`, :mod:`hall.report_csv`).
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ import datetime
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from sim.hall import columns
-from sim.hall.appeals import DECISION_TEXT, Appeal
-from sim.hall.contract import Event, parse_time
-from sim.hall.dating import CHINA, china_time, china_today, date_events, month_days
-from sim.hall.followup import BAD_LEVELS, FollowUp, closed_before, follow_up
-from sim.hall.ledger import HallRecords
-from sim.hall.levels import GOOD_LEVELS, LEVEL_TEXT, LEVELS
-from sim.hall.registry import UNREGISTERED, month_counters
-from sim.hall.workdays import WorkCalendar, load_calendar
+from hall import columns
+from hall.appeals import DECISION_TEXT, Appeal
+from hall.contract import Event, parse_time
+from hall.dating import CHINA, china_time, china_today, date_events, month_days
+from hall.followup import BAD_LEVELS, FollowUp, closed_before, follow_up
+from hall.ledger import HallRecords
+from hall.levels import GOOD_LEVELS, LEVEL_TEXT, LEVELS
+from hall.registry import UNREGISTERED, month_counters
+from hall.workdays import WorkCalendar, load_calendar
 
 #: The department of an event that carries none.
 NO_DEPT = "未填部门"

@@ -2,7 +2,7 @@
 
 UTF-8 with a byte-order mark, so a spreadsheet opened by double-click shows
 the Chinese headers right. Every table's columns come from
-:mod:`sim.hall.columns` (the same entries the text and the 通报 read). Files,
+:mod:`hall.columns` (the same entries the text and the 通报 read). Files,
 for month ``YYYY-MM``: ``haochaping-YYYY-MM-windows.csv`` (every window, then
 each hall's total, then the district's), ``-departments.csv``, ``-staff.csv``,
 ``-reasons.csv`` and ``-matters.csv`` (差评 by reason code and by matter),
@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sim.hall import columns
-from sim.hall.columns import Column
+from hall import columns
+from hall.columns import Column
 
 
 def window_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:

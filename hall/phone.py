@@ -8,13 +8,13 @@ holds the device's signed ``rating`` or ``unrated`` event with that
 not delivered yet, finds nothing and the page takes no rating.
 
 - unrated, within 5 working days of the service's China date (China's
-  calendar, :mod:`sim.hall.workdays`): five levels, the hall's reason tags
+  calendar, :mod:`hall.workdays`): five levels, the hall's reason tags
   of the chosen level, a comment, 公开评价 or 不公开 → the hall's own rating
   record (channel ``3`` 二维码, ``assess_number`` 1);
 - rated (at the counter or here) → only a 追评 (reasons and comment,
   ``assess_number`` 2), once; never a second rating;
 - past the limit → closed: the service stays unrated and the provincial push
-  sends its default marker (:mod:`sim.hall.push`);
+  sends its default marker (:mod:`hall.push`);
 - the window's own code (``/W/...``, ``/``) → what can and cannot be done there.
 
 The hall's records live in ``phone_records`` beside the events (which stay
@@ -43,12 +43,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sim.hall import ledger, push
-from sim.hall.contract import Event
-from sim.hall.dating import CHINA, china_time, clock_events, exact_time
-from sim.hall.levels import LEVELS
-from sim.hall.phone_link import code_of, link, session_ids
-from sim.hall.phone_pages import (
+from hall import ledger, push
+from hall.contract import Event
+from hall.dating import CHINA, china_time, clock_events, exact_time
+from hall.levels import LEVELS
+from hall.phone_link import code_of, link, session_ids
+from hall.phone_pages import (
     MAX_COMMENT,
     render_followup,
     render_message,
@@ -57,8 +57,8 @@ from sim.hall.phone_pages import (
     render_unknown,
     render_window,
 )
-from sim.hall.sms import SmsError, SmsGateway, masked, normalise_mobile
-from sim.hall.workdays import WorkCalendar, load_calendar
+from hall.sms import SmsError, SmsGateway, masked, normalise_mobile
+from hall.workdays import WorkCalendar, load_calendar
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ captured before a restart is refused after it as it was before.
 **No device can fill a limit that refuses another.** Every bound is per
 device and counted only for requests whose signature verified (a request
 naming a device without its key counts for nobody): at most
-:data:`~sim.hall.auth.MAX_NONCES_PER_DEVICE` nonces within the window, and at
+:data:`~hall.auth.MAX_NONCES_PER_DEVICE` nonces within the window, and at
 most :data:`MAX_IN_FLIGHT` requests being handled at once. A device past
 either is answered 429 with ``Retry-After``; the others are not touched.
 """
@@ -21,7 +21,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
-from sim.hall.auth import BUSY, MAX_NONCES_PER_DEVICE, WINDOW_S, Refused
+from hall.auth import BUSY, MAX_NONCES_PER_DEVICE, WINDOW_S, Refused
 
 #: Requests of one device handled at once (a long poll, a batch, a heartbeat and some to spare).
 MAX_IN_FLIGHT = 8

@@ -1,7 +1,7 @@
-"""The supervisor's commands: ``python -m sim.hall COMMAND --db hall.db ...``, in Chinese.
+"""The supervisor's commands: ``python -m hall COMMAND --db hall.db ...``, in Chinese.
 
 Each command opens the stand-in server's database through
-:class:`~sim.hall.desk.HallDesk` (the server may keep serving meanwhile),
+:class:`~hall.desk.HallDesk` (the server may keep serving meanwhile),
 does one thing and prints what it did, in Chinese. Every command has an
 English and a Chinese name (``report``/``报表``, ``fix``/``整改``, ...). A
 rating is named by its short number of the month (``2026-11-007``, as the
@@ -20,19 +20,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sim.hall import fleet, push, tongbao
-from sim.hall.appeals import DECISION_TEXT
-from sim.hall.dating import check_month, china_today
-from sim.hall.desk import HallDesk
-from sim.hall.errors import LedgerError
-from sim.hall.export import FORMATS, describe
-from sim.hall.fleet import SILENT_AFTER_S as FLEET_SILENT_S
-from sim.hall.followup import FollowUp
-from sim.hall.report import STATE_TEXT, VERDICT_TEXT, format_report, pending_bad
-from sim.hall.report_csv import write_csv
-from sim.hall.workdays import load_calendar
+from hall import fleet, push, tongbao
+from hall.appeals import DECISION_TEXT
+from hall.dating import check_month, china_today
+from hall.desk import HallDesk
+from hall.errors import LedgerError
+from hall.export import FORMATS, describe
+from hall.fleet import SILENT_AFTER_S as FLEET_SILENT_S
+from hall.followup import FollowUp
+from hall.report import STATE_TEXT, VERDICT_TEXT, format_report, pending_bad
+from hall.report_csv import write_csv
+from hall.workdays import load_calendar
 
-PROG = "python -m sim.hall"
+PROG = "python -m hall"
 
 
 def _date(text: str) -> datetime.date:

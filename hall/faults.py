@@ -19,7 +19,7 @@ import threading
 import uuid
 from typing import Any
 
-from sim.hall.contract import EVALUATIONS_PATH, is_int
+from hall.contract import EVALUATIONS_PATH, is_int
 
 FAULT_KINDS = ("status", "latency", "reset_after_commit", "malformed", "reset", "rogue", "dribble", "huge",
                "session")
@@ -99,7 +99,7 @@ class FaultPlan:
     def inject(self, kind: str, count: int = 1, path: str | None = None, **params: Any) -> None:
         """Queue a fault for the next ``count`` matching requests.
 
-        See :meth:`HallServer.inject() <sim.hall.HallServer.inject>` for the kinds.
+        See :meth:`HallServer.inject() <hall.HallServer.inject>` for the kinds.
 
         Raises:
             ValueError: an unknown ``kind`` or ``sign``, or a ``count`` below 1.

@@ -1,11 +1,11 @@
-"""``python -m sim.hall``: serve until SIGINT/SIGTERM, or run a supervisor's command.
+"""``python -m hall``: serve until SIGINT/SIGTERM, or run a supervisor's command.
 
-Serve with ``python -m sim.hall --port 8080 --db hall.db --keys-file keys.toml``;
-the hall's keys with ``python -m sim.hall keys …`` (:func:`keys_main`: the
+Serve with ``python -m hall --port 8080 --db hall.db --keys-file keys.toml``;
+the hall's keys with ``python -m hall keys …`` (:func:`keys_main`: the
 hall's own public key, the device public keys, ``keys import FILE`` of a
 provisioning results CSV); the supervisor's commands (``report``, ``export``, ``register``, ``fix``,
 ``extend``, ``reply``, ``appeal``, ``review``, ``pending``) are in
-:mod:`sim.hall.commands`: ``python -m sim.hall report --db hall.db --month 2026-11``.
+:mod:`hall.commands`: ``python -m hall report --db hall.db --month 2026-11``.
 ``--report YYYY-MM`` is the older spelling of the ``report`` command.
 """
 
@@ -24,12 +24,12 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from sim.hall import commands, keys, ledger, registry
-from sim.hall.auth import load_keys_file
-from sim.hall.contract import DEFAULT_MAX_BODY
-from sim.hall.handler import Capacity
-from sim.hall.push import ProvincePush
-from sim.hall.server import HallServer
+from hall import commands, keys, ledger, registry
+from hall.auth import load_keys_file
+from hall.contract import DEFAULT_MAX_BODY
+from hall.handler import Capacity
+from hall.push import ProvincePush
+from hall.server import HallServer
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +64,12 @@ def register_halls(db_path: str, halls: dict[str, str]) -> None:
 
 
 EPILOG = f"""supervisor commands (each with --help): {', '.join(commands.COMMANDS)}
-  e.g. python -m sim.hall report --db hall.db --month 2026-11
-keys: python -m sim.hall keys {{hall,list,import,add,remove}} --db hall.db (each with --help)"""
+  e.g. python -m hall report --db hall.db --month 2026-11
+keys: python -m hall keys {{hall,list,import,add,remove}} --db hall.db (each with --help)"""
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sim.hall", description=DESCRIPTION, epilog=EPILOG,
+    parser = argparse.ArgumentParser(prog="python -m hall", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", required=True, help="SQLite file for received events")
     parser.add_argument("--host", default="127.0.0.1")
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         **({"hall_key_file": args.hall_key} if args.hall_key else {}))
     if not device_keys and default_key is None and not server.public_keys():
         logger.warning("no device keys (no shared keys, no public keys in %s): every request will be refused "
-                       "with 401; see python -m sim.hall keys --help", args.db)
+                       "with 401; see python -m hall keys --help", args.db)
     province: ProvincePush | None = None
     try:
         register_halls(args.db, halls)  # after the server made its tables: the heartbeat log hooks on them
@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _keys_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m sim.hall keys",
+        prog="python -m hall keys",
         description="The hall's keys: its own Ed25519 public key (what devices are given as "
                     "upload.hall_public_key) and the registry of device public keys (several per device "
                     "during a rotation, every one accepted). No private device key is ever held.",
@@ -208,7 +208,7 @@ once the device signs with the new).""", formatter_class=argparse.RawDescription
 
 
 def keys_main(argv: Sequence[str]) -> int:
-    """``python -m sim.hall keys …``: 0 done, 1 refused (the reason on stderr), 2 bad arguments."""
+    """``python -m hall keys …``: 0 done, 1 refused (the reason on stderr), 2 bad arguments."""
     args = _keys_parser().parse_args(list(argv))
     if args.action == "hall":
         path = args.hall_key or keys.default_hall_key_path(args.db)

@@ -2,7 +2,7 @@
 
 **The hall of a device comes from its registration**, not from the device:
 the hall server already knows every device by its key (the keys file, or
-``python -m sim.hall register``), so the hall a device was installed in is
+``python -m hall register``), so the hall a device was installed in is
 registered with it. Events do not carry a hall, so a device moved to another
 hall keeps its old events under its old registration only if it gets a new
 device id; the README says so. A device nobody registered is reported under
@@ -26,7 +26,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sim.hall.dating import china_time, parse_time
+from hall.dating import china_time, parse_time
 
 #: The hall of a device that nobody registered.
 UNREGISTERED = "未登记"

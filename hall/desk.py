@@ -1,9 +1,9 @@
 """The supervisor's desk: the hall's commands and reports on the server's database.
 
-Every command of ``python -m sim.hall`` other than serving goes through
+Every command of ``python -m hall`` other than serving goes through
 :class:`HallDesk`, and so can any Python caller (tests, the simulator). It
-reads the received events through the server's :class:`~sim.hall.store.Storage`
-and keeps the hall's own records in the tables of :mod:`sim.hall.ledger`, on
+reads the received events through the server's :class:`~hall.store.Storage`
+and keeps the hall's own records in the tables of :mod:`hall.ledger`, on
 the same SQLite file, so a hall can run the whole loop on the database of a
 ``make demo`` run while the server keeps serving.
 """
@@ -18,18 +18,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Self
 
-from sim.hall import appeals as appeals_mod
-from sim.hall import fleet, ledger, numbers, phone, registry
-from sim.hall.appeals import Appeal
-from sim.hall.contract import Event
-from sim.hall.dating import china_today, date_events
-from sim.hall.errors import LedgerError
-from sim.hall.export import export_month
-from sim.hall.followup import Action, FollowUp, add_action, check_action, follow_up
-from sim.hall.ledger import HallRecords
-from sim.hall.report import build_report
-from sim.hall.store import Storage
-from sim.hall.workdays import WorkCalendar, load_calendar
+from hall import appeals as appeals_mod
+from hall import fleet, ledger, numbers, phone, registry
+from hall.appeals import Appeal
+from hall.contract import Event
+from hall.dating import china_today, date_events
+from hall.errors import LedgerError
+from hall.export import export_month
+from hall.followup import Action, FollowUp, add_action, check_action, follow_up
+from hall.ledger import HallRecords
+from hall.report import build_report
+from hall.store import Storage
+from hall.workdays import WorkCalendar, load_calendar
 
 
 def _now() -> str:
@@ -92,13 +92,13 @@ class HallDesk:
 
     def fleet(self, silent_after_s: float = fleet.SILENT_AFTER_S,
               now: datetime.datetime | None = None) -> list[dict[str, Any]]:
-        """Every device the hall knows (see :func:`~sim.hall.fleet.build_fleet`)."""
+        """Every device the hall knows (see :func:`~hall.fleet.build_fleet`)."""
         return fleet.build_fleet(self.events(), fleet.read_heartbeats(self._db), self.records(),
                                  fleet.read_fingerprints(self._db), last_received=fleet.read_last_received(self._db),
                                  silent_after_s=silent_after_s, now=now)
 
     def events(self) -> list[Event]:
-        """Every received event, with the ratings and 追评 made on the phone page (sim/hall/phone.py)."""
+        """Every received event, with the ratings and 追评 made on the phone page (hall/phone.py)."""
         return phone.with_phone_records(self._db, self._storage.events())
 
     def records(self) -> HallRecords:
@@ -114,7 +114,7 @@ class HallDesk:
                                    resolved=frozenset(self._storage.resolved_ids()), flags=flags)
 
     def number_ratings(self, events: list[Event] | None = None) -> None:
-        """Give every dated rating without a short number its number (:mod:`sim.hall.numbers`)."""
+        """Give every dated rating without a short number its number (:mod:`hall.numbers`)."""
         events = self.events() if events is None else events
         dated = date_events(events)
         found = sorted((when, str(e["id"])) for e in events if e.get("type") == "rating"
@@ -123,7 +123,7 @@ class HallDesk:
             numbers.assign(db, ((rating_id, when.strftime("%Y-%m")) for when, rating_id in found))
 
     def report(self, month: str, as_of: datetime.date | None = None, hall: str | None = None) -> dict[str, Any]:
-        """The month's report (see :func:`~sim.hall.report.build_report`)."""
+        """The month's report (see :func:`~hall.report.build_report`)."""
         events = self.events()
         self.number_ratings(events)
         return build_report(events, month, today=as_of or self._today(), records=self.records(),
@@ -131,7 +131,7 @@ class HallDesk:
 
     def export(self, month: str, fmt: str, hall: str | None = None,
                as_of: datetime.date | None = None) -> dict[str, Any]:
-        """The month's export (see :func:`~sim.hall.export.export_month`)."""
+        """The month's export (see :func:`~hall.export.export_month`)."""
         return export_month(self.events(), month, fmt, records=self.records(), hall=hall,
                             today=as_of or self._today())
 

@@ -2,8 +2,8 @@
 
 Received events are the devices' and never change. What the hall decides
 about them is kept here, in tables of its own: the registry of devices to
-halls (:mod:`~sim.hall.registry`), the 差评 follow-up actions
-(:mod:`~sim.hall.followup`), the appeals (:mod:`~sim.hall.appeals`) and a log
+halls (:mod:`~hall.registry`), the 差评 follow-up actions
+(:mod:`~hall.followup`), the appeals (:mod:`~hall.appeals`) and a log
 of every heartbeat. :func:`create_tables` sets them up on a connection to the
 server's database; :func:`read_records` takes one consistent snapshot of them
 for a report or an export.
@@ -16,10 +16,10 @@ import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 
-from sim.hall import appeals, followup, numbers, registry
-from sim.hall.appeals import Appeal
-from sim.hall.followup import Action
-from sim.hall.registry import Beat, Registry
+from hall import appeals, followup, numbers, registry
+from hall.appeals import Appeal
+from hall.followup import Action
+from hall.registry import Beat, Registry
 
 
 @dataclasses.dataclass(frozen=True)

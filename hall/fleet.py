@@ -22,10 +22,10 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sim.hall.columns import Column, text_table
-from sim.hall.contract import Event, parse_time
-from sim.hall.dating import china_time
-from sim.hall.ledger import HallRecords
+from hall.columns import Column, text_table
+from hall.contract import Event, parse_time
+from hall.dating import china_time
+from hall.ledger import HallRecords
 
 #: A device without a heartbeat or an event for this long is silent (the device sends one a minute).
 SILENT_AFTER_S = 15 * 60.0

@@ -13,7 +13,7 @@ import dataclasses
 import datetime
 import sqlite3
 
-from sim.hall.errors import LedgerError
+from hall.errors import LedgerError
 
 DECISIONS = ("upheld", "overturned")
 #: How the report names each outcome.

@@ -52,7 +52,7 @@ from http_message_signatures import (
     algorithms,
 )
 
-from sim.hall.contract import DEVICE_ID_RULE, BadRequest, is_device_id
+from hall.contract import DEVICE_ID_RULE, BadRequest, is_device_id
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class Verified:
 
 
 class NonceStore(Protocol):
-    """Where the nonces seen within the window are kept (durably, per device: :mod:`sim.hall.limits`)."""
+    """Where the nonces seen within the window are kept (durably, per device: :mod:`hall.limits`)."""
 
     def add(self, device_id: str, nonce: str, created: int, now: float) -> bool:
         """Remember a nonce; False if it was seen within the window. May raise :class:`Refused` (busy)."""

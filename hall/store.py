@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sim.hall import ledger
-from sim.hall.contract import GENESIS_HASH, SEQ_TAKEN, Event, canonical_json, event_hash
+from hall import ledger
+from hall.contract import GENESIS_HASH, SEQ_TAKEN, Event, canonical_json, event_hash
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class Storage:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        ledger.create_tables(self._db)  # the hall's own records beside the events: sim/hall/ledger.py
+        ledger.create_tables(self._db)  # the hall's own records beside the events: hall/ledger.py
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
         if "hash" not in columns:  # a hall.db from before the chain was checked on receipt
             self._db.executescript("""
@@ -116,7 +116,7 @@ class Storage:
         the events at ``seq - 1`` and ``seq + 1`` (whichever arrived first).
         A gap is not flagged here (the events may be on their way); the
         head stops at it, and :meth:`HallServer.integrity()
-        <sim.hall.HallServer.integrity>` names it.
+        <hall.HallServer.integrity>` names it.
         """
         receipt = Receipt()
         new: list[Event] = []
