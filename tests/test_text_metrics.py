@@ -105,8 +105,8 @@ def test_gzipped_pcf_reads_the_same(tmp_path):
 def test_metrics_are_compact():
     for s in fonts.SIZES:
         font = fonts.pcf_font(s)
-        size = font.classes.itemsize * len(font.classes) + font.metrics.itemsize * len(font.metrics)
-        assert size < 140 * 1024, (s, size)
+        size = sum(a.itemsize * len(a) for a in (font.rows, font.blocks, font.metrics))
+        assert size < 64 * 1024, (s, size)
 
 
 def test_not_a_pcf_file_is_a_font_error(tmp_path, monkeypatch):

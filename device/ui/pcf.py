@@ -48,7 +48,8 @@ class PcfFont:
 
     Glyphs of a bitmap font share a few hundred distinct metrics (every
     Chinese character of a size has the same), so each code maps to a
-    metrics class: 128 KiB for the 64k codes plus a few KiB of metrics,
+    metrics class, and rows of 256 codes that map alike (a row of Chinese
+    characters, a row the font lacks) are kept once: 15 to 60 KiB a font,
     where a table per glyph would take five bytes for each of 30,000 glyphs.
     """
 
@@ -56,8 +57,10 @@ class PcfFont:
     max_b2: int
     min_b1: int
     max_b1: int
-    #: metrics class of each code in the ranges above (0xFFFF: no glyph)
-    classes: array.array
+    #: for each first byte of a code (from ``min_b1``), which row of :attr:`blocks` it uses
+    rows: array.array
+    #: rows of metrics classes, one per second byte of a code (from ``min_b2``; 0xFFFF: no glyph)
+    blocks: array.array
     #: five signed numbers per class: see :data:`LSB` ... :data:`DESCENT`
     metrics: array.array
     #: class of the glyph drawn for a character the font lacks (FreeType's glyph 0)
@@ -74,7 +77,7 @@ class PcfFont:
         b1, b2 = code >> 8, code & 0xFF
         if not (self.min_b1 <= b1 <= self.max_b1 and self.min_b2 <= b2 <= self.max_b2):
             return None
-        found = self.classes[(b1 - self.min_b1) * (self.max_b2 - self.min_b2 + 1) + (b2 - self.min_b2)]
+        found = self.blocks[self.rows[b1 - self.min_b1] * (self.max_b2 - self.min_b2 + 1) + b2 - self.min_b2]
         return None if found == _NO_GLYPH else found
 
     def has_glyph(self, char: str) -> bool:
@@ -187,6 +190,14 @@ def read(path: str) -> PcfFont:
     n_glyphs = len(glyph_class)
     classes = array.array("H", (glyph_class[g] if g < n_glyphs else _NO_GLYPH for g in indices))
     del indices
+    # Rows that map alike are kept once.
+    width = max_b2 - min_b2 + 1
+    row_of: dict[bytes, int] = {}
+    rows = array.array("H", (row_of.setdefault(classes[i:i + width].tobytes(), len(row_of))
+                             for i in range(0, len(classes), width)))
+    blocks = array.array("H")
+    for row in row_of:
+        blocks.frombytes(row)
     if len(class_of) >= _NO_GLYPH:
         raise ValueError(f"{path}: too many distinct glyph metrics")
     values = [v for m in class_of for v in struct.unpack("5h", m)]
@@ -197,10 +208,10 @@ def read(path: str) -> PcfFont:
     default_class = glyph_class[0] if n_glyphs else 0
     b1, b2 = default_char >> 8 & 0xFF, default_char & 0xFF
     if min_b1 <= b1 <= max_b1 and min_b2 <= b2 <= max_b2:
-        index = classes[(b1 - min_b1) * (max_b2 - min_b2 + 1) + (b2 - min_b2)]
+        index = classes[(b1 - min_b1) * width + (b2 - min_b2)]
         if index != _NO_GLYPH:
             default_class = index
-    return PcfFont(min_b2, max_b2, min_b1, max_b1, classes, metrics, default_class, ascent, descent)
+    return PcfFont(min_b2, max_b2, min_b1, max_b1, rows, blocks, metrics, default_class, ascent, descent)
 
 
 def _glyph_metrics(data: bytes, path: str) -> list[bytes]:
