@@ -67,3 +67,14 @@ def test_the_device_does_not_import_what_it_does_not_need():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          cwd=ROOT, check=True, timeout=60).stdout
     assert out.strip() == ""
+
+
+def test_a_thousand_presses_stay_under_the_budget_and_flat():
+    """DESIGN.md: resident memory under 60 MB, flat (the bench's memory run, small)."""
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_device.py"),
+                          "--memory-child", "1000", "250"], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT), check=True, timeout=120).stdout
+    samples = [float(line.split()[1]) for line in out.splitlines()]
+    assert len(samples) == 4
+    assert max(samples) < 60
+    assert samples[-1] - samples[0] < 0.25, samples
