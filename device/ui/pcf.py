@@ -174,7 +174,7 @@ def read(path: str) -> PcfFont:
             indices.byteswap()
         del data
 
-        glyphs = _glyph_metrics(_read(f, *tables[_PCF_METRICS]), path)
+        glyph_class, values = _glyph_classes(_read(f, *tables[_PCF_METRICS]), path)
 
         data = _read(f, *tables[accel_kind])
         (fmt,) = struct.unpack_from("<i", data)
@@ -185,8 +185,6 @@ def read(path: str) -> PcfFont:
         ascent, descent = struct.unpack_from(order + "ii", data, 12)
 
     # One class per distinct metrics; each code points at its glyph's class.
-    class_of: dict[bytes, int] = {}
-    glyph_class = [class_of.setdefault(m, len(class_of)) for m in glyphs]
     n_glyphs = len(glyph_class)
     classes = array.array("H", (glyph_class[g] if g < n_glyphs else _NO_GLYPH for g in indices))
     del indices
@@ -198,9 +196,6 @@ def read(path: str) -> PcfFont:
     blocks = array.array("H")
     for row in row_of:
         blocks.frombytes(row)
-    if len(class_of) >= _NO_GLYPH:
-        raise ValueError(f"{path}: too many distinct glyph metrics")
-    values = [v for m in class_of for v in struct.unpack("5h", m)]
     metrics = array.array("b" if all(-128 <= v < 128 for v in values) else "h", values)
 
     # FreeType makes the default character glyph 0 and draws it for any
@@ -214,18 +209,31 @@ def read(path: str) -> PcfFont:
     return PcfFont(min_b2, max_b2, min_b1, max_b1, rows, blocks, metrics, default_class, ascent, descent)
 
 
-def _glyph_metrics(data: bytes, path: str) -> list[bytes]:
-    """Each glyph's (lsb, rsb, advance, ascent, descent) as five native int16 packed in 10 bytes."""
+def _glyph_classes(data: bytes, path: str) -> tuple[array.array, list[int]]:
+    """Each glyph's metrics class, and the five numbers of each class.
+
+    Read from the metrics table's bytes without a Python object per glyph:
+    reading the tables must not leave more memory behind than it keeps.
+
+    Returns:
+        ``(class of each glyph, [lsb, rsb, advance, ascent, descent of class 0, of class 1, ...])``.
+    """
     (fmt,) = struct.unpack_from("<i", data)
     order = ">" if fmt & _PCF_BYTE_MASK else "<"
-    if fmt & _PCF_COMPRESSED_METRICS:
+    compressed = bool(fmt & _PCF_COMPRESSED_METRICS)
+    if compressed:                  # five bytes a glyph, each a number plus 0x80
         (n,) = struct.unpack_from(order + "H", data, 4)
-        if len(data) < 6 + 5 * n:
-            raise ValueError(f"{path}: metrics table is short")
-        # Each number is stored as an unsigned byte plus 0x80.
-        return [struct.pack("5h", *(b - 0x80 for b in data[i:i + 5])) for i in range(6, 6 + 5 * n, 5)]
-    (n,) = struct.unpack_from(order + "i", data, 4)
-    if len(data) < 8 + 12 * n:
+        start, step, size = 6, 5, 5
+    else:                           # six int16 a glyph, the sixth its attributes
+        (n,) = struct.unpack_from(order + "i", data, 4)
+        start, step, size = 8, 12, 10
+    if len(data) < start + step * n:
         raise ValueError(f"{path}: metrics table is short")
-    # the sixth number of each glyph is its attributes
-    return [struct.pack("5h", *struct.unpack_from(order + "5h", data, i)) for i in range(8, 8 + 12 * n, 12)]
+    class_of: dict[bytes, int] = {}
+    glyph_class = array.array("H", (class_of.setdefault(data[i:i + size], len(class_of))
+                                    for i in range(start, start + step * n, step)))
+    if len(class_of) >= _NO_GLYPH:
+        raise ValueError(f"{path}: too many distinct glyph metrics")
+    if compressed:
+        return glyph_class, [b - 0x80 for key in class_of for b in key]
+    return glyph_class, [v for key in class_of for v in struct.unpack(order + "5h", key)]
