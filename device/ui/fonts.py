@@ -123,18 +123,17 @@ def load_font(size: int, directory: str | None = None) -> FreeTypeFont:
 def check_fonts(directory: str | None = None) -> None:
     """Check that every native size is installed, so a missing package fails at start.
 
-    Every file's metrics are read (text is measured with them); only the
-    smallest size is loaded into FreeType here, the others when a screen
-    first draws them (each face costs 1.2 to 2 MB).
+    Only the smallest size is loaded here; the others are loaded when a
+    screen first draws them (each face costs 1.2 to 2.2 MB), and each
+    file's metrics are read when text is first measured at its size.
 
     Raises:
-        FontError: naming the first file that is missing or unreadable.
+        FontError: naming the first file that is missing.
     """
     for size in SIZES:
         path = font_path(size, directory)
         if not os.path.exists(path):
             raise FontError(f"font file {path} is missing: install xfonts-wqy")
-        pcf_font(size, directory)
     load_font(min(SIZES), directory)
 
 

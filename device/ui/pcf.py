@@ -6,11 +6,12 @@ metrics (side bearings, advance, ascent, descent), the accelerators (the
 font's ascent and descent), the bitmaps. Reading the first three is enough
 to tell whether a character has a glyph and to measure a line of text
 exactly as FreeType lays it out, without loading the font into FreeType:
-a loaded face costs 1.2 to 2 MB of memory, the tables kept here about a
-fifth of that, and the device measures text at sizes it never draws.
+a loaded face costs 1.2 to 2.2 MB of memory, the tables kept here about
+300 KiB, and the device measures text at sizes it never draws.
 
-Only the tables are read (by seeking), never the whole file, and the
-numbers are kept in :mod:`array` objects, not in tuples of ints.
+Only the tables are read (by seeking), never the whole file; they are kept
+as they are stored, in :mod:`array` objects (no Python object per glyph), so
+reading a font takes about as long as FreeType takes to open it.
 """
 
 from __future__ import annotations
@@ -44,51 +45,45 @@ Box = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class PcfFont:
-    """Which characters one PCF file has, and their metrics.
-
-    Glyphs of a bitmap font share a few hundred distinct metrics (every
-    Chinese character of a size has the same), so each code maps to a
-    metrics class, and rows of 256 codes that map alike (a row of Chinese
-    characters, a row the font lacks) are kept once: 15 to 60 KiB a font,
-    where a table per glyph would take five bytes for each of 30,000 glyphs.
-    """
+    """Which characters one PCF file has, and their glyphs' metrics."""
 
     min_b2: int
     max_b2: int
     min_b1: int
     max_b1: int
-    #: for each first byte of a code (from ``min_b1``), which row of :attr:`blocks` it uses
-    rows: array.array
-    #: rows of metrics classes, one per second byte of a code (from ``min_b2``; 0xFFFF: no glyph)
-    blocks: array.array
-    #: five signed numbers per class: see :data:`LSB` ... :data:`DESCENT`
+    #: glyph index of each code in the ranges above (0xFFFF: no glyph)
+    indices: array.array
+    #: five numbers per glyph, each plus :attr:`bias`: see :data:`LSB` ... :data:`DESCENT`
     metrics: array.array
-    #: class of the glyph drawn for a character the font lacks (FreeType's glyph 0)
-    default_class: int
+    #: what is added to each stored number (0x80 in compressed metrics tables, else 0)
+    bias: int
+    #: the glyph drawn for a character the font lacks (FreeType's glyph 0)
+    default_glyph: int
     #: the font's ascent in pixels (the baseline's distance from the top of a line)
     ascent: int
     descent: int
 
-    def metrics_class(self, char: str) -> int | None:
-        """Metrics class of ``char``'s glyph; None if the font has no glyph for it."""
+    def glyph(self, char: str) -> int | None:
+        """Glyph index of ``char``; None if the font has no glyph for it."""
         code = ord(char)
         if code > 0xFFFF:           # PCF codes are 16-bit: no astral glyphs
             return None
         b1, b2 = code >> 8, code & 0xFF
         if not (self.min_b1 <= b1 <= self.max_b1 and self.min_b2 <= b2 <= self.max_b2):
             return None
-        found = self.blocks[self.rows[b1 - self.min_b1] * (self.max_b2 - self.min_b2 + 1) + b2 - self.min_b2]
-        return None if found == _NO_GLYPH else found
+        found = self.indices[(b1 - self.min_b1) * (self.max_b2 - self.min_b2 + 1) + b2 - self.min_b2]
+        return None if found == _NO_GLYPH or _FIELDS * found >= len(self.metrics) else found
 
     def has_glyph(self, char: str) -> bool:
         """Whether the font has a glyph of its own for ``char``."""
-        return self.metrics_class(char) is not None
+        return self.glyph(char) is not None
 
     def glyph_metrics(self, char: str) -> tuple[int, int, int, int, int]:
         """``(lsb, rsb, advance, ascent, descent)`` of the glyph drawn for ``char``."""
-        found = self.metrics_class(char)
-        base = _FIELDS * (self.default_class if found is None else found)
-        lsb, rsb, advance, ascent, descent = self.metrics[base:base + _FIELDS]
+        found = self.glyph(char)
+        base = _FIELDS * (self.default_glyph if found is None else found)
+        bias = self.bias
+        lsb, rsb, advance, ascent, descent = (v - bias for v in self.metrics[base:base + _FIELDS])
         return lsb, rsb, advance, ascent, descent
 
     def getbbox(self, text: str) -> tuple[int, int, int, int]:
@@ -102,17 +97,19 @@ class PcfFont:
         the default glyph, as basic layout draws it (a shaper such as
         HarfBuzz may draw something else: see :func:`device.ui.fonts.measure_box`).
         """
-        metrics = self.metrics
+        metrics, bias = self.metrics, self.bias
+        # Positions are kept plus the bias (the stored numbers are), and it is
+        # taken off at the end: pen - bias + (lsb + bias) is pen + lsb.
         pen = x_min = x_max = y_min = y_max = 0
         for char in text:
-            found = self.metrics_class(char)
-            base = _FIELDS * (self.default_class if found is None else found)
+            found = self.glyph(char)
+            base = _FIELDS * (self.default_glyph if found is None else found)
             lsb, rsb, advance, ascent, descent = metrics[base:base + _FIELDS]
-            x_min = min(x_min, pen + lsb)
-            x_max = max(x_max, pen + rsb, pen + advance)
-            y_max = max(y_max, ascent)
-            y_min = min(y_min, -descent)
-            pen += advance
+            x_min = min(x_min, pen + lsb - bias)
+            x_max = max(x_max, pen + rsb - bias, pen + advance - bias)
+            y_max = max(y_max, ascent - bias)
+            y_min = min(y_min, bias - descent)
+            pen += advance - bias
         return x_min, self.ascent - y_max, x_max, self.ascent - y_min
 
 
@@ -174,7 +171,7 @@ def read(path: str) -> PcfFont:
             indices.byteswap()
         del data
 
-        glyph_class, values = _glyph_classes(_read(f, *tables[_PCF_METRICS]), path)
+        metrics, bias = _glyph_metrics(_read(f, *tables[_PCF_METRICS]), path)
 
         data = _read(f, *tables[accel_kind])
         (fmt,) = struct.unpack_from("<i", data)
@@ -184,56 +181,35 @@ def read(path: str) -> PcfFont:
             raise ValueError(f"{path}: accelerator table is short")
         ascent, descent = struct.unpack_from(order + "ii", data, 12)
 
-    # One class per distinct metrics; each code points at its glyph's class.
-    n_glyphs = len(glyph_class)
-    classes = array.array("H", (glyph_class[g] if g < n_glyphs else _NO_GLYPH for g in indices))
-    del indices
-    # Rows that map alike are kept once.
-    width = max_b2 - min_b2 + 1
-    row_of: dict[bytes, int] = {}
-    rows = array.array("H", (row_of.setdefault(classes[i:i + width].tobytes(), len(row_of))
-                             for i in range(0, len(classes), width)))
-    blocks = array.array("H")
-    for row in row_of:
-        blocks.frombytes(row)
-    metrics = array.array("b" if all(-128 <= v < 128 for v in values) else "h", values)
-
     # FreeType makes the default character glyph 0 and draws it for any
     # character the font lacks; without a usable default, glyph 0 as it is.
-    default_class = glyph_class[0] if n_glyphs else 0
+    n_glyphs = len(metrics) // _FIELDS
+    default_glyph = 0
     b1, b2 = default_char >> 8 & 0xFF, default_char & 0xFF
     if min_b1 <= b1 <= max_b1 and min_b2 <= b2 <= max_b2:
-        index = classes[(b1 - min_b1) * width + (b2 - min_b2)]
-        if index != _NO_GLYPH:
-            default_class = index
-    return PcfFont(min_b2, max_b2, min_b1, max_b1, rows, blocks, metrics, default_class, ascent, descent)
+        index = indices[(b1 - min_b1) * (max_b2 - min_b2 + 1) + (b2 - min_b2)]
+        if index < n_glyphs:
+            default_glyph = index
+    return PcfFont(min_b2, max_b2, min_b1, max_b1, indices, metrics, bias, default_glyph, ascent, descent)
 
 
-def _glyph_classes(data: bytes, path: str) -> tuple[array.array, list[int]]:
-    """Each glyph's metrics class, and the five numbers of each class.
-
-    Read from the metrics table's bytes without a Python object per glyph:
-    reading the tables must not leave more memory behind than it keeps.
-
-    Returns:
-        ``(class of each glyph, [lsb, rsb, advance, ascent, descent of class 0, of class 1, ...])``.
-    """
+def _glyph_metrics(data: bytes, path: str) -> tuple[array.array, int]:
+    """Five numbers per glyph (lsb, rsb, advance, ascent, descent), as stored, and the bias added to each."""
     (fmt,) = struct.unpack_from("<i", data)
     order = ">" if fmt & _PCF_BYTE_MASK else "<"
-    compressed = bool(fmt & _PCF_COMPRESSED_METRICS)
-    if compressed:                  # five bytes a glyph, each a number plus 0x80
+    if fmt & _PCF_COMPRESSED_METRICS:   # five bytes a glyph, each a number plus 0x80
         (n,) = struct.unpack_from(order + "H", data, 4)
-        start, step, size = 6, 5, 5
-    else:                           # six int16 a glyph, the sixth its attributes
-        (n,) = struct.unpack_from(order + "i", data, 4)
-        start, step, size = 8, 12, 10
-    if len(data) < start + step * n:
+        if len(data) < 6 + 5 * n:
+            raise ValueError(f"{path}: metrics table is short")
+        packed = array.array("B")
+        packed.frombytes(data[6:6 + 5 * n])
+        return packed, 0x80
+    (n,) = struct.unpack_from(order + "i", data, 4)
+    if len(data) < 8 + 12 * n:
         raise ValueError(f"{path}: metrics table is short")
-    class_of: dict[bytes, int] = {}
-    glyph_class = array.array("H", (class_of.setdefault(data[i:i + size], len(class_of))
-                                    for i in range(start, start + step * n, step)))
-    if len(class_of) >= _NO_GLYPH:
-        raise ValueError(f"{path}: too many distinct glyph metrics")
-    if compressed:
-        return glyph_class, [b - 0x80 for key in class_of for b in key]
-    return glyph_class, [v for key in class_of for v in struct.unpack(order + "5h", key)]
+    wide = array.array("h")
+    wide.frombytes(data[8:8 + 12 * n])
+    if (order == ">") != (sys.byteorder == "big"):
+        wide.byteswap()
+    del wide[5::6]                      # the sixth number of each glyph is its attributes
+    return wide, 0
