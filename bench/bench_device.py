@@ -48,7 +48,6 @@ from device.levels import Level
 from device.state import ButtonPressed, ButtonReleased
 from device.ui import screens
 from device.ui.models import ThanksScreen
-from sim.hall import HallServer
 from sim.hardware import make_sim_hardware
 
 #: The shared key of the uplink runs (hmac-sha256).
@@ -74,6 +73,7 @@ def make_app(data_dir: str, uplink: list[str] | None = None, key: str = "") -> t
 
 def _serve_hall(db: str, public_keys: dict[str, str], conn: Any) -> None:
     """The hall back end in a process of its own (as on a real network): its work is not the device's."""
+    from sim.hall import HallServer  # here, not at the top: the memory child must hold the device, not the hall
     extra: dict[str, Any] = {"public_keys": public_keys} if public_keys else {"default_key": KEY}
     with HallServer(db, **extra) as hall:
         conn.send((hall.url, str(getattr(hall, "hall_public_key", ""))))
@@ -89,6 +89,7 @@ def hall_for(data_dir: str, signature: str) -> tuple[Any, list[str], str] | None
     sets = [f'upload.signature="{signature}"', "upload.heartbeat_s=0", f'device.id="{device}"']
     public: dict[str, str] = {}
     if signature == keys.ED25519:
+        from sim.hall import HallServer  # as in _serve_hall: the hall stays out of the memory child
         if "public_keys" not in inspect.signature(HallServer).parameters:
             return None
         key_file = os.path.join(data_dir, "device-ed25519.pem")
