@@ -23,7 +23,6 @@ setup(
         "luma.core>=2.4",
         "Pillow>=9.4",  # Debian 12's python3-pil on the Pi (deploy/debian-packages.txt)
         "qrcode>=7.4",
-        "sqlite-utils>=3.35",
         # RFC 9421 HTTP Message Signatures both ways on the uplink (contract v2); brings cryptography.
         "http-message-signatures>=3.0",
         # The device's own Ed25519 key pair (device/keys.py), used directly as well as through the above.
@@ -45,6 +44,9 @@ setup(
         ],
         "test": [
             "pytest>=8",
+            # The reference the outbox's schema is checked against (tests/test_memory.py): the device runs the
+            # same SQL through sqlite3, without sqlite-utils' CLI stack (click, pluggy, dateutil: 3.7 MB resident).
+            "sqlite-utils>=3.35",
             "pytest-timeout>=2.2",
             "requests>=2.31",  # the hall server's tests speak HTTP to it as any client would
             "hypothesis>=6.100",

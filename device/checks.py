@@ -298,7 +298,7 @@ def _missing(text: str) -> set[str]:
     missing: set[str] = set()
     try:
         for size_px in fonts.SIZES:
-            missing.update(fonts.missing_glyphs(text, fonts.load_font(size_px)))
+            missing.update(fonts.missing_chars(text, size_px))
     except FontError:
         return set()
     return missing

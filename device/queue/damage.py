@@ -19,8 +19,6 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-import sqlite_utils
-
 from device.errors import StorageError
 from device.queue import repair, schema
 from device.queue.witness import Head, Witness
@@ -155,7 +153,7 @@ class DamageBook:
         aside = repair.move_aside(self.path)
         self.kept_aside.append(aside)
         conn = connect()
-        schema.create(sqlite_utils.Database(conn), self.path)
+        schema.create(conn, self.path)
         saved = repair.salvage(aside, conn, self.witness.state.head.seq)
         how = ("could not be read at all" if not saved.opened else
                f"{saved.copied} rows copied into a new one" + (" after repairing its header"

@@ -54,8 +54,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import sqlite_utils
-
 from device.clock import Clocks
 from device.errors import StorageDamaged, StorageError
 from device.queue import repair, schema
@@ -155,9 +153,9 @@ class Outbox(OutboxSettlement):
         try:
             conn, unreadable = self.book.open_database(self._connect)
             self._conn = conn
-            self.db = sqlite_utils.Database(conn)
+            self.db = conn
             with self._lock:
-                schema.create(self.db, self.path)
+                schema.create(conn, self.path)
             self._recover()
             self._head = self.book.check(conn)
             self._opened_head = self._head[0]

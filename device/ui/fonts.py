@@ -5,6 +5,11 @@ are crisp in 1-bit at their native pixel sizes only; FreeType refuses any
 other size, so the sizes below are the whole menu. Loaded fonts are cached:
 a PCF file is a few MB and parsing it on every frame would be wasteful.
 
+Text is measured without FreeType (:func:`text_bbox`): the PCF file's own
+metrics give the same box FreeType does, so a face is loaded only for the
+sizes that are really drawn (each loaded face costs 1.2 to 2 MB, and layouts
+try every size while they look for the one that fits).
+
 Glyph coverage is read from the PCF file's own encoding table rather than
 guessed from rendered pixels, so a character that is really missing (an
 emoji, a rare CJK Extension B character) is told apart from one whose glyph
@@ -13,18 +18,17 @@ happens to be blank (a space).
 
 from __future__ import annotations
 
-import array
 import functools
-import gzip
 import logging
 import os
 import struct
-import sys
+import unicodedata
 
 from PIL import ImageFont
 from PIL.ImageFont import FreeTypeFont
 
 from device.errors import FontError
+from device.ui import pcf
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +54,16 @@ SIZES = tuple(sorted(FONT_FILES))
 MIN_SIZE = SIZES[0]
 MAX_SIZE = SIZES[-1]
 
-# PCF table type of the encoding (character code -> glyph index) table.
-_PCF_BDF_ENCODINGS = 1 << 5
-# Format bit: the table's integers are big-endian.
-_PCF_BYTE_MASK = 1 << 2
-_NO_GLYPH = 0xFFFF
-
-#: ``(min_b2, max_b2, min_b1, max_b1, glyph indices)`` of a PCF encoding table.
-_Encoding = tuple[int, int, int, int, array.array]
+#: Code point ranges whose characters FreeType lays out one glyph after
+#: another, with nothing a shaper (HarfBuzz, through Pillow's Raqm layout)
+#: would reorder, compose or position: Latin, Greek, Cyrillic, general
+#: punctuation and symbols, CJK and Hangul syllables, full-width forms.
+#: Text with anything else is measured by FreeType itself.
+_LINEAR_RANGES = ((0x0020, 0x058F), (0x2000, 0x2BFF), (0x2E80, 0xA4CF), (0xAC00, 0xD7A3),
+                  (0xF900, 0xFAFF), (0xFE10, 0xFE1F), (0xFE30, 0xFE6F), (0xFF01, 0xFFEF))
+#: Categories a shaper treats specially (marks, controls, format characters,
+#: line and paragraph separators) or that are not characters at all.
+_SHAPED_CATEGORIES = frozenset({"Mn", "Mc", "Me", "Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 def font_dir(directory: str | None = None) -> str:
@@ -118,7 +124,8 @@ def check_fonts(directory: str | None = None) -> None:
     """Check that every native size is installed, so a missing package fails at start.
 
     Only the smallest size is loaded here; the others are loaded when a
-    layout first asks for them (each face costs about a megabyte).
+    screen first draws them (each face costs 1.2 to 2.2 MB), and each
+    file's metrics are read when text is first measured at its size.
 
     Raises:
         FontError: naming the first file that is missing.
@@ -131,52 +138,46 @@ def check_fonts(directory: str | None = None) -> None:
 
 
 @functools.cache
-def _pcf_encoding(path: str) -> _Encoding:
-    """Read a PCF file's encoding table.
+def _read_pcf(path: str) -> pcf.PcfFont:
+    try:
+        return pcf.read(path)
+    except (OSError, ValueError, struct.error) as exc:
+        raise FontError(f"cannot read font {path}: {exc}") from exc
 
-    Returns:
-        ``(min_b2, max_b2, min_b1, max_b1, indices)``: the code ranges and
-        the glyph index for each code in them (0xFFFF: no glyph).
+
+def pcf_font(size: int, directory: str | None = None) -> pcf.PcfFont:
+    """The coverage and glyph metrics of the font at a native size, read once.
 
     Raises:
-        ValueError: the file is not a PCF font or has no encoding table.
+        FontError: the size is not native, or the file is missing or not a PCF font.
     """
-    with open(path, "rb") as raw:
-        data = raw.read()
-    if data[:2] == b"\x1f\x8b":     # fonts are often shipped as .pcf.gz
-        data = gzip.decompress(data)
-    if data[:4] != b"\x01fcp":
-        raise ValueError(f"{path} is not a PCF font")
-    (count,) = struct.unpack_from("<i", data, 4)
-    for i in range(count):
-        kind, _fmt, _size, offset = struct.unpack_from("<iiii", data, 8 + 16 * i)
-        if kind != _PCF_BDF_ENCODINGS:
-            continue
-        (fmt,) = struct.unpack_from("<i", data, offset)
-        order = ">" if fmt & _PCF_BYTE_MASK else "<"
-        min_b2, max_b2, min_b1, max_b1, _default = struct.unpack_from(
-            order + "5h", data, offset + 4)
-        n = (max_b2 - min_b2 + 1) * (max_b1 - min_b1 + 1)
-        # An array, not a tuple of ints: 64k entries a font, kept for the
-        # life of the process, cost 128 KiB this way instead of megabytes.
-        indices = array.array("H")
-        indices.frombytes(data[offset + 14:offset + 14 + 2 * n])
-        if (order == ">") != (sys.byteorder == "big"):
-            indices.byteswap()
-        return min_b2, max_b2, min_b1, max_b1, indices
-    raise ValueError(f"{path} has no encoding table")
+    return _read_pcf(font_path(size, directory))
 
 
-def _pcf_has_glyph(encoding: _Encoding, char: str) -> bool:
-    min_b2, max_b2, min_b1, max_b1, indices = encoding
+def _linear(char: str) -> bool:
     code = ord(char)
-    if code > 0xFFFF:               # PCF codes are 16-bit: no astral glyphs
-        return False
-    b1, b2 = code >> 8, code & 0xFF
-    if not (min_b1 <= b1 <= max_b1 and min_b2 <= b2 <= max_b2):
-        return False
-    index = (b1 - min_b1) * (max_b2 - min_b2 + 1) + (b2 - min_b2)
-    return indices[index] != _NO_GLYPH
+    return (any(low <= code <= high for low, high in _LINEAR_RANGES)
+            and unicodedata.category(char) not in _SHAPED_CATEGORIES)
+
+
+def text_bbox(text: str, size: int, directory: str | None = None) -> tuple[int, int, int, int]:
+    """``(left, top, right, bottom)`` of one line, equal to ``load_font(size).getbbox(text)``.
+
+    Measured from the PCF file's metrics without loading the font into
+    FreeType, when every character has a glyph of its own and is laid out
+    glyph after glyph (:data:`_LINEAR_RANGES`); otherwise (a missing
+    character, a combining mark, a right-to-left script) FreeType measures.
+
+    Raises:
+        FontError: the size is not native or the font is not installed.
+    """
+    font = pcf_font(size, directory)
+    if not text:
+        return 0, 0, 0, 0               # as Pillow answers for no text
+    if all(_linear(char) and font.has_glyph(char) for char in text):
+        return font.getbbox(text)
+    left, top, right, bottom = load_font(size, directory).getbbox(text)
+    return int(left), int(top), int(right), int(bottom)
 
 
 @functools.cache
@@ -203,8 +204,8 @@ def has_glyph(char: str, font: FreeTypeFont) -> bool:
     path = getattr(font, "path", None)
     if isinstance(path, str) and path.endswith((".pcf", ".pcf.gz")):
         try:
-            return _pcf_has_glyph(_pcf_encoding(path), char)
-        except (OSError, ValueError, struct.error) as exc:
+            return _read_pcf(path).has_glyph(char)
+        except FontError as exc:
             logger.warning("cannot read encoding table of %s: %s", path, exc)
     return _signature(font, char) != _notdef_signature(font)
 
@@ -222,6 +223,26 @@ def missing_glyphs(text: str, font: FreeTypeFont) -> list[str]:
     missing: list[str] = []
     for char in text:
         if char not in missing and not has_glyph(char, font):
+            missing.append(char)
+    return missing
+
+
+def missing_chars(text: str, size: int, directory: str | None = None) -> list[str]:
+    """Characters of ``text`` the font at ``size`` cannot draw, read from its encoding table.
+
+    The same answer as :func:`missing_glyphs` with ``load_font(size)``,
+    without loading the font into FreeType.
+
+    Returns:
+        list[str]: each missing character once, in order of appearance.
+
+    Raises:
+        FontError: the size is not native or the font is not installed.
+    """
+    font = pcf_font(size, directory)
+    missing: list[str] = []
+    for char in text:
+        if char not in missing and char not in "\n\r\t\u200b" and not font.has_glyph(char):
             missing.append(char)
     return missing
 
@@ -244,7 +265,7 @@ def check_text(text: str, what: str, directory: str | None = None) -> None:
             ``what``; or when the fonts are not installed.
     """
     for size in SIZES:
-        missing = missing_glyphs(text, load_font(size, directory))
+        missing = missing_chars(text, size, directory)
         if missing:
             listed = ", ".join(f"'{c}' (U+{ord(c):04X})" for c in missing)
             raise FontError(

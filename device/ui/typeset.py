@@ -29,18 +29,21 @@ def _reference_rows(size: int) -> tuple[int, int]:
     Lines share the extent of a CJK glyph so that lines of plain Chinese,
     digits and capitals all line up; descenders extend their own line.
     """
-    _, top, _, bottom = fonts.load_font(size).getbbox("国")
-    return int(top), int(bottom)
+    _, top, _, bottom = fonts.text_bbox("国", size)
+    return top, bottom
 
 
 @functools.lru_cache(maxsize=4096)
 def measure(text: str, size: int) -> tuple[int, int, int, int]:
-    """Ink box of one line: ``(left, top, width, height)`` from the origin."""
-    font = fonts.load_font(size)
+    """Ink box of one line: ``(left, top, width, height)`` from the origin.
+
+    Measured from the font's metrics (:func:`~device.ui.fonts.text_bbox`),
+    so trying a size does not load its face.
+    """
     ref_top, ref_bottom = _reference_rows(size)
     if not text:
         return 0, ref_top, 0, ref_bottom - ref_top
-    left, top, right, bottom = (int(v) for v in font.getbbox(text))
+    left, top, right, bottom = fonts.text_bbox(text, size)
     left = min(left, 0)
     top, bottom = min(top, ref_top), max(bottom, ref_bottom)
     return left, top, right - left, bottom - top
