@@ -46,6 +46,25 @@ def _folder(path: StrPath) -> str:
     return os.path.dirname(os.path.abspath(path))
 
 
+def _write_flushed(fd: int, data: bytes, mode: int) -> None:
+    """All of ``data`` to ``fd`` with ``mode``, then flushed to the disk."""
+    os.fchmod(fd, mode)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
+
+
+def write_flushed(path: StrPath, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` in place (replaced if there) and flush it: a staged file whose
+    rename is the commit point of something larger (the settings and the key, see device/settings.py)."""
+    fd = os.open(os.fspath(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        _write_flushed(fd, data, mode)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: StrPath, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` so that a power cut leaves the old content or the new.
 
@@ -62,12 +81,8 @@ def write_atomic(path: StrPath, data: bytes, mode: int = 0o600) -> None:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
             # The content must be on disk before the name points at it.
-            os.fsync(fd)
+            _write_flushed(fd, data, mode)
         finally:
             os.close(fd)
         os.replace(tmp, path)

@@ -99,19 +99,6 @@ def scrub(path: StrPath) -> bool:
     return True
 
 
-def _write_file(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` (mode 0600, replaced if there) and flush it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _rename(src: str, dst: str) -> None:
     """Move ``src`` to ``dst``; across filesystems the source (a key) is scrubbed after the copy."""
     files.move(src, dst, remove_source=scrub)
@@ -233,12 +220,12 @@ class SettingsStore:
                     os.makedirs(os.path.dirname(os.path.abspath(target)), mode=0o700, exist_ok=True)
             if key is not None:
                 path = os.path.abspath(key[0])
-                _write_file(path + ".next", key[1])
+                files.write_flushed(path + ".next", key[1])
                 renames.append((path + ".next", path))
             elif move is not None:
                 renames.append((os.path.abspath(move[0]), os.path.abspath(move[1])))
             if overlay is not None:
-                _write_file(self.path + ".next", render_overlay(overlay).encode("utf-8"))
+                files.write_flushed(self.path + ".next", render_overlay(overlay).encode("utf-8"))
                 renames.append((self.path + ".next", self.path))
             for folder in {os.path.dirname(dst) for _, dst in renames}:
                 fsync_dir(folder)
