@@ -371,6 +371,17 @@ class Authenticator:
         return verified
 
 
+def _signer(key: str | ed25519.Ed25519PrivateKey, key_id: str) -> HTTPMessageSigner:
+    """A signer for ``key_id``: ``hmac-sha256`` with a shared key (text), ``ed25519`` with a private key."""
+    if isinstance(key, str):
+        algorithm: Any = algorithms.HMAC_SHA256
+        private: Any = key.encode("utf-8")
+    else:
+        algorithm, private = algorithms.ED25519, key
+    return HTTPMessageSigner(signature_algorithm=algorithm,
+                             key_resolver=MappingKeyResolver(public_keys={}, private_keys={key_id: private}))
+
+
 def sign_answer(key: str | ed25519.Ed25519PrivateKey, status: int, headers: dict[str, str], body: bytes,
                 nonce: str, created: int, key_id: str = HALL_KEY_ID) -> None:
     """Add ``Content-Digest``, ``Request-Nonce`` and the hall's signature to an answer's ``headers``.
@@ -378,15 +389,9 @@ def sign_answer(key: str | ed25519.Ed25519PrivateKey, status: int, headers: dict
     ``key`` is the device's shared key (``hmac-sha256``) or the hall's own Ed25519 private key.
     """
     headers[REQUEST_NONCE] = nonce
-    if isinstance(key, str):
-        algorithm: Any = algorithms.HMAC_SHA256
-        private: Any = key.encode("utf-8")
-    else:
-        algorithm, private = algorithms.ED25519, key
-    signer = HTTPMessageSigner(signature_algorithm=algorithm,
-                               key_resolver=MappingKeyResolver(public_keys={}, private_keys={key_id: private}))
-    signer.sign(_Answer(status, headers), key_id=key_id, label=LABEL, covered_component_ids=ANSWER_COMPONENTS,
-                body=body, created=datetime.datetime.fromtimestamp(created, datetime.UTC))
+    _signer(key, key_id).sign(_Answer(status, headers), key_id=key_id, label=LABEL,
+                              covered_component_ids=ANSWER_COMPONENTS, body=body,
+                              created=datetime.datetime.fromtimestamp(created, datetime.UTC))
 
 
 def sign_request(key: str | ed25519.Ed25519PrivateKey, device_id: str, method: str, target_uri: str, body: bytes,
@@ -399,17 +404,10 @@ def sign_request(key: str | ed25519.Ed25519PrivateKey, device_id: str, method: s
         ``Content-Digest``, ``Signature-Input`` and ``Signature``.
     """
     headers: dict[str, str] = {}
-    if isinstance(key, str):
-        algorithm: Any = algorithms.HMAC_SHA256
-        private: Any = key.encode("utf-8")
-    else:
-        algorithm, private = algorithms.ED25519, key
-    signer = HTTPMessageSigner(signature_algorithm=algorithm,
-                               key_resolver=MappingKeyResolver(public_keys={}, private_keys={device_id: private}))
     when = datetime.datetime.fromtimestamp(int(time.time() if created is None else created), datetime.UTC)
-    signer.sign(_Request(method.upper(), target_uri, headers), key_id=device_id, created=when,
-                nonce=nonce or secrets.token_urlsafe(16), label=LABEL, covered_component_ids=REQUEST_COMPONENTS,
-                body=body)
+    _signer(key, device_id).sign(_Request(method.upper(), target_uri, headers), key_id=device_id, created=when,
+                                 nonce=nonce or secrets.token_urlsafe(16), label=LABEL,
+                                 covered_component_ids=REQUEST_COMPONENTS, body=body)
     return headers
 
 

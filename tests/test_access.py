@@ -17,6 +17,7 @@ import wave
 from typing import Any
 
 import pytest
+from test_deploy import load_wiring
 
 from device import config as config_mod
 from device.errors import ConfigError
@@ -348,19 +349,6 @@ def test_a_beeper_whose_pin_fails_reports_it():
 
 
 # --- the wiring with the amplifier ------------------------------------------------------------------
-
-def load_wiring():
-    import importlib.util
-    import sys
-
-    if "wiring" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("wiring", ROOT / "tools" / "wiring.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["wiring"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["wiring"]
-
 
 def test_the_accessible_wiring_diagram_and_table_are_made_from_its_configuration():
     from PIL import Image

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 import pytest
+from test_fakepi_kernel import second_process
 
 from device import config as config_mod
 from device.config import DISPLAY_MODELS, SPI_ONLY_MODELS
@@ -318,24 +319,11 @@ def test_lgpio_gets_a_working_directory_that_takes_its_pipes(monkeypatch, tmp_pa
 
 # --- as strict as the real kernel (issue 17) ----------------------------------------------------------
 
-CLAIM = """
-import lgpio
-h = lgpio.gpiochip_open(0)
-try:
-    lgpio.gpio_claim_input(h, {gpio})
-    print("claimed")
-except lgpio.error as e:
-    print("refused:", e)
-"""
-
-
 def test_a_second_process_cannot_claim_a_button_line_the_service_holds(device, hall):
     d = device()
     d.child.wait_for(r"screen: idle")
     for gpio, says in ((PINS[0], "refused: 'GPIO busy'"), (PINS[4], "refused: 'GPIO busy'"), (17, "claimed")):
-        done = subprocess.run([sys.executable, "-c", CLAIM.format(gpio=gpio)], env=d.pi.env(), capture_output=True,
-                              text=True, timeout=30, cwd=d.pi.root)
-        assert done.stdout.strip() == says, done.stderr
+        assert second_process(d.pi, gpio) == says
     # Two edges of the same level in a row (a bounce the kernel saw only half of) are still one rating.
     mark = len(d.child.log())
     d.pi.edge(PINS[0], 0)
