@@ -18,8 +18,8 @@ TMUX := /usr/bin/tmux
 CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
 
-# strace, systemd-analyze and libseccomp's Python binding: tests/test_syscalls.py checks the unit's filter.
 ESPEAK := /usr/bin/espeak-ng
+# strace, systemd-analyze and libseccomp's Python binding: tests/test_syscalls.py checks the unit's filter.
 PI_TOOLS := /usr/bin/strace /usr/bin/systemd-analyze /usr/share/doc/python3-seccomp
 
 setup: $(STAMP) $(FONT) $(TMUX) $(CHROMIUM) $(CHROMEDRIVER) $(PI_TOOLS) $(ESPEAK) ## Install what is missing: Debian packages, the venv with the Python packages
@@ -35,15 +35,11 @@ $(TMUX):
 	$(SUDO) apt-get install -y tmux
 
 # Headless Chromium prints the hall's monthly 通报 to PDF (hall/tongbao.py) with the WenQuanYi Zen Hei
-# font; tests/test_hall_tongbao.py renders its pages with pdftoppm (poppler-utils) to compare with golden pages.
-$(CHROMIUM):
+# font; tests/test_hall_tongbao.py renders its pages with pdftoppm (poppler-utils) to compare with golden pages;
+# chromedriver: tests/test_phone_browser.py drives it through Selenium (make test-phone). One install for both.
+$(CHROMIUM) $(CHROMEDRIVER) &:
 	$(SUDO) apt-get update
-	$(SUDO) apt-get install -y chromium poppler-utils fonts-wqy-zenhei
-
-# chromedriver: tests/test_phone_browser.py drives headless Chromium through Selenium (make test-phone).
-$(CHROMEDRIVER):
-	$(SUDO) apt-get update
-	$(SUDO) apt-get install -y chromium chromium-driver
+	$(SUDO) apt-get install -y chromium chromium-driver poppler-utils fonts-wqy-zenhei
 
 # tests/test_syscalls.py: the unit's SystemCallFilter expanded (systemd-analyze), against the calls made (strace)
 # and enforced by the kernel (seccomp, through the system python3's binding) while the device takes a rating.

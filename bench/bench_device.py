@@ -23,7 +23,6 @@ Prints:
 from __future__ import annotations
 
 import argparse
-import inspect
 import multiprocessing
 import os
 import queue
@@ -76,7 +75,7 @@ def _serve_hall(db: str, public_keys: dict[str, str], conn: Any) -> None:
     from hall import HallServer  # here, not at the top: the memory child must hold the device, not the hall
     extra: dict[str, Any] = {"public_keys": public_keys} if public_keys else {"default_key": KEY}
     with HallServer(db, **extra) as hall:
-        conn.send((hall.url, str(getattr(hall, "hall_public_key", ""))))
+        conn.send((hall.url, hall.hall_public_key))
         conn.recv()   # until the bench is done
 
 
@@ -89,9 +88,6 @@ def hall_for(data_dir: str, signature: str) -> tuple[Any, list[str], str] | None
     sets = [f'upload.signature="{signature}"', "upload.heartbeat_s=0", f'device.id="{device}"']
     public: dict[str, str] = {}
     if signature == keys.ED25519:
-        from hall import HallServer  # as in _serve_hall: the hall stays out of the memory child
-        if "public_keys" not in inspect.signature(HallServer).parameters:
-            return None
         key_file = os.path.join(data_dir, "device-ed25519.pem")
         public = {device: keys.DeviceKeys(key_file).info().public_key}
         sets.append(f'upload.private_key_file="{key_file}"')

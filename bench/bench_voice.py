@@ -34,20 +34,17 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
+from bench_device import percentile, press  # bench/ beside this script
+
 from device import config as config_mod
 from device.app import App
 from device.clock import Clocks
 from device.config import Secret
 from device.hardware import staff_request
 from device.outputs import prompts
-from device.state import Beep, ButtonPressed, ButtonReleased, Say
+from device.state import Beep, Say
 from device.ui.models import ThanksScreen
 from sim.hardware import make_sim_hardware
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def make_prompts(folder: str) -> str:
@@ -99,9 +96,7 @@ def run(voice: bool, presses: int, folder: str, prompts_dir: str, play_s: float,
     for i in range(presses):
         button = 1 + i % 5
         t0 = time.perf_counter()
-        app.loop.handle(ButtonPressed(button))
-        app.loop.handle(ButtonReleased(button))
-        app.loop.refresh()
+        press(app, button)
         times.append(time.perf_counter() - t0)
         assert isinstance(app.model, ThanksScreen), app.model
         # A citizen's pace, compressed: the beep and the prompt of one press still sound at the next.

@@ -16,7 +16,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from device.config import DISPLAY_MODELS, Secret
+from device import config as config_mod
+from device.config import Secret
 from device.errors import (
     ConfigError,
     DisplayError,
@@ -215,12 +216,8 @@ def check_all(config: Config, size: tuple[int, int] | None = None) -> None:
         raise ConfigError(problems)
 
 
-def configured_size(config: Config) -> tuple[int, int]:
-    """The frame size the configured panel would have (when the panel itself is not there)."""
-    w, h = config.display.width, config.display.height
-    if not (w and h):
-        w, h = DISPLAY_MODELS.get(config.display.model, (128, 64))
-    return (h, w) if config.display.rotate in (90, 270) else (w, h)
+#: The frame size the configured panel would have (when the panel itself is not there): the configuration's own.
+configured_size = config_mod.frame_size
 
 
 #: Shown for a character the font lacks.

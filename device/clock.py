@@ -168,10 +168,6 @@ class Clocks:
         off = self._disagreement
         return off is not None and abs(off) > self.max_disagreement_s and self.ntp_synced()
 
-    def disagreement_s(self) -> float | None:
-        """How far the synced system clock was off the hall's at the last verified answer (seconds)."""
-        return self._disagreement
-
     def is_synced(self) -> bool:
         """Whether events may be stamped ``clock_synced: true``: NTP or the hall, and no disagreement.
 

@@ -211,7 +211,7 @@ class DisplaySection:
     #: Thank with the level chosen and offer reason tags after a 差评 (a hall's explicit choice);
     #: off, the screens never tell the staff or the queue which level a citizen chose.
     show_level: bool = False
-    #: Prompt and thanks in large characters on panels with room (256x64, 128x128); access (issue 19).
+    #: Prompt and thanks in large characters on panels with room (256x64, 128x128).
     large_text: bool = False
 
 

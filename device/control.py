@@ -142,7 +142,7 @@ class SupervisorControl(DeviceControl):
         })
         answer["faults"] += [{"code": code.split(":")[0], "message": code, "fix": ""}
                              for code in app.uplink.faults() + _loop_faults(loop)]
-        # access (issue 19): a speaker, buzzer or LED that does not work; rating goes on.
+        # A speaker, buzzer or LED that does not work: a fault; rating goes on.
         answer["faults"] += [{"code": f.split(":")[0], "message": f, "fix": OUTPUT_FIX} for f in app.outputs.faults()]
         answer["storage_damage"], damage_faults = _damage(app)
         answer["faults"] += damage_faults
@@ -214,7 +214,7 @@ def _damage(app: App) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return damage, faults
 
 
-#: access: the fix hint of a fault of the voice, the buzzer or the LED.
+#: The fix hint of a fault of the voice, the buzzer or the LED.
 OUTPUT_FIX = ("check audio.device and the speaker (aplay -l lists the sound cards), the prompts folder "
               "and the buzzer's and LED's wiring; rating goes on meanwhile")
 

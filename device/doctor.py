@@ -36,14 +36,13 @@ from gpiozero import Button
 from device import __version__, integrity, panels, pinmap
 from device import config as config_mod
 from device.app import http_transport
-from device.checks import check_screens, load_key
+from device.checks import check_screens, configured_size, load_key
 from device.clock import kernel_clock_synced
 from device.drivers.pins import open_pin_factory
 from device.errors import ConfigError, FontError
 from device.layout import SERVICE_USER, STATE_DIR, SYSTEM_CONFIG, UNIT
 from device.queue.health import uplink_check
 from device.settings import SettingsStore
-from device.supervisor import configured_size
 from device.ui import fonts
 
 if TYPE_CHECKING:

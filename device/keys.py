@@ -31,10 +31,10 @@ import os
 import threading
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature as _BadSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from device import files
 from device.errors import SettingsError
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ SIGNATURES = (ED25519, HMAC_SHA256)
 NEXT_SUFFIX = ".next"
 
 __all__ = ["ED25519", "HMAC_SHA256", "SIGNATURES", "DeviceKeys", "Ed25519PrivateKey", "Ed25519PublicKey",
-           "Ed25519Signing", "KeyInfo", "device_keys", "fingerprint", "parse_public_key", "public_key_text", "verify"]
+           "Ed25519Signing", "KeyInfo", "device_keys", "fingerprint", "parse_public_key", "public_key_text"]
 
 
 def raw_public(key: Ed25519PublicKey) -> bytes:
@@ -81,14 +81,6 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
         raise ValueError(f"an Ed25519 public key is 32 bytes, not {len(raw)}")
     return Ed25519PublicKey.from_public_bytes(raw)
 
-
-def verify(public: Ed25519PublicKey, signature: bytes, data: bytes) -> bool:
-    """Whether ``signature`` over ``data`` verifies under ``public``."""
-    try:
-        public.verify(signature, data)
-    except _BadSignature:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -147,19 +139,11 @@ def _write_new(path: str, key: Ed25519PrivateKey) -> bool:
             os.link(tmp, path)
         except FileExistsError:
             return False
-        _fsync_dir(folder)
+        files.fsync_dir(folder)
         return True
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-
-
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DeviceKeys:
@@ -248,7 +232,7 @@ class DeviceKeys:
                 return False
             old = self.info().fingerprint
             os.replace(self.next_path, self.path)
-            _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+            files.fsync_dir(os.path.dirname(os.path.abspath(self.path)))
             self._current, self._pending = self._pending, None
             logger.warning("key rotation: the hall answered the new key %s; the old key %s is dropped",
                            self.info().fingerprint, old)

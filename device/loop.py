@@ -126,9 +126,6 @@ class Loop:
         """
         self._handlers.setdefault(kind, []).append(handler)
 
-    def handles(self, kind: type) -> bool:
-        return kind in self._handlers
-
     def prepare(self, kind: type, fill: Callable[[Any], Any]) -> None:
         """Before a state-machine input of type ``kind`` is stepped, ``fill(input)`` adds the facts it needs.
 

@@ -46,6 +46,7 @@ from device.handlers.assignment import assignment_path
 from device.handlers.commands import CommitSettings, EraseSettings
 from device.loop import Command, Wake
 from device.notify import Liveness, Notifier, Watchdog
+from device.outputs import led
 from device.settings import PinStore, write_atomic
 from device.ui.models import BootScreen
 from device.ui.screens import render
@@ -294,8 +295,8 @@ class Supervisor:
         if self.starts.fallback(self._overlay(), self.max_failed_starts) is not None:
             return  # the next build goes back to the last settings that started
         self.mode = RECOVERY
-        if self.hardware is not None and self.hardware.led is not None:  # access: the LED blinks fast
-            self.hardware.led.show("fault")
+        if self.hardware is not None and self.hardware.led is not None:  # the status LED blinks fast
+            self.hardware.led.show(led.FAULT)
         logger.error("recovery: the console answers; faults: %s",
                      "; ".join(f"{f.code}: {f.message}" for f in self.faults))
         self.liveness.tell(self.describe())

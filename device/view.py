@@ -51,7 +51,7 @@ class View:
     service_lines: tuple[str, ...] = ()
     #: ``Rules.reasons_for``: the tags offered for a level.
     reasons: dict[Level, st.Reasons] = field(default_factory=dict)
-    #: ``display.large_text``: prompt and thanks in large characters (access, issue 19).
+    #: ``display.large_text``: prompt and thanks in large characters.
     large_text: bool = False
 
 

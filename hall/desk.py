@@ -103,15 +103,8 @@ class HallDesk:
 
     def records(self) -> HallRecords:
         """The hall's records, with the ids rectified through ``HallServer.resolve()`` and the store's flags."""
-        flags: dict[str, str] = {}
-        for flag in self._storage.flags():
-            flags.setdefault(str(flag["id"]), str(flag["problem"]))
-        if "flag" in {row[1] for row in self._db.execute("PRAGMA table_info(events)")}:
-            # The store's own mark on each event (interface 7), where the store keeps one.
-            for event_id, flag in self._db.execute("SELECT id, flag FROM events WHERE flag IS NOT NULL AND flag != ''"):
-                flags[str(event_id)] = str(flag).split(",")[0]
-        return dataclasses.replace(ledger.read_records(self._db),
-                                   resolved=frozenset(self._storage.resolved_ids()), flags=flags)
+        return dataclasses.replace(ledger.read_records(self._db), resolved=frozenset(self._storage.resolved_ids()),
+                                   flags=ledger.read_flags(self._db))
 
     def number_ratings(self, events: list[Event] | None = None) -> None:
         """Give every dated rating without a short number its number (:mod:`hall.numbers`)."""

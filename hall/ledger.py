@@ -66,6 +66,16 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     return db
 
 
+def read_flags(db: sqlite3.Connection) -> dict[str, str]:
+    """Event id -> the first problem the store marked it with (``events.flag``): what is kept out of the figures.
+
+    Only the store's own mark counts. The ``flags`` table is a log of notes as well (a ``seq_taken``
+    answered, a resealed duplicate), which mark no stored event.
+    """
+    return {str(event_id): str(flag).split(",")[0]
+            for event_id, flag in db.execute("SELECT id, flag FROM events WHERE flag IS NOT NULL AND flag != ''")}
+
+
 def read_records(db: sqlite3.Connection) -> HallRecords:
     """One snapshot of the hall's records (in one read transaction); ``resolved`` is left empty."""
     own = not db.in_transaction  # inside a command's write transaction, read in it

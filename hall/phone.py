@@ -319,8 +319,12 @@ class PhonePage:
                              "VALUES (?, ?, ?, ?)", (str(uuid.UUID(session_id)), device_id, number, self._utc_now()))
         return True
 
-    def arrived(self) -> int:
+    def arrived(self, device_id: str | None = None) -> int:
         """Send the reminders due: one per service whose event the hall now holds and whose number it knows.
+
+        Args:
+            device_id: only that device's services (the one whose batch just arrived: no other's can
+                have become due); None: every device's.
 
         Returns:
             How many messages were sent.
@@ -330,14 +334,15 @@ class PhonePage:
         forget_before = datetime.datetime.fromtimestamp(self.clock() - FORGET_MOBILE_AFTER_S, datetime.UTC)
         with self._lock:
             # Called for every batch a device delivers: a read only, unless some number waits.
-            if self._db.execute("SELECT 1 FROM phone_sms WHERE sent_at IS NULL AND mobile != '' LIMIT 1").fetchone() \
-                    is None:
+            mine, args = ("AND device_id = ?", (device_id,)) if device_id is not None else ("", ())
+            if self._db.execute("SELECT 1 FROM phone_sms WHERE sent_at IS NULL AND mobile != '' " + mine + " LIMIT 1",
+                                args).fetchone() is None:
                 return 0
             # Numbers are kept for their reminder only: one whose service never arrived is not kept either.
             self._db.execute("UPDATE phone_sms SET mobile = '' WHERE sent_at IS NULL AND mobile != '' "
                              "AND given_at < ?", (forget_before.isoformat(timespec="seconds"),))
             due = self._db.execute("SELECT session_id, mobile FROM phone_sms WHERE sent_at IS NULL "
-                                   "AND mobile != ''").fetchall()
+                                   "AND mobile != '' " + mine, args).fetchall()
         sent = 0
         for session_id, mobile in due:
             code = code_of(session_id)

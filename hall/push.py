@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from hall import ledger
@@ -368,13 +368,7 @@ class _Context:
             "SELECT json FROM events WHERE type = 'clock'"))
         self.matters = {(hall, window): (code, name, dept, channel) for hall, window, code, name, dept, channel
                         in db.execute("SELECT * FROM push_matters")}
-        self.flags: dict[str, str] = {}
-        for event_id, problem in db.execute("SELECT id, problem FROM flags ORDER BY rowid"):
-            self.flags.setdefault(str(event_id), str(problem))
-        columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
-        if "flag" in columns:
-            for event_id, flag in db.execute("SELECT id, flag FROM events WHERE flag IS NOT NULL AND flag != ''"):
-                self.flags[str(event_id)] = str(flag).split(",")[0]
+        self.flags = ledger.read_flags(db)
         self.channels: dict[str, str] = {}
 
     def _rating(self, rating_id: str) -> Event | None:
@@ -453,6 +447,3 @@ def check_item(item: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def items_of(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Items without the outbox's own ``sent`` mark."""
-    return [{k: v for k, v in row.items() if k != "sent"} for row in rows]

@@ -486,7 +486,7 @@ class HallServer:
         if self.phone is not None:  # ratings made on the phone, in place of their services' unrated events
             events = self.phone.with_records(events)
         return build_report(events, month, self._storage.resolved_ids(), today,
-                            flags={str(f["id"]): str(f["problem"]) for f in self._storage.flags()})
+                            flags={i: flag.split(",")[0] for i, flag in self._storage.flagged_events().items()})
 
     def report(self, month: str, today: datetime.date | None = None) -> str:
         """The month's per-window 好差评 report as text (``month`` is ``YYYY-MM``)."""
@@ -585,7 +585,7 @@ class HallServer:
                     self._close(device_id, str(event["session_id"]))
         if self.phone is not None and receipt.accepted:
             try:
-                self.phone.arrived()  # SMS reminders for services whose event is here now
+                self.phone.arrived(device_id)  # SMS reminders for this device's services now here
             except Exception:  # a reminder never costs a device its acknowledgement
                 logger.exception("SMS reminders failed")
         if rejected:

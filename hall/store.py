@@ -319,11 +319,6 @@ class Storage:
         with self._lock:
             return {row[0] for row in self._db.execute("SELECT rating_id FROM resolved")}
 
-    def path(self) -> str:
-        """The database file (``""`` in memory)."""
-        with self._lock:
-            row = self._db.execute("PRAGMA database_list").fetchone()
-        return str(row[2] or "")
 
     def close(self) -> None:
         """Close the connection; the object is unusable afterwards."""

@@ -154,7 +154,6 @@ def walk(rows: list[Row], *, port: str, results: str, prompt: Callable[[str], st
     done = read_results(results)
     todo = [r for r in rows if done.get(r.device_id) != "ok"]
     out(f"{len(rows)} windows in the list, {len(rows) - len(todo)} done already, {len(todo)} to go")
-    failed = 0
     for n, row in enumerate(todo, start=1):
         answer = prompt(f"[{n}/{len(todo)}] window {row.window_no} ({row.device_id}): plug in its device, "
                         f"then press Enter (or type its port; s: skip; q: stop) ")
@@ -175,9 +174,8 @@ def walk(rows: list[Row], *, port: str, results: str, prompt: Callable[[str], st
         out(f"window {row.window_no} ({row.device_id}): {result['outcome']}")
         if code == 130:
             return 130
-        if result["outcome"] != "ok":
-            failed += 1
-    left = [r for r in rows if read_results(results).get(r.device_id) != "ok"]
+    final = read_results(results)
+    left = [r for r in rows if final.get(r.device_id) != "ok"]
     out(f"done: {len(rows) - len(left)} of {len(rows)} windows provisioned; results in {results}")
     if left:
         out("not yet: " + ", ".join(f"{r.window_no} ({r.device_id})" for r in left))

@@ -9,7 +9,6 @@ hall server (or to ``--server URL``). Driven by the keyboard on a TTY, by
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import os
@@ -158,10 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the hall is told so (a hall that checks @target-uri against the URL it serves).
         scheme = "http"
         link = NetworkLink("127.0.0.1", 0)
-        served: dict[str, Any] = {}
-        if "public_url" in inspect.signature(HallServer).parameters:
-            served["public_url"] = f"http://{link.address[0]}:{link.address[1]}"
-        hall = HallServer(os.path.join(data_dir, "hall.db"), default_key=key, **served)
+        hall = HallServer(os.path.join(data_dir, "hall.db"), default_key=key,
+                          public_url=f"http://{link.address[0]}:{link.address[1]}")
         hall.start()
         print(f"stand-in hall server: {hall.url}", flush=True)
         bound = urllib.parse.urlsplit(hall.url)
@@ -275,7 +272,7 @@ def _signing_overrides(args: argparse.Namespace, hall: HallServer | None, user_o
     the device's key pair is made in the data folder and its public key
     registered with the hall.
     """
-    holds_public_keys = hall is not None and hasattr(hall, "add_public_key") and hasattr(hall, "hall_public_key")
+    holds_public_keys = hall is not None
     signature = args.signature
     if signature is None:
         signature = keys_mod.ED25519 if holds_public_keys and args.device_key is None else keys_mod.HMAC_SHA256
@@ -284,13 +281,10 @@ def _signing_overrides(args: argparse.Namespace, hall: HallServer | None, user_o
     if signature == keys_mod.HMAC_SHA256:
         return sets
     if hall is not None:
-        if not holds_public_keys:
-            raise ValueError("--signature ed25519: the embedded hall holds no device public keys")
         device_id = config_mod.load(args.config, user_overrides).device.id
         own = keys_mod.device_keys(private_key_file)
-        # Through getattr: the stand-in hall grows its registry of public keys in another branch today.
-        getattr(hall, "add_public_key")(device_id, own.info().public_key)  # noqa: B009
-        hall_key = str(getattr(hall, "hall_public_key"))  # noqa: B009
+        hall.add_public_key(device_id, own.info().public_key)
+        hall_key = hall.hall_public_key
         print(f"device key {own.info().fingerprint} registered with the stand-in hall", flush=True)
     else:
         if not args.hall_public_key:

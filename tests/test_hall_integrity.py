@@ -25,6 +25,7 @@ from hall_rig import EVALUATIONS, Signer, batch, chain, exchange, hall_signed, r
 from device.records import seal
 from hall import HallServer, keys
 from hall.auth import Refused
+from hall.desk import HallDesk
 from hall.handler import Capacity
 from hall.limits import DurableNonces
 
@@ -106,7 +107,7 @@ def test_a_verified_stale_request_gets_a_signed_401_with_the_hall_time(hall, dev
     assert hall_signed(again, nonce, hall_key(hall))
 
 
-def test_no_seq_is_ever_held_twice_and_a_resealed_event_is_taken(hall, device):
+def test_no_seq_is_ever_held_twice_and_a_resealed_event_is_taken(hall, device, tmp_path):
     first = chain(ED, 3)
     assert send(hall.url, device, "POST", EVALUATIONS, batch(ED, first))[0].json()["head"]["seq"] == 3
     # A data folder restored from an older copy: new ratings reuse seqs 2 and 3.
@@ -126,6 +127,8 @@ def test_no_seq_is_ever_held_twice_and_a_resealed_event_is_taken(hall, device):
     assert [e["seq"] for e in hall.events(ED)] == [1, 2, 3, 4, 5]
     assert hall.flagged_events(ED) == {}                  # nothing stored is in doubt
     assert {f["problem"] for f in hall.flags(ED)} == {"seq_taken"}   # the refusals are on record
+    # ... and no figure leaves the resealed ratings out: the desk and the push read the store's marks only.
+    assert HallDesk(tmp_path / "hall.db").records().flags == {}
 
 
 def test_two_events_of_one_batch_under_one_seq(hall, device):

@@ -67,11 +67,6 @@ def debian(path: Path = DEBIAN) -> dict[str, Version]:
     return found
 
 
-def debian_packages(path: Path = DEBIAN) -> list[str]:
-    """The package names, for apt and the .deb's Depends."""
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-
-
 def own_requirements(setup_py: Path = REPO / "setup.py") -> list[Requirement]:
     """Window Evaluator's ``install_requires`` and its ``pi`` extra, read from setup.py."""
     tree = ast.parse(setup_py.read_text())
@@ -132,7 +127,6 @@ def check(machine: str, pinned: Path = PINS) -> list[str]:
         for missing in set(pins(pinned)) - got:
             problems.append(f"{machine}: no wheel for the pin {missing}")
     for who, req in wanted:
-        env["extra"] = ""
         if req.marker is not None and not req.marker.evaluate(env):
             continue
         name = canonicalize_name(req.name)

@@ -31,6 +31,7 @@ from device import config as config_mod
 from device.config import Config
 from device.doctor import HEADER_PIN
 from device.levels import Level
+from device.pinmap import UART_PORTS
 
 BEGIN, END = "<!-- wiring:begin (tools/wiring.py) -->", "<!-- wiring:end -->"
 GROUND = (6, 9, 14, 20, 25, 30, 34, 39)
@@ -39,7 +40,6 @@ COLOURS = {"panel": (37, 99, 235), "button": (22, 163, 74), "staff key": (217, 1
            "amplifier": (190, 24, 93), "buzzer": (8, 145, 178), "LED": (146, 64, 14)}
 #: The I²S amplifier's (MAX98357A) pins on the header: its BCLK, LRC and DIN on GPIO 18, 19 and 21.
 I2S_WIRES = (("amplifier BCLK", 18), ("amplifier LRC", 19), ("amplifier DIN", 21))
-UART_PORTS = ("/dev/serial0", "/dev/ttyS0", "/dev/ttyAMA0")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The loop's thread is the one owner of what is in use and of ``assignment.json``
 beside the outbox: the hall link hands a new assignment in
 (:class:`~device.queue.hall.AssignmentChanged`), the console a committed
-configuration (:class:`Reconfigure`) or a factory reset (:class:`ForgetAssignment`),
+configuration (:class:`Reconfigure`) or a factory reset (:meth:`InUse.forget`),
 and only this module changes them.
 
 Values from the hall never stop the device and never credit the wrong person
@@ -49,11 +49,6 @@ class Reconfigure(Command):
 
     config: Config
     key: Secret | None = None
-
-
-@dataclass(eq=False)
-class ForgetAssignment(Command):
-    """A factory reset: forget the hall's assignment (the configured identity returns at the next build)."""
 
 
 def assignment_path(config: Config) -> str:
@@ -125,7 +120,6 @@ class InUse:
     def register(self, loop: Loop) -> None:
         loop.register(AssignmentChanged, lambda e: self.apply(e.assignment))
         loop.register(Reconfigure, lambda c: self.reconfigure(c.config, c.key))
-        loop.register(ForgetAssignment, lambda c: self.forget())
         loop.register(st.QrReplaced, self.qr_replaced)
 
     def service_template(self, config: Config) -> str:

@@ -216,11 +216,9 @@ class DamageBook:
             head = (seq, digest)
         else:
             ours = repair.hash_at(conn, seq)
-            row = conn.execute("SELECT state FROM events WHERE seq = ?", [seq]).fetchone()
             # Not yet acknowledged here: another copy's event holds that seq at the hall (seq_taken and a
-            # reseal follow), not a rewritten history.
-            taken = row is not None and row[0] == schema.PENDING
-            if ours is not None and ours != digest and not taken and self.witness.flag(seq, digest):
+            # reseal follow), not a rewritten history. Looked up only when the hashes differ (rare).
+            if ours is not None and ours != digest and not _pending_at(conn, seq) and self.witness.flag(seq, digest):
                 self.incident(f"the event at seq {seq} differs from the one the hall acknowledged "
                               "(a rewritten history)", rewritten=1)
             self._refine_losses(conn, seq)
@@ -262,3 +260,8 @@ def summary(damage: dict[str, Any]) -> str:
         parts.append(f"{damage['marks_unsaved']} delivery marks not yet saved (disk full)")
     return ", ".join(parts)
 
+
+def _pending_at(conn: sqlite3.Connection, seq: int) -> bool:
+    """Whether the event at ``seq`` waits to be delivered (not yet acknowledged by the hall)."""
+    row = conn.execute("SELECT state FROM events WHERE seq = ?", [seq]).fetchone()
+    return row is not None and row[0] == schema.PENDING

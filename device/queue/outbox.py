@@ -426,7 +426,6 @@ class Outbox(OutboxSettlement):
             # or the next claim or append does.
 
     #: The name the uploader may call after each verified answer (the same method).
-    note_hall_head = note_acknowledged_head
 
     def reseal(self, after_seq: int, after_hash: str) -> int:
         """Seal every event the hall has not acknowledged again onto the hall's head.

@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -425,13 +424,14 @@ def keep_foreign_aside(path: str, device_id: str) -> Foreign | None:
         return None
     try:
         # Read-only: looking must not checkpoint or otherwise change the file before its checks.
-        conn = sqlite3.connect("file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro", uri=True)
-        conn.text_factory = schema.lenient_text
+        conn = integrity.open_readonly(path)
         try:
             owner = schema.stored_device(conn)
-            held = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
-            undelivered = int(conn.execute("SELECT count(*) FROM events WHERE state IN ('pending', 'sending')")
-                              .fetchone()[0]) if owner and owner != device_id else 0
+            held = undelivered = 0
+            if owner and owner != device_id:   # only then is anything counted (not at every start)
+                held = int(conn.execute("SELECT EXISTS (SELECT 1 FROM events)").fetchone()[0])
+                undelivered = int(conn.execute("SELECT count(*) FROM events WHERE state IN ('pending', 'sending')")
+                                  .fetchone()[0])
         finally:
             conn.close()
     except sqlite3.Error:
@@ -485,7 +485,7 @@ def events_in(path: str) -> int:
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return 0
     try:
-        conn = sqlite3.connect("file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro", uri=True)
+        conn = integrity.open_readonly(path)
         try:
             return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
         finally:

@@ -49,6 +49,7 @@ from device.queue.health import (
 )
 from device.queue.outbox import REJECTED, Event, Outbox
 from device.queue.transport import Backoff, Transport
+from device.records import GENESIS_HASH
 from device.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -57,8 +58,6 @@ logger = logging.getLogger(__name__)
 IDLE_POLL_S = 5.0
 #: Answers in a row naming ``seq_taken`` with nothing acknowledged, before the uploader backs off.
 MAX_RESEALS_IN_A_ROW = 3
-#: ``prev_hash`` of seq 1.
-GENESIS = "0" * 64
 
 
 class Uploader(Worker[UploadStatus]):
@@ -130,9 +129,6 @@ class Uploader(Worker[UploadStatus]):
         self._held: dict[str, int] = {}
         self._held_failures: dict[str, int] = {}
         self._reseals_in_a_row = 0
-        #: Whole requests the hall refused, and events sealed again after ``seq_taken``, since start.
-        self.refusals = 0
-        self.resealed = 0
 
     @property
     def transport(self) -> Any:
@@ -297,7 +293,6 @@ class Uploader(Worker[UploadStatus]):
 
     def _on_refusal(self, batch: list[Event], refusal: Refusal) -> float:
         """The hall (verified) refused the whole request: never a dead letter, whatever it said."""
-        self.refusals += 1
         if refusal.kind == client_mod.TOO_LARGE and len(batch) > 1:
             self.outbox.release(e["id"] for e in batch)
             self.batch_limit = max(1, len(batch) // 2)
@@ -400,9 +395,8 @@ class Uploader(Worker[UploadStatus]):
             self.publish(fault=SEQ_TAKEN)
             return self._backoff(f"the hall still says seq_taken after {MAX_RESEALS_IN_A_ROW} reseals")
         self.release_held(everything=True)
-        after_seq, after_hash = (head.seq, head.hash) if head is not None else (0, GENESIS)
+        after_seq, after_hash = (head.seq, head.hash) if head is not None else (0, GENESIS_HASH)
         n = reseal(after_seq, after_hash)
-        self.resealed += n
         logger.warning("uploader: the hall holds %d of our seqs under other ids; %d events sealed again "
                        "after its head %d", taken, n, after_seq)
         self.publish(resealed=self.status.resealed + n)
@@ -430,7 +424,7 @@ class Uploader(Worker[UploadStatus]):
         storage = self.outbox.storage_state()
         rejected = self.outbox.count(REJECTED)
         standing = tuple(getattr(self.client, "faults", ()))
-        clock_faults: tuple[str, ...] = (clock.DISAGREES,) if self._clock_disagrees() else ()
+        clock_faults: tuple[str, ...] = (clock.DISAGREES,) if self.clocks.disagrees() else ()
         if self._held:
             clock_faults += (f"{REFUSED}: {len(self._held)} events refused alone, held back (kept)",)
         return self.publish(rejected=rejected, storage=storage[0], backlog=self.outbox.waiting(),
@@ -438,9 +432,6 @@ class Uploader(Worker[UploadStatus]):
                             held=len(self._held), signature=str(getattr(self.client, "algorithm", "")),
                             faults=uplink_faults(self.status, storage, rejected, bool(self.synced()),
                                                  standing + clock_faults))
-
-    def _clock_disagrees(self) -> bool:
-        return bool(self.clocks.disagrees())
 
 
 def _hand_clocks(transport: HallClient | Transport, clocks: Clocks) -> None:

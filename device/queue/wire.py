@@ -80,8 +80,6 @@ JSON_TYPE = "application/json; charset=utf-8"
 LABEL = "sig1"
 #: RFC 9421's name of the shared-key algorithm (v2), carried as ``alg``.
 ALGORITHM = algorithms.HMAC_SHA256.algorithm_id
-#: RFC 9421's name of the device's own key pair (v3), carried as ``alg``.
-ED25519_ALGORITHM = algorithms.ED25519.algorithm_id
 #: The ``keyid`` of every answer the hall signs.
 HALL_KEY_ID = "hall"
 #: What a request's signature covers.
@@ -285,10 +283,6 @@ SigningKey = Secret | str | Ed25519PrivateKey
 #: What verifies an answer: the shared key, or the hall's public key.
 VerifyingKey = Secret | str | Ed25519PublicKey
 
-
-def algorithm_of(key: SigningKey | VerifyingKey) -> str:
-    """``"ed25519"`` or ``"hmac-sha256"``: the ``alg`` a key signs or verifies with."""
-    return ED25519_ALGORITHM if isinstance(key, (Ed25519PrivateKey, Ed25519PublicKey)) else ALGORITHM
 
 
 def sign_request(key: SigningKey, device_id: str, method: str, url: str, body: bytes,

@@ -35,8 +35,7 @@ _PCF_COMPRESSED_METRICS = 0x100
 _NO_GLYPH = 0xFFFF
 _MAGIC = b"\x01fcp"
 
-#: Fields of one glyph's metrics, in the order they are stored here.
-LSB, RSB, ADVANCE, ASCENT, DESCENT = range(5)
+#: Numbers per glyph's metrics, in the order stored: left and right side bearing, advance, ascent, descent.
 _FIELDS = 5
 
 #: ``(width, height, x_offset, y_offset)`` as Pillow's ``font.getsize`` gives it.
@@ -53,7 +52,7 @@ class PcfFont:
     max_b1: int
     #: glyph index of each code in the ranges above (0xFFFF: no glyph)
     indices: array.array
-    #: five numbers per glyph, each plus :attr:`bias`: see :data:`LSB` ... :data:`DESCENT`
+    #: five numbers per glyph, each plus :attr:`bias`: see :data:`_FIELDS`
     metrics: array.array
     #: what is added to each stored number (0x80 in compressed metrics tables, else 0)
     bias: int
@@ -77,14 +76,6 @@ class PcfFont:
     def has_glyph(self, char: str) -> bool:
         """Whether the font has a glyph of its own for ``char``."""
         return self.glyph(char) is not None
-
-    def glyph_metrics(self, char: str) -> tuple[int, int, int, int, int]:
-        """``(lsb, rsb, advance, ascent, descent)`` of the glyph drawn for ``char``."""
-        found = self.glyph(char)
-        base = _FIELDS * (self.default_glyph if found is None else found)
-        bias = self.bias
-        lsb, rsb, advance, ascent, descent = (v - bias for v in self.metrics[base:base + _FIELDS])
-        return lsb, rsb, advance, ascent, descent
 
     def getbbox(self, text: str) -> tuple[int, int, int, int]:
         """``(left, top, right, bottom)`` of ``text`` laid out one glyph after another.

@@ -40,8 +40,8 @@ logger = logging.getLogger(__name__)
 #: The prompt, with its natural break for two lines.
 PROMPT_TEXT = "请您对本次服务" + BREAK + "进行评价"
 THANKS_TEXT = "感谢您" + BREAK + "的评价"
-#: The private thank-you's second line: the press counted, whatever the level.
-RECEIVED_TEXT = "提交成功"
+#: The private thank-you's second line: the press counted, whatever the level (large text says the same).
+RECEIVED_TEXT = large.RECEIVED_TEXT
 REASONS_TITLE = "请选择原因"
 DETAIL_HINT = "5 扫码填写"
 

@@ -27,7 +27,6 @@ REDIRECTS = {
     "/sys/firmware/devicetree/base/": os.path.join("proc", "device-tree", ""),
     "/sys/bus/gpio/devices": os.path.join("sys", "bus", "gpio", "devices"),
 }
-DEVICE_TREE_PREFIXES = tuple(p for p in REDIRECTS if "tree" in p)
 
 
 def redirect(root: str, path: str) -> str:
