@@ -44,6 +44,8 @@ OWNERS = (
     ("device key file", "supervisor (the loop runs on it)", "the same Commit/FactoryReset requests"),
     ("start.json, settings.failed.json", "supervisor", "supervisor.py (last known good)"),
     ("console.pin", "console", "console/auth.py (the console's own file)"),
+    ("device-ed25519.pem (+ .next)", "loop (RotateKey makes .next); uploader (promotes it after a verified answer)",
+     "device/keys.py, one lock for both"),
     ("Supervisor.config", "supervisor (the loop runs on it)", "Supervisor.committed, Supervisor._serve"),
 )
 
